@@ -1,0 +1,1 @@
+"""The absl application behind the `mlcmk` command; the only package that reads flags."""

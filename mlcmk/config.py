@@ -1,0 +1,102 @@
+"""Global numerical settings: precision, seeds, TF32 and logical CPU devices.
+
+Nothing here runs on import; every setting is an explicit call.
+"""
+
+import contextlib
+
+import keras
+import tensorflow as tf
+
+_PRECISIONS = ("float32", "float64")
+
+
+def disable_tf32():
+    """Turns TensorFloat-32 off, so that float32 matmuls on Ampere+ GPUs keep full precision.
+
+    TF32 rounds matmul inputs to 10 mantissa bits, which ruins finite-difference checks and
+    the accuracy figures of scientific computations.
+    """
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+def set_precision(dtype):
+    """Sets the Keras float type and dtype policy for new layers and weights; turns TF32 off.
+
+    Args:
+        dtype: `"float32"` or `"float64"`.
+    """
+    if dtype not in _PRECISIONS:
+        raise ValueError(f"`dtype` must be one of {_PRECISIONS}; received dtype={dtype!r}")
+    keras.config.set_floatx(dtype)
+    # Layers take their dtype from the global dtype policy, which Keras caches from floatx on
+    # first use; set both so that new layers follow.
+    keras.config.set_dtype_policy(dtype)
+    disable_tf32()
+
+
+def get_precision():
+    """Returns the current Keras default float type as a string."""
+    return keras.config.floatx()
+
+
+@contextlib.contextmanager
+def precision(dtype):
+    """Context manager that sets the precision and restores the previous one on exit.
+
+    Example:
+    ```python
+    with mlcmk.config.precision("float64"):
+        model = mlcmk.TwoLayerNetwork(width=100)
+    ```
+    """
+    previous_floatx = keras.config.floatx()
+    previous_policy = keras.config.dtype_policy()
+    set_precision(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(previous_floatx)
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def set_seed(seed):
+    """Seeds Python, NumPy, TensorFlow and Keras random generators.
+
+    Args:
+        seed: non-negative int.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"`seed` must be a non-negative int; received seed={seed!r}")
+    keras.utils.set_random_seed(seed)
+
+
+def configure_logical_cpus(n):
+    """Splits the physical CPU into `n` logical devices (`/cpu:0` ... `/cpu:{n-1}`).
+
+    Needed to test `tf.distribute.MirroredStrategy` without several accelerators. Must run before
+    TensorFlow initialises its devices (before the first op). Calling it again after
+    initialisation is harmless when at least `n` logical CPUs already exist.
+
+    Args:
+        n: positive int, number of logical CPU devices.
+
+    Raises:
+        RuntimeError: if TensorFlow has already initialised with fewer than `n` logical CPUs.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"`n` must be a positive int; received n={n!r}")
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+        )
+    except RuntimeError as err:
+        existing = tf.config.list_logical_devices("CPU")
+        if len(existing) >= n:
+            return
+        raise RuntimeError(
+            f"Cannot create {n} logical CPU devices: TensorFlow is already initialised with "
+            f"{len(existing)}. Call mlcmk.config.configure_logical_cpus({n}) before any "
+            "TensorFlow op runs (for tests: at import time of tests/conftest.py)."
+        ) from err

@@ -1,0 +1,18 @@
+"""Public models of mlcmk."""
+
+from mlcmk.models.scaled_resnet import ScaledResNet, make_scaled_resnet
+from mlcmk.models.two_layer_network import TwoLayerNetwork
+
+
+def list_models():
+    """Returns `{name: class}` of the public models (the `keras.Model`s imported here), sorted."""
+    import keras
+
+    models = {
+        value.__name__: value
+        for value in globals().values()
+        if isinstance(value, type)
+        and issubclass(value, keras.Model)
+        and value.__module__.startswith("mlcmk.models.")
+    }
+    return dict(sorted(models.items()))

@@ -1,0 +1,525 @@
+r"""The Deep BSDE method for high-dimensional semilinear parabolic PDEs."""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from mlcmk.layers.bsde_step import BSDEStep
+from mlcmk.problems.bsde.base import BSDEProblem, deserialize_problem, serialize_problem
+
+Z_NETWORKS = ("gradient", "shared", "per_step")
+
+
+@keras.saving.register_keras_serializable(package="mlcmk")
+class StackedDense(keras.layers.Layer):
+    """`num_stacks` independent dense layers applied to axis 1 at once: (B, S, i) -> (B, S, o).
+
+    One einsum replaces S small matmuls; used for the per-time-step subnetworks of `DeepBSDE`.
+    """
+
+    def __init__(self, num_stacks, units, use_bias=True, kernel_initializer="glorot_uniform",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.num_stacks = int(num_stacks)
+        self.units = int(units)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.num_stacks, input_shape[-1], self.units),
+            initializer=self.kernel_initializer,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(self.num_stacks, self.units),
+                                        initializer="zeros")
+
+    def call(self, inputs):
+        out = ops.einsum("bsi,sio->bso", inputs, self.kernel)
+        return out + self.bias if self.use_bias else out
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "num_stacks": self.num_stacks, "units": self.units,
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+
+
+@keras.saving.register_keras_serializable(package="mlcmk")
+class StackedBatchNormalization(keras.layers.Layer):
+    """Batch normalisation of (B, S, H) inputs with statistics per (step, unit) over the batch."""
+
+    def __init__(self, momentum=0.99, epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.bn = keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon,
+                                                  dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.bn.build((None, input_shape[1] * input_shape[2]))
+
+    def call(self, inputs, training=None):
+        s, h = inputs.shape[1], inputs.shape[2]
+        out = self.bn(ops.reshape(inputs, (-1, s * h)), training=training)
+        return ops.reshape(out, (-1, s, h))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+def _check_units(hidden_units):
+    units = tuple(hidden_units)
+    if not units or any(isinstance(u, bool) or not isinstance(u, (int, np.integer)) or u < 1
+                        for u in units):
+        raise ValueError(
+            f"`hidden_units` must be a non-empty sequence of positive ints; "
+            f"received hidden_units={hidden_units!r}"
+        )
+    return tuple(int(u) for u in units)
+
+
+@keras.saving.register_keras_serializable(package="mlcmk")
+class DeepBSDE(keras.Model):
+    r"""Deep BSDE solver: learns $u(0, x_0)$ and $Z = \sigma^T \nabla u$ along the forward paths.
+
+    The forward process X of `problem` is simulated on its grid $t_0 < \dots < t_N$; the model
+    starts from trainable $Y_0 \approx u(0, x_0)$ (and $Z_0$), steps
+    $Y_{n+1} = Y_n - f(t_n, X_n, Y_n, Z_n)\,dt + Z_n \cdot dW_n$ with $Z_n$ from a network, and
+    minimises $E|g(X_N) - Y_N|^2$. Paths do not depend on the network, so $Z_n$ for all steps is
+    one batched computation; only the scalar Y recursion runs step by step.
+
+    `z_network` chooses how $Z_n$ is parameterised:
+    - `"gradient"` (default): one scalar network $\phi(t, x)$ shared by all steps, and
+      $Z = \sigma^T \nabla_x \phi$ by automatic differentiation. Z is then a gradient, as it is in
+      the PDE, and a wide first layer with orthogonal initialisation makes an isotropic quadratic
+      part of $\phi$ (so $Z \propto x$) easy to reach. This is what learns Z on `hjb_lq`, where the
+      original architecture is stuck at the trivial solution Z = 0.
+    - `"shared"`: one network $(t, x) \mapsto Z$ shared by all steps.
+    - `"per_step"`: the original method, one subnetwork per time step (here batched into one
+      einsum), with batch normalisation by default, output divided by d.
+
+    Inputs of the networks are normalised by the mean of $X_{t_n}$ per step and the standard
+    deviation of $X_T$ per coordinate, measured on the validation sample (stored as weights).
+
+    Training draws `batch_size` fresh paths per step from stateless random numbers seeded by
+    (`seed`, replica, iteration): different on every replica, reproducible, and continued
+    correctly after a restart. `test_step` evaluates a fixed sample of `validation_size` paths.
+    Call `fit(epochs=..., steps_per_epoch=...)` without data.
+
+    Args:
+        problem: a `BSDEProblem`, registered name or spec dict.
+        z_network: `"gradient"`, `"shared"` or `"per_step"`.
+        hidden_units: widths of the hidden layers; default (128,) for "gradient" and (d + 10,
+            d + 10) otherwise.
+        activation: hidden activation; default "softplus" for "gradient" (smooth, so that the
+            gradient is) and "relu" otherwise.
+        batch_norm: batch normalisation in the per-step subnetworks (default True for
+            "per_step", and only available there).
+        batch_size: global number of paths per training step.
+        validation_size: number of paths of the fixed validation sample.
+        y0_init: initial Y0: `"auto"` (mean of g(X_T) on the validation sample: the Y0 of the
+            trivial solution), a float, or a `(low, high)` range drawn uniformly as in the
+            original method.
+        seed: int, seeds the weights, the validation sample and the training paths.
+
+    Example:
+    ```python
+    model = mlcmk.models.DeepBSDE("hjb_lq")
+    model.compile(optimizer="auto")
+    model.fit(epochs=20, steps_per_epoch=100, callbacks=[mlcmk.training.Y0Monitor()])
+    model.y0_value(), model.problem.reference_value()
+    ```
+    Reference: Han, Jentzen, E, PNAS 115 (2018) 8505; E, Han, Jentzen, Commun. Math. Stat. 5 (2017).
+    """
+
+    def __init__(self, problem, z_network="gradient", hidden_units=None, activation=None,
+                 batch_norm=None, batch_size=64, validation_size=256, y0_init="auto", seed=0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        problem = deserialize_problem(problem)
+        if not isinstance(problem, BSDEProblem):
+            raise TypeError(f"`problem` must be a BSDEProblem; received {type(problem).__name__}")
+        if z_network not in Z_NETWORKS:
+            raise ValueError(f"`z_network` must be one of {Z_NETWORKS}; received "
+                             f"z_network={z_network!r}")
+        for name, value in (("batch_size", batch_size), ("validation_size", validation_size),
+                            ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"`seed` must be an int >= 0; received seed={seed!r}")
+        d = problem.dim
+        if hidden_units is None:
+            hidden_units = (128,) if z_network == "gradient" else (d + 10, d + 10)
+        if activation is None:
+            activation = "softplus" if z_network == "gradient" else "relu"
+        if batch_norm is None:
+            batch_norm = z_network == "per_step"
+        if batch_norm and z_network != "per_step":
+            raise ValueError(f"`batch_norm=True` needs z_network='per_step'; received "
+                             f"z_network={z_network!r}")
+        if not (y0_init == "auto" or isinstance(y0_init, (int, float))
+                or (isinstance(y0_init, (tuple, list)) and len(y0_init) == 2)):
+            raise ValueError(f"`y0_init` must be 'auto', a float or a (low, high) pair; "
+                             f"received y0_init={y0_init!r}")
+
+        # === Config ===
+        self.problem = problem
+        self.z_network = z_network
+        self.hidden_units = _check_units(hidden_units)
+        self.activation = activation
+        self.batch_norm = bool(batch_norm)
+        self.batch_size = int(batch_size)
+        self.validation_size = int(validation_size)
+        self.y0_init = list(y0_init) if isinstance(y0_init, (tuple, list)) else y0_init
+        self.seed = int(seed)
+        self.random_x0 = problem.x0_spread > 0
+        self.first_z_step = 0 if self.random_x0 else 1
+        self.num_z_steps = problem.num_steps - self.first_z_step
+        grid = problem.time_grid()
+        self._times = grid  # NumPy, N + 1 points
+
+        # Fixed validation sample and input statistics (deterministic given the seed).
+        dtype = keras.config.floatx()
+        self._val_x, self._val_dw = problem.sample_paths(
+            self.validation_size, (self.seed, 2**30), dtype=dtype)
+        val_x = np.asarray(self._val_x, dtype="float64")
+        self._x_mean_init = val_x.mean(axis=0)  # (N + 1, d)
+        scale = val_x[:, -1].std(axis=0)
+        self._x_scale_init = np.where(scale > 1e-8 * (1 + np.abs(self._x_mean_init[-1])),
+                                      scale, 1.0)
+        terminal = np.asarray(problem.terminal(self._val_x[:, -1]), dtype="float64")
+        self._trivial_loss = float(terminal.var())
+        if self.y0_init == "auto":
+            self._y0_start = float(terminal.mean())
+        elif isinstance(self.y0_init, list):
+            low, high = self.y0_init
+            self._y0_start = float(np.random.default_rng(self.seed).uniform(low, high))
+        else:
+            self._y0_start = float(self.y0_init)
+
+        # === Layers ===
+        init_seed = self.seed * 7919
+        self.bsde_step = BSDEStep(problem, dtype=self.dtype_policy, name="bsde_step")
+        self.z_layers = []
+        if z_network == "per_step":
+            s = self.num_z_steps
+            if self.batch_norm:
+                self.z_layers.append(StackedBatchNormalization(name="bn_in"))
+            for i, units in enumerate(self.hidden_units):
+                self.z_layers.append(StackedDense(
+                    s, units, use_bias=not self.batch_norm, name=f"dense_{i}",
+                    kernel_initializer=keras.initializers.GlorotUniform(init_seed + i)))
+                if self.batch_norm:
+                    self.z_layers.append(StackedBatchNormalization(name=f"bn_{i}"))
+                self.z_layers.append(keras.layers.Activation(activation, name=f"act_{i}"))
+            self.z_layers.append(StackedDense(
+                s, d, use_bias=not self.batch_norm, name="dense_out",
+                kernel_initializer=keras.initializers.GlorotUniform(init_seed + 99)))
+            if self.batch_norm:
+                self.z_layers.append(StackedBatchNormalization(name="bn_out"))
+        else:
+            for i, units in enumerate(self.hidden_units):
+                # Orthogonal first layer: its features span all directions of x evenly.
+                init = (keras.initializers.Orthogonal(seed=init_seed + i) if i == 0
+                        else keras.initializers.GlorotUniform(seed=init_seed + i))
+                self.z_layers.append(keras.layers.Dense(
+                    units, activation=activation, kernel_initializer=init, name=f"dense_{i}"))
+            out_units = 1 if z_network == "gradient" else d
+            # Zero output layer: training starts from Z = 0, the trivial solution.
+            # (A constant added to phi does not change Z: no bias in the gradient network.)
+            self.z_layers.append(keras.layers.Dense(out_units, kernel_initializer="zeros",
+                                                    use_bias=z_network != "gradient",
+                                                    name="dense_out"))
+        self.y0_layers = []
+        if self.random_x0:
+            for i, units in enumerate(self.hidden_units):
+                self.y0_layers.append(keras.layers.Dense(
+                    units, activation="softplus", name=f"y0_dense_{i}",
+                    kernel_initializer=keras.initializers.GlorotUniform(init_seed + 50 + i)))
+            self.y0_layers.append(keras.layers.Dense(
+                1, kernel_initializer="zeros",
+                bias_initializer=keras.initializers.Constant(self._y0_start), name="y0_out"))
+
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        # Input shapes follow from the problem, so the model is built at once (fit, checkpoint
+        # restore and export need the weights before the first call).
+        self.build()
+
+    # --- building -----------------------------------------------------------------------------
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        d, n = self.problem.dim, self.problem.num_steps
+        self.x_mean = self.add_weight(
+            name="x_mean", shape=(n + 1, d), trainable=False,
+            initializer=keras.initializers.Constant(self._x_mean_init))
+        self.x_scale = self.add_weight(
+            name="x_scale", shape=(d,), trainable=False,
+            initializer=keras.initializers.Constant(self._x_scale_init))
+        if not self.random_x0:
+            self.y0 = self.add_weight(name="y0", shape=(),
+                                      initializer=keras.initializers.Constant(self._y0_start))
+            self.z0 = self.add_weight(name="z0", shape=(d,), initializer="zeros")
+        else:
+            shape = (None, d)
+            for layer in self.y0_layers:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+        s = self.num_z_steps
+        shape = (None, s, d) if self.z_network == "per_step" else (None, s, d + 1)
+        for layer in self.z_layers:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.built = True
+
+    # --- the solution -------------------------------------------------------------------------
+    def _z_from_states(self, x, t, mean, training=False):
+        """Z for states x of shape (B, S, d) at times t (S,) with input means `mean` (S, d)."""
+        if self.z_network == "per_step":
+            h = (x - mean) / self.x_scale
+            for layer in self.z_layers:
+                h = layer(h, training=training) if "Batch" in type(layer).__name__ else layer(h)
+            return h / self.problem.dim
+        t_in = ops.broadcast_to(ops.reshape(t / self.problem.total_time, (1, -1, 1)),
+                                (ops.shape(x)[0], ops.shape(x)[1], 1))
+
+        def net(h):
+            h = ops.concatenate([h, t_in], axis=-1)
+            for layer in self.z_layers:
+                h = layer(h)
+            return h
+
+        if self.z_network == "shared":
+            return net((x - mean) / self.x_scale)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            phi = ops.sum(net((x - mean) / self.x_scale))
+        grad = tape.gradient(phi, x)
+        return self.problem.diffusion_apply(ops.reshape(t, (1, -1, 1)), x, grad)
+
+    def _z_steps(self, x, training=False):
+        """Z at all trained grid steps for paths x (B, N + 1, d); returns (B, S, d)."""
+        a, b = self.first_z_step, self.problem.num_steps
+        t = ops.cast(self._times[a:b], x.dtype)
+        return self._z_from_states(x[:, a:b], t, self.x_mean[a:b], training=training)
+
+    def initial_value(self, x0):
+        """Y0 for starting points x0 of shape (B, d); returns (B,)."""
+        if not self.random_x0:
+            return ops.broadcast_to(ops.cast(self.y0, x0.dtype), ops.shape(x0)[:1])
+        h = (x0 - self.x_mean[0]) / self.x_scale
+        for layer in self.y0_layers:
+            h = layer(h)
+        return h[:, 0]
+
+    def y0_value(self):
+        """The learned u(0, x0) as a float (fixed x0 only)."""
+        if self.random_x0:
+            raise ValueError("y0_value() needs a fixed x0; use initial_value(x0) with "
+                             f"x0_spread={self.problem.x0_spread}")
+        return float(ops.convert_to_numpy(self.y0))
+
+    def z(self, t, x):
+        """Z(t, x) = sigma^T grad u at the grid time nearest to t, for x of shape (B, d)."""
+        x = ops.convert_to_tensor(x, self.compute_dtype)
+        n_steps = self.problem.num_steps
+        n = ops.clip(ops.cast(ops.round(ops.cast(t, x.dtype) / self.problem.dt), "int32"),
+                     0, n_steps - 1)
+        if self.z_network == "per_step":
+            a = self.first_z_step
+            xs = ops.repeat(ops.expand_dims(x, 1), n_steps - a, axis=1)
+            times = ops.cast(self._times[a:n_steps], x.dtype)
+            zs = self._z_from_states(xs, times, self.x_mean[a:n_steps])
+            z = ops.take(zs, ops.maximum(n - a, 0), axis=1)
+        else:
+            tn = ops.reshape(ops.cast(n, x.dtype) * self.problem.dt, (1,))
+            mean = ops.expand_dims(ops.take(self.x_mean, n, axis=0), 0)
+            z = self._z_from_states(ops.expand_dims(x, 1), tn, mean)[:, 0]
+        if not self.random_x0:
+            z0 = ops.broadcast_to(ops.cast(self.z0, x.dtype), ops.shape(x))
+            z = ops.where(n <= 0, z0, z)
+        return z
+
+    def simulate(self, x, dw, training=False):
+        """Runs the BSDE along given paths.
+
+        Args:
+            x: (B, N + 1, d) forward paths; dw: (B, N, d) their Brownian increments.
+
+        Returns:
+            `(y_N, z)`: Y at T, shape (B,), and Z at every step, shape (B, N, d).
+        """
+        n_steps = self.problem.num_steps
+        z = self._z_steps(x, training=training)
+        if not self.random_x0:
+            z0 = ops.broadcast_to(ops.cast(self.z0, z.dtype), ops.shape(x[:, :1]))
+            z = ops.concatenate([z0, z], axis=1)
+        y = self.initial_value(x[:, 0])
+        for n in range(n_steps):
+            y = self.bsde_step(x[:, n], y, z[:, n], dw[:, n], t=float(self._times[n]))
+        return y, z
+
+    def call(self, inputs, training=False):
+        """inputs: `(x, dw)` paths; returns Y_N of shape (B,)."""
+        x, dw = inputs
+        return self.simulate(x, dw, training=training)[0]
+
+    def path_loss(self, x, dw, training=False):
+        y_n, _ = self.simulate(x, dw, training=training)
+        return ops.mean((self.problem.terminal(x[:, -1]) - y_n) ** 2)
+
+    # --- training -----------------------------------------------------------------------------
+    def compile(self, optimizer="auto", **kwargs):
+        """`optimizer="auto"`: Adam with a piecewise-constant learning-rate decay.
+
+        Its schedule (1e-3, then 1e-4 after 60% and 1e-5 after 85% of `decay_steps`) uses
+        `kwargs.pop("decay_steps", 4000)`.
+        """
+        decay_steps = int(kwargs.pop("decay_steps", 4000))
+        if optimizer == "auto":
+            schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+                [int(0.6 * decay_steps), int(0.85 * decay_steps)], [1e-3, 1e-4, 1e-5])
+            optimizer = keras.optimizers.Adam(schedule)
+        kwargs.setdefault("jit_compile", "auto")
+        super().compile(optimizer=optimizer, **kwargs)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def _replica_info(self):
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None:
+            return 0, 1
+        return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
+
+    def train_step(self, data):
+        replica, num_replicas = self._replica_info()
+        if self.batch_size % num_replicas:
+            raise ValueError(f"`batch_size`={self.batch_size} must be divisible by the number "
+                             f"of replicas ({num_replicas})")
+        local = self.batch_size // num_replicas
+        step = ops.cast(self.optimizer.iterations, "int32")
+        seed = ops.stack([ops.cast(self.seed * 4099 + replica, "int32"), step])
+        x, dw = self.problem.sample_paths(local, seed, dtype=self.compute_dtype)
+        with tf.GradientTape() as tape:
+            loss = self.path_loss(x, dw, training=True)
+            scaled = loss / num_replicas
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        # A non-finite loss must not reach the weights: the update is skipped for it.
+        finite = ops.all(ops.isfinite(loss))
+        grads = [None if g is None else ops.where(finite, g, ops.zeros_like(g)) for g in grads]
+        self.optimizer.apply(grads, variables)
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
+
+    def test_step(self, data):
+        loss = self.path_loss(ops.cast(self._val_x, self.compute_dtype),
+                              ops.cast(self._val_dw, self.compute_dtype))
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
+
+    def _dummy_data(self):
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        return tf.data.Dataset.from_tensors(tf.zeros((replicas, 1))).repeat()
+
+    def fit(self, x=None, y=None, *, epochs=1, steps_per_epoch=100, validation=True, **kwargs):
+        """Trains on fresh paths: `epochs * steps_per_epoch` steps of `batch_size` paths.
+
+        Args:
+            epochs: number of epochs; each ends with the validation loss (`val_loss`).
+            steps_per_epoch: training steps per epoch.
+            validation: evaluate the fixed validation sample after each epoch.
+            **kwargs: passed to `keras.Model.fit` (callbacks, verbose, initial_epoch, ...).
+        """
+        if x is not None or y is not None:
+            raise ValueError("DeepBSDE draws its own paths: call fit() without x and y")
+        if validation:
+            kwargs.setdefault("validation_data", self._dummy_data())
+            kwargs.setdefault("validation_steps", 1)
+        kwargs.setdefault("shuffle", False)
+        return super().fit(self._dummy_data(), epochs=epochs, steps_per_epoch=steps_per_epoch,
+                           **kwargs)
+
+    def evaluate(self, x=None, y=None, **kwargs):
+        """Validation loss on the fixed validation sample."""
+        kwargs.setdefault("steps", 1)
+        return super().evaluate(self._dummy_data(), **kwargs)
+
+    # --- diagnostics --------------------------------------------------------------------------
+    @property
+    def trivial_loss(self):
+        """Var g(X_T) on the validation sample: the loss of Z = 0 with the best constant Y0."""
+        return self._trivial_loss
+
+    def validation_paths(self):
+        """The fixed validation sample `(x, dw)` as NumPy arrays."""
+        return np.asarray(self._val_x), np.asarray(self._val_dw)
+
+    def z_errors(self, num_paths=64, exact_z=None):
+        """Learned Z against the exact one on validation paths, per time step.
+
+        Args:
+            num_paths: number of validation paths used.
+            exact_z: callable `(t, x) -> Z`; default `problem.exact_z`.
+
+        Returns:
+            A dict of lists over steps n = 1..N-1: `relative_l2` (sqrt(sum|Z - Z*|^2 /
+            sum|Z*|^2)) and `cosine` (mean cosine between Z and Z*), or None without an exact Z.
+        """
+        exact_z = exact_z or self.problem.exact_z
+        x, dw = self.validation_paths()
+        x, dw = x[:num_paths], dw[:num_paths]
+        _, z = self.simulate(ops.convert_to_tensor(x), ops.convert_to_tensor(dw))
+        z = np.asarray(z, dtype="float64")
+        rel, cos = [], []
+        for n in range(1, self.problem.num_steps):
+            ze = exact_z(self._times[n], x[:, n].astype("float64"))
+            if ze is None:
+                return None
+            zl = z[:, n]
+            rel.append(float(math.sqrt(np.sum((zl - ze) ** 2) / np.sum(ze**2))))
+            norms = np.linalg.norm(zl, axis=-1) * np.linalg.norm(ze, axis=-1)
+            cos.append(float(np.mean(np.sum(zl * ze, -1) / np.maximum(norms, 1e-300))))
+        return {"relative_l2": rel, "cosine": cos}
+
+    # --- serving ------------------------------------------------------------------------------
+    def export_solution(self, path):
+        """Exports a SavedModel with endpoints `y0()` (or `u0(x)` for random x0) and `z(t, x)`.
+
+        The SavedModel needs TensorFlow only: `tf.saved_model.load(path).z(t, x)`.
+        """
+        dtype = self.compute_dtype
+        d = self.problem.dim
+        archive = keras.export.ExportArchive()
+        archive.track(self)
+        if self.random_x0:
+            archive.add_endpoint("u0", lambda x0: self.initial_value(x0),
+                                 input_signature=[tf.TensorSpec((None, d), dtype)])
+        else:
+            archive.add_endpoint("y0", lambda: ops.convert_to_tensor(self.y0),
+                                 input_signature=[])
+        archive.add_endpoint("z", lambda t, x: self.z(t, x),
+                             input_signature=[tf.TensorSpec((), dtype),
+                                              tf.TensorSpec((None, d), dtype)])
+        archive.write_out(path, verbose=False)
+        return path
+
+    def get_config(self):
+        return {**super().get_config(), "problem": serialize_problem(self.problem),
+                "z_network": self.z_network, "hidden_units": list(self.hidden_units),
+                "activation": self.activation, "batch_norm": self.batch_norm,
+                "batch_size": self.batch_size, "validation_size": self.validation_size,
+                "y0_init": self.y0_init, "seed": self.seed}

@@ -1,0 +1,158 @@
+r"""Nonlinear Black-Scholes equations: default risk, different interest rates, Barenblatt."""
+
+import math
+
+import numpy as np
+from keras import ops
+
+from mlcmk.problems.bsde.base import BSDEProblem, ReferenceValue
+from mlcmk.problems.registry import register_problem
+
+
+class _GeometricBrownianMotion(BSDEProblem):
+    """Forward process dX = mu X dt + s X dW (diagonal sigma(x) = s x), sampled exactly."""
+
+    def __init__(self, dim, total_time, num_steps, x0, x0_spread, mu_bar, sigma_bar):
+        super().__init__(dim, total_time, num_steps, x0, x0_spread)
+        self.mu_bar = float(mu_bar)
+        self.sigma_bar = float(sigma_bar)
+
+    def drift(self, t, x):
+        return self.mu_bar * x
+
+    def diffusion(self, t, x):
+        return self.sigma_bar * x
+
+    def sample_step(self, t, x, dw):
+        # Exact solution of the linear SDE over one step: no discretisation error in X.
+        return x * ops.exp((self.mu_bar - 0.5 * self.sigma_bar**2) * self.dt
+                           + self.sigma_bar * dw)
+
+    def get_config(self):
+        return {**super().get_config(), "mu_bar": self.mu_bar, "sigma_bar": self.sigma_bar}
+
+
+@register_problem("black_scholes_default_risk", "bs_default_risk", kind="bsde")
+class BlackScholesDefaultRisk(_GeometricBrownianMotion):
+    r"""Black-Scholes with default risk (Han, Jentzen, E 2018, figure 3; Duffie et al. 1996).
+
+    $u_t + \bar\mu x \cdot \nabla u + \tfrac12 \bar\sigma^2 \sum_i x_i^2 u_{x_i x_i}
+    - (1 - \delta) Q(u) u - R u = 0$, $g(x) = \min_i x_i$, with the default intensity $Q$
+    piecewise linear: $\gamma^h$ below $v^h$, $\gamma^l$ above $v^l$, linear between.
+    Reference u(0, (100, ..., 100)) = 57.300 at d = 100, T = 1 (published, multilevel Picard).
+    """
+
+    def __init__(self, dim=100, total_time=1.0, num_steps=40, x0=100.0, x0_spread=0.0,
+                 mu_bar=0.02, sigma_bar=0.2, delta=2.0 / 3.0, rate=0.02, v_h=50.0, v_l=70.0,
+                 gamma_h=0.2, gamma_l=0.02):
+        super().__init__(dim, total_time, num_steps, x0, x0_spread, mu_bar, sigma_bar)
+        self.delta, self.rate = float(delta), float(rate)
+        self.v_h, self.v_l = float(v_h), float(v_l)
+        self.gamma_h, self.gamma_l = float(gamma_h), float(gamma_l)
+        if not self.v_h < self.v_l:
+            raise ValueError(f"`v_h` must be below `v_l`; received v_h={v_h!r}, v_l={v_l!r}")
+
+    def intensity(self, y):
+        slope = (self.gamma_h - self.gamma_l) / (self.v_h - self.v_l)
+        q = self.gamma_h + slope * (y - self.v_h)
+        return ops.clip(q, self.gamma_l, self.gamma_h)
+
+    def generator(self, t, x, y, z):
+        return -(1.0 - self.delta) * self.intensity(y) * y - self.rate * y
+
+    def terminal(self, x):
+        return ops.min(x, axis=-1)
+
+    def reference_value(self):
+        if self.dim == 100 and self.total_time == 1.0 and np.all(self.x0 == 100.0) \
+                and not self.x0_spread:
+            return ReferenceValue(57.300, 0.0, "Han, Jentzen, E (2018), multilevel Picard")
+        return None
+
+    def get_config(self):
+        return {**super().get_config(), "delta": self.delta, "rate": self.rate,
+                "v_h": self.v_h, "v_l": self.v_l, "gamma_h": self.gamma_h,
+                "gamma_l": self.gamma_l}
+
+
+@register_problem("pricing_diff_rate", "black_scholes_different_rates", kind="bsde")
+class PricingDiffRate(_GeometricBrownianMotion):
+    r"""European option pricing with different borrowing and lending rates (Bergman 1995).
+
+    $f(t, x, y, z) = -R^l y - (\bar\mu - R^l) s + (R^b - R^l) \max(s - y, 0)$,
+    $s = \bar\sigma^{-1} \sum_i z_i$; $g(x) = \max(\max_i x_i - 120, 0)
+    - 2 \max(\max_i x_i - 150, 0)$. Reference u(0, (100, ..., 100)) = 21.299 at d = 100, T = 0.5
+    (E, Han, Jentzen 2017, multilevel Picard).
+    """
+
+    def __init__(self, dim=100, total_time=0.5, num_steps=20, x0=100.0, x0_spread=0.0,
+                 mu_bar=0.06, sigma_bar=0.2, rate_lend=0.04, rate_borrow=0.06):
+        super().__init__(dim, total_time, num_steps, x0, x0_spread, mu_bar, sigma_bar)
+        self.rate_lend, self.rate_borrow = float(rate_lend), float(rate_borrow)
+
+    def generator(self, t, x, y, z):
+        s = ops.sum(z, axis=-1) / self.sigma_bar
+        return (-self.rate_lend * y - (self.mu_bar - self.rate_lend) * s
+                + (self.rate_lend - self.rate_borrow) * ops.maximum(s - y, 0.0))
+
+    def terminal(self, x):
+        m = ops.max(x, axis=-1)
+        return ops.maximum(m - 120.0, 0.0) - 2.0 * ops.maximum(m - 150.0, 0.0)
+
+    def reference_value(self):
+        if self.dim == 100 and self.total_time == 0.5 and np.all(self.x0 == 100.0) \
+                and not self.x0_spread:
+            return ReferenceValue(21.299, 0.0, "E, Han, Jentzen (2017), multilevel Picard")
+        return None
+
+    def get_config(self):
+        return {**super().get_config(), "rate_lend": self.rate_lend,
+                "rate_borrow": self.rate_borrow}
+
+
+@register_problem("black_scholes_barenblatt", "bsb", kind="bsde")
+class BlackScholesBarenblatt(BSDEProblem):
+    r"""Black-Scholes-Barenblatt (Raissi 2018), exact solution in any dimension.
+
+    $u_t + \tfrac12 \bar\sigma^2 \sum_i x_i^2 u_{x_i x_i} - r (u - x \cdot \nabla u) = 0$,
+    $g(x) = |x|^2$; $dX = \bar\sigma\, \mathrm{diag}(X) dW$, so $Z = \bar\sigma x \odot \nabla u$ and
+    $f = -r (y - \bar\sigma^{-1} \sum_i z_i)$. Exact: $u(t, x) = e^{(r + \bar\sigma^2)(T - t)} |x|^2$.
+    x0 alternates 1, 0.5, 1, 0.5, ... unless given.
+    """
+
+    def __init__(self, dim=100, total_time=1.0, num_steps=50, x0=None, x0_spread=0.0,
+                 rate=0.05, sigma_bar=0.4):
+        if x0 is None:
+            x0 = [1.0 if i % 2 == 0 else 0.5 for i in range(int(dim))]
+        super().__init__(dim, total_time, num_steps, x0, x0_spread)
+        self.rate, self.sigma_bar = float(rate), float(sigma_bar)
+
+    def diffusion(self, t, x):
+        return self.sigma_bar * x
+
+    def sample_step(self, t, x, dw):
+        return x * ops.exp(-0.5 * self.sigma_bar**2 * self.dt + self.sigma_bar * dw)
+
+    def generator(self, t, x, y, z):
+        return -self.rate * (y - ops.sum(z, axis=-1) / self.sigma_bar)
+
+    def terminal(self, x):
+        return ops.sum(x**2, axis=-1)
+
+    def exact_solution(self, t, x):
+        x = np.asarray(x, dtype="float64")
+        return math.exp((self.rate + self.sigma_bar**2) * (self.total_time - t)) \
+            * np.sum(x**2, axis=-1)
+
+    def exact_z(self, t, x):
+        x = np.asarray(x, dtype="float64")
+        c = math.exp((self.rate + self.sigma_bar**2) * (self.total_time - t))
+        return self.sigma_bar * x * 2.0 * c * x
+
+    def reference_value(self):
+        if self.x0_spread:
+            return None
+        return ReferenceValue(float(self.exact_solution(0.0, self.x0)), 0.0, "closed form")
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "sigma_bar": self.sigma_bar}

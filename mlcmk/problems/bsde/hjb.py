@@ -1,0 +1,148 @@
+r"""The Hamilton-Jacobi-Bellman equation of a linear-quadratic-Gaussian control problem."""
+
+import math
+
+import numpy as np
+from keras import ops
+
+from mlcmk.problems.bsde.base import BSDEProblem, ReferenceValue
+from mlcmk.problems.registry import register_problem
+
+
+def _log_mean_exp(a, axis=0):
+    m = np.max(a, axis=axis, keepdims=True)
+    return np.squeeze(m, axis) + np.log(np.mean(np.exp(a - m), axis=axis))
+
+
+@register_problem("hjb_lq", "hjb", "hjb_lqg", kind="bsde")
+class HJBLQ(BSDEProblem):
+    r"""HJB equation of LQG control: $u_t + \Delta u - \lambda |\nabla u|^2 = 0$, $u(T,x) = g(x)$.
+
+    $g(x) = \ln((1 + |x|^2) / 2)$, $\sigma = \sqrt2 I$, $\mu = 0$, so $Z = \sqrt2 \nabla u$ and the
+    generator is $f(t, x, y, z) = -\lambda |\nabla u|^2 = -(\lambda / 2) |z|^2$.
+
+    The Hopf-Cole transform $w = e^{-\lambda u}$ turns it into the heat equation, so
+    $u(t, x) = -\lambda^{-1} \ln E[\exp(-\lambda g(x + \sqrt2 W_{T-t}))]$ and
+    $\nabla u(t,x) = E[\nabla g\, e^{-\lambda g}] / E[e^{-\lambda g}]$, both evaluated here by Monte
+    Carlo with antithetic pairs. At d = 100, T = 1, lambda = 1, x0 = 0 the published value is 4.5901
+    (Han, Jentzen, E, PNAS 2018).
+
+    Args:
+        dim, total_time, num_steps, x0, x0_spread: see `BSDEProblem`.
+        lam: float >= 0, the control cost weight lambda.
+        reference_samples: Monte Carlo sample size of `reference_value`.
+        seed: seed of that Monte Carlo.
+    """
+
+    def __init__(self, dim=100, total_time=1.0, num_steps=20, x0=0.0, x0_spread=0.0, lam=1.0,
+                 reference_samples=2_000_000, seed=0):
+        super().__init__(dim, total_time, num_steps, x0, x0_spread)
+        if not (float(lam) >= 0 and math.isfinite(float(lam))):
+            raise ValueError(f"`lam` must be a finite float >= 0; received lam={lam!r}")
+        self.lam = float(lam)
+        self.reference_samples = int(reference_samples)
+        self.seed = int(seed)
+        self._reference = None
+
+    def generator(self, t, x, y, z):
+        return -0.5 * self.lam * ops.sum(z**2, axis=-1)
+
+    def terminal(self, x):
+        return ops.log((1.0 + ops.sum(x**2, axis=-1)) / 2.0)
+
+    # --- Hopf-Cole Monte Carlo ----------------------------------------------------------------
+    def _g_np(self, y):
+        return np.log((1.0 + np.sum(y**2, axis=-1)) / 2.0)
+
+    def hopf_cole_value(self, t, x, num_samples=200_000, seed=0, chunk=20_000):
+        """u(t, x) for one point x by Monte Carlo of the Hopf-Cole formula.
+
+        Returns:
+            `(value, stderr)`; stderr by the delta method on antithetic pairs.
+        """
+        x = np.asarray(x, dtype="float64").reshape(self.dim)
+        tau = self.total_time - float(t)
+        if tau <= 0:
+            return float(self._g_np(x)), 0.0
+        rng = np.random.default_rng(seed)
+        if self.lam == 0:
+            vals = []
+            for start in range(0, num_samples, 2 * chunk):
+                m = min(chunk, (num_samples - start + 1) // 2)
+                w = rng.standard_normal((m, self.dim)) * math.sqrt(2 * tau)
+                vals.append(0.5 * (self._g_np(x + w) + self._g_np(x - w)))
+            v = np.concatenate(vals)
+            return float(v.mean()), float(v.std() / math.sqrt(len(v)))
+        logs = []
+        for start in range(0, num_samples, 2 * chunk):
+            m = min(chunk, (num_samples - start + 1) // 2)
+            w = rng.standard_normal((m, self.dim)) * math.sqrt(2 * tau)
+            a = -self.lam * self._g_np(x + w)
+            b = -self.lam * self._g_np(x - w)
+            mx = np.maximum(a, b)
+            logs.append(mx + np.log(0.5 * (np.exp(a - mx) + np.exp(b - mx))))
+        logs = np.concatenate(logs)
+        shift = logs.max()
+        e = np.exp(logs - shift)
+        value = -(shift + math.log(e.mean())) / self.lam
+        stderr = e.std() / (e.mean() * math.sqrt(len(e))) / self.lam
+        return float(value), float(stderr)
+
+    def reference_value(self):
+        if self._reference is None:
+            if self.x0_spread:
+                return None
+            value, stderr = self.hopf_cole_value(
+                0.0, self.x0, num_samples=self.reference_samples, seed=self.seed
+            )
+            self._reference = ReferenceValue(
+                value, stderr,
+                f"Hopf-Cole formula, Monte Carlo with {self.reference_samples} samples",
+            )
+        return self._reference
+
+    def exact_solution(self, t, x, num_samples=20_000, seed=1):
+        """u(t, x) by Hopf-Cole Monte Carlo at each row of x (shape (..., d))."""
+        x = np.asarray(x, dtype="float64")
+        flat = x.reshape(-1, self.dim)
+        out = np.array([self.hopf_cole_value(t, p, num_samples, seed + i)[0]
+                        for i, p in enumerate(flat)])
+        return out.reshape(x.shape[:-1])
+
+    def exact_z(self, t, x, num_samples=20_000, seed=2):
+        r"""$Z = \sqrt2 \nabla u(t, x)$ by Monte Carlo at each row of x (shape (..., d))."""
+        x = np.asarray(x, dtype="float64")
+        flat = x.reshape(-1, self.dim)
+        tau = self.total_time - float(t)
+        out = np.empty_like(flat)
+        rng = np.random.default_rng(seed)
+        for i, p in enumerate(flat):
+            if tau <= 0:
+                y = p[None]
+                w = np.ones(1)
+            else:
+                half = rng.standard_normal((num_samples // 2, self.dim)) * math.sqrt(2 * tau)
+                y = p + np.concatenate([half, -half])
+                a = -self.lam * self._g_np(y)
+                w = np.exp(a - a.max())
+            grad_g = 2.0 * y / (1.0 + np.sum(y**2, axis=-1, keepdims=True))
+            out[i] = (w[:, None] * grad_g).sum(0) / w.sum()
+        return (math.sqrt(2.0) * out).reshape(x.shape)
+
+    def get_config(self):
+        return {**super().get_config(), "lam": self.lam,
+                "reference_samples": self.reference_samples, "seed": self.seed}
+
+
+def hjb_lambda_sweep(lams, dim=100, total_time=1.0, num_samples=200_000, seed=0):
+    """u(0, 0) of `hjb_lq` against lambda (the seed's figure 7, right) by Hopf-Cole Monte Carlo.
+
+    Returns:
+        A list of `(lam, value, stderr)`.
+    """
+    rows = []
+    for lam in lams:
+        p = HJBLQ(dim=dim, total_time=total_time, lam=lam)
+        value, stderr = p.hopf_cole_value(0.0, p.x0, num_samples=num_samples, seed=seed)
+        rows.append((float(lam), value, stderr))
+    return rows

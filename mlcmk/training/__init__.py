@@ -1,0 +1,3 @@
+"""Training loops and callbacks."""
+
+from mlcmk.training.callbacks import ResumableCheckpoint, StopOnNonFiniteLoss, Y0Monitor
