@@ -27,6 +27,15 @@ if _keras.backend.backend() != "tensorflow":
         "of ~/.keras/keras.json."
     )
 
-from mlcmk import config, problems  # noqa: E402
-from mlcmk.layers import ScaledDense, ScaledResidualBlock  # noqa: E402
-from mlcmk.models import ScaledResNet, TwoLayerNetwork, make_scaled_resnet  # noqa: E402
+from mlcmk import (  # noqa: E402
+    config,
+    problems,
+    training,  # noqa: E402
+)
+from mlcmk.layers import BSDEStep, ScaledDense, ScaledResidualBlock  # noqa: E402
+from mlcmk.models import (  # noqa: E402
+    DeepBSDE,
+    ScaledResNet,
+    TwoLayerNetwork,
+    make_scaled_resnet,
+)

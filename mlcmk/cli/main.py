@@ -10,6 +10,7 @@ import importlib.util
 import sys
 
 COMMANDS = {
+    "bsde": "mlcmk.cli.bsde",
     "list": "mlcmk.cli.list_command",
     "fit_barron": "mlcmk.cli.fit_barron",
 }

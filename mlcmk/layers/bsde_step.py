@@ -8,7 +8,9 @@ from mlcmk.problems.bsde.base import BSDEProblem, deserialize_problem, serialize
 
 @keras.saving.register_keras_serializable(package="mlcmk")
 class BSDEStep(keras.layers.Layer):
-    r"""One Euler step of the backward SDE: $y_{n+1} = y_n - f(t_n, x_n, y_n, z_n)\,dt + z_n \cdot dw_n$.
+    r"""One Euler step of the backward SDE.
+
+    $y_{n+1} = y_n - f(t_n, x_n, y_n, z_n)\,dt + z_n \cdot dw_n$.
 
     Args:
         problem: a `BSDEProblem`, a registered problem name or a spec dict

@@ -108,8 +108,9 @@ class DeepBSDE(keras.Model):
     - `"per_step"`: the original method, one subnetwork per time step (here batched into one
       einsum), with batch normalisation by default, output divided by d.
 
-    Inputs of the networks are normalised by the mean of $X_{t_n}$ per step and the standard
-    deviation of $X_T$ per coordinate, measured on the validation sample (stored as weights).
+    Inputs of the networks are centred on the solution of the drift ODE $\dot m = \mu(t, m)$,
+    $m(0) = x_0$ (the mean of $X_t$ for linear drift) and divided by one scale, the RMS of
+    $X_T - m_T$ on the validation sample (both stored as weights).
 
     Training draws `batch_size` fresh paths per step from stateless random numbers seeded by
     (`seed`, replica, iteration): different on every replica, reproducible, and continued
@@ -194,10 +195,17 @@ class DeepBSDE(keras.Model):
         self._val_x, self._val_dw = problem.sample_paths(
             self.validation_size, (self.seed, 2**30), dtype=dtype)
         val_x = np.asarray(self._val_x, dtype="float64")
-        self._x_mean_init = val_x.mean(axis=0)  # (N + 1, d)
-        scale = val_x[:, -1].std(axis=0)
-        self._x_scale_init = np.where(scale > 1e-8 * (1 + np.abs(self._x_mean_init[-1])),
-                                      scale, 1.0)
+        # Input centre: the drift ODE dm/dt = mu(t, m) from x0, free of sampling noise (a sample
+        # mean of a few hundred paths in 100 dimensions is off by several percent of |X - x0|
+        # and shifts the centre from step to step). Input scale: one number, the RMS of
+        # X_T - m_T, so that the normalisation keeps isotropic functions isotropic.
+        mean = [problem.x0.astype("float64")]
+        for n in range(problem.num_steps):
+            m = np.asarray(problem.drift(grid[n], mean[-1][None]), dtype="float64")[0]
+            mean.append(mean[-1] + m * problem.dt)
+        self._x_mean_init = np.stack(mean)  # (N + 1, d)
+        spread = float(np.sqrt(np.mean((val_x[:, -1] - self._x_mean_init[-1]) ** 2)))
+        self._x_scale_init = spread if spread > 1e-12 else 1.0
         terminal = np.asarray(problem.terminal(self._val_x[:, -1]), dtype="float64")
         self._trivial_loss = float(terminal.var())
         if self.y0_init == "auto":
@@ -234,7 +242,8 @@ class DeepBSDE(keras.Model):
                 init = (keras.initializers.Orthogonal(seed=init_seed + i) if i == 0
                         else keras.initializers.GlorotUniform(seed=init_seed + i))
                 self.z_layers.append(keras.layers.Dense(
-                    units, activation=activation, kernel_initializer=init, name=f"dense_{i}"))
+                    units, activation=activation, kernel_initializer=init,
+                    name=f"dense_{i}"))
             out_units = 1 if z_network == "gradient" else d
             # Zero output layer: training starts from Z = 0, the trivial solution.
             # (A constant added to phi does not change Z: no bias in the gradient network.)
@@ -265,7 +274,7 @@ class DeepBSDE(keras.Model):
             name="x_mean", shape=(n + 1, d), trainable=False,
             initializer=keras.initializers.Constant(self._x_mean_init))
         self.x_scale = self.add_weight(
-            name="x_scale", shape=(d,), trainable=False,
+            name="x_scale", shape=(), trainable=False,
             initializer=keras.initializers.Constant(self._x_scale_init))
         if not self.random_x0:
             self.y0 = self.add_weight(name="y0", shape=(),
@@ -333,6 +342,9 @@ class DeepBSDE(keras.Model):
     def z(self, t, x):
         """Z(t, x) = sigma^T grad u at the grid time nearest to t, for x of shape (B, d)."""
         x = ops.convert_to_tensor(x, self.compute_dtype)
+        if x.shape[-1] != self.problem.dim:
+            raise ValueError(f"`x` must have shape (batch, {self.problem.dim}) for "
+                             f"{self.problem.name}; received shape {tuple(x.shape)}")
         n_steps = self.problem.num_steps
         n = ops.clip(ops.cast(ops.round(ops.cast(t, x.dtype) / self.problem.dt), "int32"),
                      0, n_steps - 1)
@@ -360,7 +372,14 @@ class DeepBSDE(keras.Model):
         Returns:
             `(y_N, z)`: Y at T, shape (B,), and Z at every step, shape (B, N, d).
         """
-        n_steps = self.problem.num_steps
+        x = ops.convert_to_tensor(x, self.compute_dtype)
+        dw = ops.convert_to_tensor(dw, self.compute_dtype)
+        n_steps, d = self.problem.num_steps, self.problem.dim
+        if tuple(x.shape[1:]) != (n_steps + 1, d) or tuple(dw.shape[1:]) != (n_steps, d):
+            raise ValueError(
+                f"Paths must have shapes (batch, N + 1, d) = (batch, {n_steps + 1}, {d}) and "
+                f"(batch, N, d) for {self.problem.name} with d={d}, N={n_steps}; received "
+                f"x shape {tuple(x.shape)}, dw shape {tuple(dw.shape)}")
         z = self._z_steps(x, training=training)
         if not self.random_x0:
             z0 = ops.broadcast_to(ops.cast(self.z0, z.dtype), ops.shape(x[:, :1]))
@@ -404,7 +423,12 @@ class DeepBSDE(keras.Model):
             return 0, 1
         return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
 
-    def train_step(self, data):
+    def training_paths(self):
+        """Fresh training paths for this replica and step: `(x, dw)` of `batch_size / replicas`.
+
+        Seeded by (seed, replica id, optimizer iteration): distinct across replicas and steps,
+        identical when a run is repeated or resumed from a checkpoint.
+        """
         replica, num_replicas = self._replica_info()
         if self.batch_size % num_replicas:
             raise ValueError(f"`batch_size`={self.batch_size} must be divisible by the number "
@@ -412,7 +436,11 @@ class DeepBSDE(keras.Model):
         local = self.batch_size // num_replicas
         step = ops.cast(self.optimizer.iterations, "int32")
         seed = ops.stack([ops.cast(self.seed * 4099 + replica, "int32"), step])
-        x, dw = self.problem.sample_paths(local, seed, dtype=self.compute_dtype)
+        return self.problem.sample_paths(local, seed, dtype=self.compute_dtype)
+
+    def train_step(self, data):
+        _, num_replicas = self._replica_info()
+        x, dw = self.training_paths()
         with tf.GradientTape() as tape:
             loss = self.path_loss(x, dw, training=True)
             scaled = loss / num_replicas

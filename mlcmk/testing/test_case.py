@@ -90,6 +90,14 @@ class TestCase(unittest.TestCase):
         keras.config.set_dtype_policy(self._dtype_policy)
         super().tearDown()
 
+    def get_temp_dir(self):
+        """A fresh temporary directory, removed after the test."""
+        import shutil
+
+        directory = tempfile.mkdtemp(prefix="mlcmk_test_")
+        self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+        return directory
+
     # ------------------------------------------------------------------ layers
     def run_layer_test(
         self,

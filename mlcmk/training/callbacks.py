@@ -1,4 +1,4 @@
-"""Callbacks for mlcmk models: reference tracking, non-finite guard, atomic resumable checkpoints."""
+"""Callbacks: reference tracking, a non-finite guard, atomic resumable checkpoints."""
 
 import json
 import math

@@ -2,8 +2,8 @@ r"""Base class for the semilinear parabolic PDEs solved by the Deep BSDE method.
 
 A problem declares, the way the maths reads,
 
-$$ u_t + \tfrac12 \sigma\sigma^T : \nabla^2 u + \mu \cdot \nabla u + f(t, x, u, \sigma^T \nabla u) = 0,
-   \qquad u(T, x) = g(x), $$
+$$ u_t + \tfrac12 \sigma\sigma^T : \nabla^2 u + \mu \cdot \nabla u
+   + f(t, x, u, \sigma^T \nabla u) = 0, \qquad u(T, x) = g(x), $$
 
 through `drift` (mu), `diffusion` (sigma), `generator` (f) and `terminal` (g). The forward process
 `dX = mu dt + sigma dW`, `X_0 = x0` is simulated on the uniform grid `t_n = n T / N`, and along it

@@ -115,8 +115,9 @@ class BlackScholesBarenblatt(BSDEProblem):
     r"""Black-Scholes-Barenblatt (Raissi 2018), exact solution in any dimension.
 
     $u_t + \tfrac12 \bar\sigma^2 \sum_i x_i^2 u_{x_i x_i} - r (u - x \cdot \nabla u) = 0$,
-    $g(x) = |x|^2$; $dX = \bar\sigma\, \mathrm{diag}(X) dW$, so $Z = \bar\sigma x \odot \nabla u$ and
-    $f = -r (y - \bar\sigma^{-1} \sum_i z_i)$. Exact: $u(t, x) = e^{(r + \bar\sigma^2)(T - t)} |x|^2$.
+    $g(x) = |x|^2$; $dX = \bar\sigma\, \mathrm{diag}(X) dW$, so $Z = \bar\sigma x \odot \nabla u$
+    and $f = -r (y - \bar\sigma^{-1} \sum_i z_i)$.
+    Exact: $u(t, x) = e^{(r + \bar\sigma^2)(T - t)} |x|^2$.
     x0 alternates 1, 0.5, 1, 0.5, ... unless given.
     """
 

@@ -1,0 +1,120 @@
+"""The equation library: PDE residuals of the closed forms, Hopf-Cole reference, validation."""
+
+import math
+
+import numpy as np
+import pytest
+from keras import ops
+
+from mlcmk.problems import build_problem, list_problems
+from mlcmk.problems.bsde import HJBLQ, BlackScholesBarenblatt, QuadraticGradient
+
+
+def _pde_residual(problem, t, x, h=1e-4):
+    """u_t + 1/2 sum_i sigma_i^2 u_ii + mu . grad u + f(t, x, u, sigma grad u) by differences."""
+    u = lambda tt, xx: float(problem.exact_solution(tt, xx))  # noqa: E731
+    d = x.size
+    u0 = u(t, x)
+    u_t = (u(t + h, x) - u(t - h, x)) / (2 * h)
+    grad, lap = np.zeros(d), 0.0
+    sig = np.broadcast_to(np.asarray(problem.diffusion(t, x), dtype="float64"), (d,))
+    for i in range(d):
+        e = np.zeros(d)
+        e[i] = h
+        up, um = u(t, x + e), u(t, x - e)
+        grad[i] = (up - um) / (2 * h)
+        lap += 0.5 * sig[i] ** 2 * (up - 2 * u0 + um) / h**2
+    mu = np.asarray(problem.drift(t, x[None]))[0]
+    z = sig * grad
+    f = float(np.asarray(problem.generator(t, x[None], np.array([u0]), z[None]))[0])
+    return u_t + lap + mu @ grad + f, z
+
+
+@pytest.mark.parametrize("cls", [BlackScholesBarenblatt, QuadraticGradient])
+def test_closed_form_solves_the_pde_and_gives_z(cls):
+    problem = cls(dim=3)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x = rng.uniform(0.3, 1.2, size=3)
+        t = 0.4
+        residual, z_fd = _pde_residual(problem, t, x)
+        assert abs(residual) < 1e-4 * (1 + abs(float(problem.exact_solution(t, x))))
+        np.testing.assert_allclose(problem.exact_z(t, x[None])[0], z_fd, rtol=1e-5, atol=1e-7)
+        # ... and the terminal condition is the solution at T.
+        g = float(np.asarray(problem.terminal(x[None]))[0])
+        assert g == pytest.approx(float(problem.exact_solution(problem.total_time, x)), rel=1e-12)
+
+
+def test_hjb_hopf_cole_matches_quadrature_in_one_dimension():
+    # u(0, 0) = -ln E exp(-g(sqrt(2T) xi)) with xi ~ N(0, 1): Gauss-Hermite quadrature.
+    problem = HJBLQ(dim=1, lam=1.0, reference_samples=400_000)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(80)
+    y = math.sqrt(2.0) * nodes
+    exact = -math.log(np.sum(weights * 2.0 / (1.0 + y**2)) / math.sqrt(2 * math.pi))
+    ref = problem.reference_value()
+    assert ref.stderr > 0
+    assert abs(float(ref) - exact) < 4 * ref.stderr + 1e-12
+
+
+def test_hjb_exact_z_matches_finite_differences_of_hopf_cole():
+    problem = HJBLQ(dim=2, lam=1.0)
+    x, t, h = np.array([0.7, -0.4]), 0.5, 1e-2
+    z = problem.exact_z(t, x[None], num_samples=400_000, seed=3)[0]
+    fd = []
+    for i in range(2):
+        e = np.zeros(2)
+        e[i] = h
+        up = problem.hopf_cole_value(t, x + e, 400_000, seed=5)[0]
+        um = problem.hopf_cole_value(t, x - e, 400_000, seed=5)[0]
+        fd.append(math.sqrt(2.0) * (up - um) / (2 * h))
+    np.testing.assert_allclose(z, fd, atol=5e-3)
+
+
+def test_hjb_lambda_zero_is_the_heat_equation():
+    problem = HJBLQ(dim=2, lam=0.0)
+    # u(0, 0) = E ln((1 + 2|W_1|^2)/2) with |W_1|^2 ~ chi^2_2: E = int ln((1+2s)/2) e^{-s/2}/2 ds.
+    s = np.linspace(0, 80, 400_001)
+    exact = np.trapezoid(np.log((1 + 2 * s) / 2) * np.exp(-s / 2) / 2, s)
+    value, stderr = problem.hopf_cole_value(0.0, np.zeros(2), 400_000)
+    assert abs(value - exact) < 4 * stderr
+
+
+def test_registry_and_config_round_trip():
+    names = list_problems(kind="bsde")
+    for name in ("hjb_lq", "allen_cahn", "black_scholes_default_risk", "pricing_diff_rate",
+                 "black_scholes_barenblatt", "quadratic_gradient"):
+        assert name in names
+        problem = build_problem({"name": name, "dim": 3})
+        again = build_problem({"name": name, "config": problem.get_config()})
+        assert again.get_config() == problem.get_config()
+    assert build_problem("hjb").dim == 100
+    assert float(build_problem("allen_cahn").reference_value()) == 0.052802
+    assert build_problem({"name": "allen_cahn", "dim": 10}).reference_value() is None
+
+
+@pytest.mark.parametrize("kwargs, name", [({"dim": 0}, "dim"), ({"num_steps": 0}, "num_steps"),
+                                          ({"total_time": 0.0}, "total_time"),
+                                          ({"total_time": -1.0}, "total_time"),
+                                          ({"x0": [0.0, 1.0]}, "x0")])
+def test_bad_arguments_name_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        HJBLQ(**kwargs)
+
+
+def test_unknown_problem_lists_known_names():
+    with pytest.raises(ValueError, match="hjb_lq"):
+        build_problem("no_such_equation")
+
+
+def test_sample_paths_are_stateless_and_exact_for_gbm():
+    problem = BlackScholesBarenblatt(dim=3, num_steps=4)
+    x1, dw1 = problem.sample_paths(5, (1, 2), dtype="float64")
+    x2, _ = problem.sample_paths(5, (1, 2), dtype="float64")
+    x3, _ = problem.sample_paths(5, (1, 3), dtype="float64")
+    np.testing.assert_array_equal(x1, x2)
+    assert not np.allclose(x1, x3)
+    # GBM without drift: X_T = x0 exp(-s^2 T / 2 + s W_T).
+    w_t = np.sum(np.asarray(dw1), axis=1)
+    expected = problem.x0 * np.exp(-0.5 * 0.4**2 * 1.0 + 0.4 * w_t)
+    np.testing.assert_allclose(np.asarray(x1)[:, -1], expected, rtol=1e-12)
+    assert ops.convert_to_numpy(x1).shape == (5, 5, 3)
