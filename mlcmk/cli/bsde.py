@@ -24,6 +24,8 @@ _CHECKPOINT_DIR = flags.DEFINE_string("checkpoint_dir", None, "Resumable checkpo
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "SavedModel with y0 and z(t, x).")
 _Z_PATHS = flags.DEFINE_integer("z_error_paths", 64, "Validation paths for the Z check "
                                 "(0: skip).", lower_bound=0)
+_TOLERANCE = flags.DEFINE_float("tolerance", 2e-3, "Relative error of u(0, x0) against the "
+                                "reference above which the command exits with status 1.")
 _VERBOSE = flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 bar, 2 lines.")
 
 
@@ -66,6 +68,11 @@ def main(argv):
     print(format_result(result))
     if result["stopped_non_finite"]:
         return 1
+    if result["relative_error"] is not None:
+        ok = result["relative_error"] <= _TOLERANCE.value
+        print(f"check              relative error {100 * result['relative_error']:.3f} % "
+              f"{'<=' if ok else '>'} {100 * _TOLERANCE.value:.3g} %: {'ok' if ok else 'FAILED'}")
+        return 0 if ok else 1
     return 0
 
 

@@ -128,9 +128,9 @@ class DeepBSDE(keras.Model):
             "per_step", and only available there).
         batch_size: global number of paths per training step.
         validation_size: number of paths of the fixed validation sample.
-        y0_init: initial Y0: `"auto"` (mean of g(X_T) on the validation sample: the Y0 of the
-            trivial solution), a float, or a `(low, high)` range drawn uniformly as in the
-            original method.
+        y0_init: initial Y0: `"auto"` (the Y0 of the trivial solution Z = 0, from the backward
+            recursion with Z = 0 along the validation paths), a float, or a `(low, high)` range
+            drawn uniformly as in the original method.
         seed: int, seeds the weights, the validation sample and the training paths.
 
     Example:
@@ -208,8 +208,18 @@ class DeepBSDE(keras.Model):
         self._x_scale_init = spread if spread > 1e-12 else 1.0
         terminal = np.asarray(problem.terminal(self._val_x[:, -1]), dtype="float64")
         self._trivial_loss = float(terminal.var())
+        # Y0 is learned as y0_start + y_scale * offset: Adam moves each weight by about the
+        # learning rate per step, so the offset in units of the spread of g(X_T) makes one
+        # learning rate fit problems whose values are O(0.05) (Allen-Cahn) or O(50) (options).
+        self._y_scale = float(max(terminal.std(), 1e-3 * abs(terminal.mean()), 1e-6))
         if self.y0_init == "auto":
-            self._y0_start = float(terminal.mean())
+            # The Z = 0 solution along each validation path, by the backward recursion
+            # Y_n = Y_{n+1} + f(t_n, X_n, Y_{n+1}, 0) dt from Y_N = g(X_N), averaged.
+            y = ops.convert_to_tensor(terminal.astype(dtype))
+            zeros = ops.zeros_like(self._val_x[:, 0])
+            for n in reversed(range(problem.num_steps)):
+                y = y + problem.generator(grid[n], self._val_x[:, n], y, zeros) * problem.dt
+            self._y0_start = float(np.mean(np.asarray(y, dtype="float64")))
         elif isinstance(self.y0_init, list):
             low, high = self.y0_init
             self._y0_start = float(np.random.default_rng(self.seed).uniform(low, high))
@@ -257,8 +267,7 @@ class DeepBSDE(keras.Model):
                     units, activation="softplus", name=f"y0_dense_{i}",
                     kernel_initializer=keras.initializers.GlorotUniform(init_seed + 50 + i)))
             self.y0_layers.append(keras.layers.Dense(
-                1, kernel_initializer="zeros",
-                bias_initializer=keras.initializers.Constant(self._y0_start), name="y0_out"))
+                1, kernel_initializer="zeros", name="y0_out"))
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
         # Input shapes follow from the problem, so the model is built at once (fit, checkpoint
@@ -276,9 +285,13 @@ class DeepBSDE(keras.Model):
         self.x_scale = self.add_weight(
             name="x_scale", shape=(), trainable=False,
             initializer=keras.initializers.Constant(self._x_scale_init))
+        # Saved with the model, so that a reloaded model does not depend on re-sampling.
+        self.y0_start = self.add_weight(name="y0_start", shape=(), trainable=False,
+                                        initializer=keras.initializers.Constant(self._y0_start))
+        self.y_scale = self.add_weight(name="y_scale", shape=(), trainable=False,
+                                       initializer=keras.initializers.Constant(self._y_scale))
         if not self.random_x0:
-            self.y0 = self.add_weight(name="y0", shape=(),
-                                      initializer=keras.initializers.Constant(self._y0_start))
+            self.y0_offset = self.add_weight(name="y0_offset", shape=(), initializer="zeros")
             self.z0 = self.add_weight(name="z0", shape=(d,), initializer="zeros")
         else:
             shape = (None, d)
@@ -323,6 +336,11 @@ class DeepBSDE(keras.Model):
         t = ops.cast(self._times[a:b], x.dtype)
         return self._z_from_states(x[:, a:b], t, self.x_mean[a:b], training=training)
 
+    @property
+    def y0(self):
+        """The learned Y0 = u(0, x0) as a scalar tensor (fixed x0 only)."""
+        return self.y0_start + self.y_scale * self.y0_offset
+
     def initial_value(self, x0):
         """Y0 for starting points x0 of shape (B, d); returns (B,)."""
         if not self.random_x0:
@@ -330,7 +348,7 @@ class DeepBSDE(keras.Model):
         h = (x0 - self.x_mean[0]) / self.x_scale
         for layer in self.y0_layers:
             h = layer(h)
-        return h[:, 0]
+        return self.y0_start + self.y_scale * h[:, 0]
 
     def y0_value(self):
         """The learned u(0, x0) as a float (fixed x0 only)."""

@@ -1,0 +1,124 @@
+"""Deep BSDE benchmark: accuracy over seeds, ms per iteration, FLOP rate, the reference's trap.
+
+Prints a table and writes `benchmarks/results/deep_bsde.json`. Full run: ~20 min on 2 cores.
+
+    python benchmarks/deep_bsde.py                       # all problems, 3 seeds
+    python benchmarks/deep_bsde.py --problems hjb_lq --seeds 0
+"""
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from mlcmk import config
+from mlcmk.training.bsde_solver import solve
+
+DEFAULTS = {  # iterations and initial learning rate per problem
+    "hjb_lq": (4000, 1e-3),
+    "allen_cahn": (4000, 1e-3),
+    "black_scholes_default_risk": (4000, 1e-3),
+    "pricing_diff_rate": (4000, 1e-3),
+}
+
+
+def matmul_gflops(dtype, n=2048, repeats=10):
+    a = tf.random.normal((n, n), dtype=dtype)
+    f = tf.function(lambda x: tf.matmul(x, x))
+    f(a).numpy()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        f(a).numpy()
+    return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def gradient_net_flops(batch, steps, dim, hidden):
+    """Multiply-add FLOPs of one training step of the one-hidden-layer gradient network.
+
+    Forward (x W), the input gradient (W^T s) and the three products of their backward pass
+    with the weights: 5 matmuls of batch * steps * (dim + 1) * hidden, 2 FLOPs each.
+    """
+    return 10 * batch * steps * (dim + 1) * hidden
+
+
+def summarise(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    if not vals:
+        return None
+    return {"mean": float(np.mean(vals)), "min": float(np.min(vals)), "max": float(np.max(vals))}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--problems", nargs="+", default=list(DEFAULTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--skip_reference_arch", action="store_true")
+    parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results",
+                                                        "deep_bsde.json"))
+    args = parser.parse_args()
+
+    out = {"machine": {"matmul_gflops_float32": matmul_gflops(tf.float32),
+                       "matmul_gflops_float64": matmul_gflops(tf.float64)}}
+    m = out["machine"]
+    print(f"dense matmul 2048^2: {m['matmul_gflops_float32']:.1f} GFLOP/s float32, "
+          f"{m['matmul_gflops_float64']:.1f} GFLOP/s float64")
+    out["problems"] = {}
+    for name in args.problems:
+        iterations, lr = DEFAULTS.get(name, (4000, 1e-3))
+        iterations = args.iterations or iterations
+        rows = []
+        for seed in args.seeds:
+            r, model = solve(name, iterations=iterations, learning_rate=lr, seed=seed,
+                             verbose=0, z_error_paths=32)
+            r.pop("history")
+            n = model.problem
+            flops = gradient_net_flops(64, n.num_steps - 1, n.dim, model.hidden_units[0])
+            r["gflops_per_s"] = flops / (r["ms_per_iteration"] / 1e3) / 1e9
+            r["fraction_of_matmul_rate"] = r["gflops_per_s"] / out["machine"][
+                "matmul_gflops_float64"]
+            rows.append(r)
+            print(f"{name:28s} seed {seed}: y0 {r['y0']:.5f} rel.err {r['relative_error']:.2e} "
+                  f"loss/trivial {r['loss_ratio']:.3f} "
+                  f"Z rel {r['z_relative_error'] if r['z_relative_error'] is None else round(r['z_relative_error'], 3)} "  # noqa: E501
+                  f"cos {r['z_cosine'] if r['z_cosine'] is None else round(r['z_cosine'], 4)} "
+                  f"{r['ms_per_iteration']:.2f} ms/it, {r['wall_time_s']:.0f} s, "
+                  f"0.2% after {r['time_to_0.2%_s']} s", flush=True)
+        out["problems"][name] = {
+            "runs": rows,
+            **{k: summarise(rows, k) for k in ("relative_error", "loss_ratio", "z_relative_error",
+                                              "z_cosine", "ms_per_iteration", "wall_time_s",
+                                              "time_to_0.2%_s")},
+        }
+    if "hjb_lq" in args.problems:
+        # float32, and the original architecture (per-step subnetworks with batch normalisation,
+        # lr 1e-2, y0 uniform in [0, 1], 2000 iterations) run here in the same process.
+        r32, _ = solve("hjb_lq", iterations=4000, precision="float32", seed=0, verbose=0,
+                       z_error_paths=32)
+        r32.pop("history")
+        out["hjb_lq_float32"] = r32
+        print(f"hjb_lq float32: rel.err {r32['relative_error']:.2e} loss/trivial "
+              f"{r32['loss_ratio']:.3f} {r32['ms_per_iteration']:.2f} ms/it", flush=True)
+        if not args.skip_reference_arch:
+            rr, _ = solve("hjb_lq", iterations=2000, learning_rate=1e-2, z_network="per_step",
+                          seed=0, verbose=0, z_error_paths=32)
+            rr.pop("history")
+            out["hjb_lq_original_architecture"] = rr
+            print(f"hjb_lq original architecture: rel.err {rr['relative_error']:.2e} "
+                  f"loss/trivial {rr['loss_ratio']:.3f} Z rel {rr['z_relative_error']:.3f} "
+                  f"cos {rr['z_cosine']:.3f} {rr['ms_per_iteration']:.2f} ms/it", flush=True)
+            ours = out["problems"]["hjb_lq"]["ms_per_iteration"]["mean"]
+            out["speedup_vs_original_architecture_same_run"] = rr["ms_per_iteration"] / ours
+            out["speedup_vs_reference_anchor_46ms"] = 46.0 / ours
+    config.set_precision("float32")
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(out, f, indent=2, default=float)
+    print("written", args.output)
+
+
+if __name__ == "__main__":
+    main()
