@@ -1,6 +1,7 @@
 """DeepBSDE: convergence to closed forms, batched = step by step, replicas, saving, resume."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -40,9 +41,10 @@ class DeepBSDETest(TestCase):
         problem = _bsb(dim=4)
         model = _trained(problem, 600)
         exact = float(problem.reference_value())
-        # The trivial solution's Y0 is E g(X_T), 5% below u(0, x0) here, and its Z error is 1.
-        trivial_y0 = np.mean(np.asarray(problem.terminal(model.validation_paths()[0][:, -1])))
-        self.assertGreater(abs(trivial_y0 - exact) / exact, 0.03)
+        # With Z = 0, Y_N = Y0 (1 + r dt)^N, so the best such Y0 is E g(X_T) (1 + r dt)^-N
+        # = exp(sigma^2 T) |x0|^2 (1 + r dt)^-N: about 10% below u(0, x0) here; its Z error is 1.
+        trivial_y0 = math.exp(0.4**2) * np.sum(problem.x0**2) / (1 + 0.05 * problem.dt) ** 10
+        self.assertGreater(abs(trivial_y0 - exact) / exact, 0.05)
         self.assertLess(abs(model.y0_value() - exact) / exact, 0.01)
         errors = model.z_errors(num_paths=64)
         self.assertLess(max(errors["relative_l2"]), 0.15)
@@ -162,7 +164,7 @@ class DeepBSDETest(TestCase):
             on_epoch_end=lambda epoch, logs: problem.rate.assign(1e308) if epoch == 0 else None)
         history = model.fit(epochs=5, steps_per_epoch=5, verbose=0,
                             callbacks=[blow_up, stopper, ResumableCheckpoint(directory)])
-        self.assertEqual(stopper.stopped_at, (1, 0))
+        self.assertEqual(stopper.stopped_at[0], 1)  # in the second epoch
         self.assertLess(len(history.history["loss"]), 5)
         self.assertTrue(all(np.all(np.isfinite(w)) for w in model.get_weights()))
         with open(os.path.join(directory, "training_metadata.json")) as f:

@@ -24,7 +24,7 @@ def clean_registry():
 
 
 def make_toy():
-    @register_problem("toy_heat", "heat", "Toy-Heat-Alias", kind="bsde")
+    @register_problem("toy_heat", "heat", "Toy-Heat-Alias", kind="toy")
     class ToyHeat(Problem):
         def __init__(self, dim=2, horizon=1.0):
             self.dim = dim
@@ -35,7 +35,7 @@ def make_toy():
 
 def test_register_sets_attributes_and_aliases():
     toy = make_toy()
-    assert (toy.name, toy.kind, toy.aliases) == ("toy_heat", "bsde", ("heat", "toy_heat_alias"))
+    assert (toy.name, toy.kind, toy.aliases) == ("toy_heat", "toy", ("heat", "toy_heat_alias"))
     assert get_problem_class("heat") is toy
     assert get_problem_class("TOY-HEAT") is toy
     assert problem_aliases()["heat"] == "toy_heat"
@@ -86,7 +86,8 @@ def test_list_problems_by_kind():
     everything = list_problems()
     assert list(everything) == sorted(everything)
     assert everything["barron_teacher"] is BarronTeacher
-    assert list_problems(kind="bsde") == {"toy_heat": toy}
+    assert list_problems(kind="toy") == {"toy_heat": toy}
+    assert "hjb_lq" in list_problems(kind="bsde")
     assert "toy_heat" not in list_problems(kind="regression")
 
 
