@@ -118,3 +118,16 @@ def test_sample_paths_are_stateless_and_exact_for_gbm():
     expected = problem.x0 * np.exp(-0.5 * 0.4**2 * 1.0 + 0.4 * w_t)
     np.testing.assert_allclose(np.asarray(x1)[:, -1], expected, rtol=1e-12)
     assert ops.convert_to_numpy(x1).shape == (5, 5, 3)
+
+
+def test_different_rates_generator_charges_the_borrowing_rate():
+    # Wealth y, stock holdings s = sum(z) / sigma: lent at R^l when s < y, borrowed at R^b > R^l
+    # when s > y, so f = -R^l y - (mu - R^l) s + (R^b - R^l) (s - y)^+.
+    problem = build_problem({"name": "pricing_diff_rate", "dim": 2})
+    y = np.array([10.0, 10.0])
+    z = np.array([[0.5, 0.5], [1.5, 1.5]])  # s = 5 (lending), s = 15 (borrowing)
+    f = np.asarray(problem.generator(0.0, np.ones((2, 2)) * 100, y, z))
+    s = z.sum(-1) / 0.2
+    expected = -0.04 * y - 0.02 * s + 0.02 * np.maximum(s - y, 0)
+    np.testing.assert_allclose(f, expected, rtol=1e-12)
+    assert f[1] > -0.04 * y[1] - 0.02 * s[1]  # borrowing costs more than lending

@@ -93,7 +93,7 @@ class PricingDiffRate(_GeometricBrownianMotion):
     def generator(self, t, x, y, z):
         s = ops.sum(z, axis=-1) / self.sigma_bar
         return (-self.rate_lend * y - (self.mu_bar - self.rate_lend) * s
-                + (self.rate_lend - self.rate_borrow) * ops.maximum(s - y, 0.0))
+                + (self.rate_borrow - self.rate_lend) * ops.maximum(s - y, 0.0))
 
     def terminal(self, x):
         m = ops.max(x, axis=-1)
