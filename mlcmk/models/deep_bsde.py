@@ -219,7 +219,7 @@ class DeepBSDE(keras.Model):
         # Y0 is learned as y0_start + y_scale * offset: Adam moves each weight by about the
         # learning rate per step, so the offset in units of the spread of g(X_T) makes one
         # learning rate fit problems whose values are O(0.05) (Allen-Cahn) or O(50) (options).
-        self._y_scale = float(max(terminal.std(), 1e-3 * abs(terminal.mean()), 1e-6))
+        self._y_scale = float(max(terminal.std(), 0.1 * abs(terminal.mean()), 1e-6))
         if self.y0_init == "auto":
             # The Z = 0 solution along each validation path, by the backward recursion
             # Y_n = Y_{n+1} + f(t_n, X_n, Y_{n+1}, 0) dt from Y_N = g(X_N), averaged.
