@@ -104,18 +104,21 @@ class DeepBSDE(keras.Model):
       the PDE, and a wide first layer with orthogonal initialisation makes an isotropic quadratic
       part of $\phi$ (so $Z \propto x$) easy to reach. This is what learns Z on `hjb_lq`, where the
       original architecture is stuck at the trivial solution Z = 0.
-      With `quadratic=True` (default) the potential also has an isotropic quadratic part
-      $\tfrac12 (q_0 + q_1 t/T) |\tilde x|^2$ in the normalised input $\tilde x$: the
-      second-order Taylor term of u about the centre, which a finite set of random-direction
-      features represents only with a non-radial error (15% of |Z| on `hjb_lq` without it,
-      2% with it). The network learns what is not quadratic.
+      With `quadratic=True` (default) the potential also carries Taylor terms about the centre:
+      the gradient there, $G(t)$ linear in t; an isotropic quadratic
+      $\tfrac12 (q_0 + q_1 t/T) |\tilde x|^2$; and a small network of $(t, |\tilde x|^2)$. A
+      finite set of random-direction features represents an isotropic quadratic only with a
+      non-radial error (15% of |Z| on `hjb_lq` without these terms, 2% with them); the main
+      network learns what the Taylor terms do not.
     - `"shared"`: one network $(t, x) \mapsto Z$ shared by all steps.
     - `"per_step"`: the original method, one subnetwork per time step (here batched into one
       einsum), with batch normalisation by default, output divided by d.
 
     Inputs of the networks are centred on the solution of the drift ODE $\dot m = \mu(t, m)$,
-    $m(0) = x_0$ (the mean of $X_t$ for linear drift) and divided by one scale, the RMS of
-    $X_T - m_T$ on the validation sample (both stored as weights).
+    $m(0) = x_0$ (the mean of $X_t$ for linear drift) and divided per step by the RMS $s_t$ of
+    $X_t - m_t$ on the validation sample (both stored as weights). The "gradient" potential is
+    $u \approx s_t^2 \Phi(t, (x - m_t)/s_t)$ plus a centre gradient $G(t) \cdot x$, so that in
+    diffusive scaling $\Phi$ keeps one shape over time.
 
     Training draws `batch_size` fresh paths per step from stateless random numbers seeded by
     (`seed`, replica, iteration): different on every replica, reproducible, and continued
@@ -137,7 +140,8 @@ class DeepBSDE(keras.Model):
             recursion with Z = 0 along the validation paths), a float, or a `(low, high)` range
             drawn uniformly as in the original method.
         seed: int, seeds the weights, the validation sample and the training paths.
-        quadratic: add the isotropic quadratic part to the "gradient" potential.
+        quadratic: add the Taylor terms (centre gradient, isotropic quadratic, radial network) to
+            the "gradient" potential.
 
     Example:
     ```python
@@ -324,8 +328,7 @@ class DeepBSDE(keras.Model):
             self.radial_layers[0].build((None, s_steps, 2))
             self.radial_layers[1].build((None, s_steps, 16))
             self.centre_layers[0].build((None, s_steps, 1))
-        s = self.num_z_steps
-        shape = (None, s, d) if self.z_network == "per_step" else (None, s, d + 1)
+        shape = (None, s_steps, d) if self.z_network == "per_step" else (None, s_steps, d + 1)
         for layer in self.z_layers:
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
