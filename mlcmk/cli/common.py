@@ -1,8 +1,8 @@
 """Helpers shared by the subcommands: JSON configs that fill in flags, atomic JSON output."""
 
 import json
-import os
-import tempfile
+
+from mlcmk.io import write_json  # noqa: F401  (re-exported for the subcommands)
 
 
 def load_json_config(path):
@@ -45,19 +45,3 @@ def apply_config_to_flags(flag_values, config):
         setattr(flag_values, key, parsed)
         applied.append(key)
     return applied
-
-
-def write_json(path, obj):
-    """Writes `obj` as JSON to `path` atomically: a temporary file in the same folder, renamed."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -163,8 +163,7 @@ class DeepBSDE(keras.Model):
         if z_network not in Z_NETWORKS:
             raise ValueError(f"`z_network` must be one of {Z_NETWORKS}; received "
                              f"z_network={z_network!r}")
-        for name, value in (("batch_size", batch_size), ("validation_size", validation_size),
-                            ):
+        for name, value in (("batch_size", batch_size), ("validation_size", validation_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -341,7 +340,10 @@ class DeepBSDE(keras.Model):
         if self.z_network == "per_step":
             h = (x - mean) / scale
             for layer in self.z_layers:
-                h = layer(h, training=training) if "Batch" in type(layer).__name__ else layer(h)
+                if isinstance(layer, StackedBatchNormalization):
+                    h = layer(h, training=training)
+                else:
+                    h = layer(h)
             return h / self.problem.dim
         t_in = ops.broadcast_to(ops.reshape(t / self.problem.total_time, (1, -1, 1)),
                                 (ops.shape(x)[0], ops.shape(x)[1], 1))

@@ -5,15 +5,14 @@ times it, compares Y0 with the problem's reference, checks the learned Z against
 where one is known, and writes a JSON result and a plot.
 """
 
-import json
 import os
-import tempfile
 import time
 
 import keras
 import numpy as np
 
 from mlcmk import config as mlcmk_config
+from mlcmk.io import write_json
 from mlcmk.models.deep_bsde import DeepBSDE
 from mlcmk.problems.bsde.base import BSDEProblem, deserialize_problem
 from mlcmk.training.callbacks import ResumableCheckpoint, StopOnNonFiniteLoss, Y0Monitor
@@ -159,17 +158,9 @@ def solve(problem, *, iterations=4000, epochs=None, batch_size=64, learning_rate
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
         result["output_dir"] = os.path.abspath(output_dir)
-        _write_json(os.path.join(output_dir, "result.json"), result)
+        write_json(os.path.join(output_dir, "result.json"), result)
         plot_history(result, os.path.join(output_dir, "training.png"))
     return result, model
-
-
-def _write_json(path, obj):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=float)
-    os.replace(tmp, path)
 
 
 def plot_history(result, path):

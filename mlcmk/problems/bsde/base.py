@@ -182,15 +182,6 @@ class BSDEProblem(Problem):
             xs.append(x)
         return tf.stack(xs, axis=1), dw
 
-    # --- the trivial solution -----------------------------------------------------------------
-    def trivial_loss(self, x, dw=None):
-        """The loss `E|g(X_N) - Y_N|^2` of the best constant Y0 with Z = 0, ignoring f.
-
-        It is Var g(X_T) on the sample; a solver whose loss is not far below it has not learned Z.
-        """
-        g = np.asarray(self.terminal(tf.convert_to_tensor(x[:, -1])))
-        return float(np.var(g))
-
     def get_config(self):
         x0 = self.x0.tolist()
         if np.all(self.x0 == self.x0[0]):
