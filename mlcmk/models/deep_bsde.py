@@ -491,6 +491,14 @@ class DeepBSDE(keras.Model):
         kwargs.setdefault("steps_per_execution", 10)
         super().compile(optimizer=optimizer, **kwargs)
 
+    def compile_from_config(self, config):
+        # Keras skips models with a custom `compile`; the stored config holds the resolved
+        # optimizer and flags, so replaying it restores the compiled state of a `.keras` file and
+        # training resumes with the saved optimizer state.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     @property
     def metrics(self):
         return [self.loss_tracker]

@@ -113,6 +113,19 @@ class DeepBSDETest(TestCase):
         x, dw = problem.sample_paths(8, (0, 1), dtype="float64")
         self.run_model_saving_test(model, (x, dw))
 
+    def test_keras_file_resumes_training_where_it_stopped(self):
+        problem = _bsb(dim=3)
+        reference = _trained(problem, 100)
+        path = os.path.join(self.get_temp_dir(), "model.keras")
+        reference.save(path)
+        loaded = keras.saving.load_model(path)
+        self.assertTrue(loaded.compiled)
+        self.assertEqual(int(loaded.optimizer.iterations), 100)
+        # Paths are seeded by the iteration, so both continue along the same paths.
+        for m in (reference, loaded):
+            m.fit(epochs=1, steps_per_epoch=20, verbose=0)
+        self.assertAlmostEqual(loaded.y0_value(), reference.y0_value(), places=10)
+
     def test_export_reloads_with_tensorflow_alone(self):
         problem = _bsb(dim=3)
         model = _trained(problem, 100)
