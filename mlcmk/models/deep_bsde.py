@@ -88,6 +88,10 @@ def _check_units(hidden_units):
     return tuple(int(u) for u in units)
 
 
+# Initial sharpness of the smooth-max (> 0) and smooth-min (< 0) features (`extremes=True`).
+_EXTREME_SHARPNESS = (-8.0, -4.0, -2.0, 2.0, 4.0, 8.0)
+
+
 @keras.saving.register_keras_serializable(package="mlcmk")
 class DeepBSDE(keras.Model):
     r"""Deep BSDE solver: learns $u(0, x_0)$ and $Z = \sigma^T \nabla u$ along the forward paths.
@@ -142,6 +146,10 @@ class DeepBSDE(keras.Model):
         seed: int, seeds the weights, the validation sample and the training paths.
         quadratic: add the Taylor terms (centre gradient, isotropic quadratic, radial network) to
             the "gradient" potential.
+        extremes: add smooth maxima and minima of the coordinates of $\tilde x$ (log-mean-exp
+            at a few trainable sharpnesses of either sign) and a small network of them and t to
+            the "gradient" potential: for terminal conditions of best-of / worst-of type such as
+            `pricing_diff_rate` and `black_scholes_default_risk`.
 
     Example:
     ```python
@@ -155,7 +163,7 @@ class DeepBSDE(keras.Model):
 
     def __init__(self, problem, z_network="gradient", hidden_units=None, activation=None,
                  batch_norm=None, batch_size=64, validation_size=256, y0_init="auto", seed=0,
-                 quadratic=True, **kwargs):
+                 quadratic=True, extremes=False, **kwargs):
         super().__init__(**kwargs)
         problem = deserialize_problem(problem)
         if not isinstance(problem, BSDEProblem):
@@ -194,6 +202,10 @@ class DeepBSDE(keras.Model):
         self.y0_init = list(y0_init) if isinstance(y0_init, (tuple, list)) else y0_init
         self.seed = int(seed)
         self.quadratic_term = bool(quadratic) and z_network == "gradient"
+        if extremes and z_network != "gradient":
+            raise ValueError(f"`extremes=True` needs z_network='gradient'; received "
+                             f"z_network={z_network!r}")
+        self.extremes = bool(extremes)
         self.random_x0 = problem.x0_spread > 0
         self.first_z_step = 0 if self.random_x0 else 1
         self.num_z_steps = problem.num_steps - self.first_z_step
@@ -283,6 +295,14 @@ class DeepBSDE(keras.Model):
         if self.quadratic_term:
             self.centre_layers = [
                 keras.layers.Dense(d, kernel_initializer="zeros", name="centre_out")]
+        self.extreme_layers = []
+        if self.extremes:
+            self.extreme_layers = [
+                keras.layers.Dense(32, activation="softplus", name="extreme_dense",
+                                   kernel_initializer=keras.initializers.GlorotUniform(
+                                       init_seed + 88)),
+                keras.layers.Dense(1, kernel_initializer="zeros", use_bias=False,
+                                   name="extreme_out")]
         self.y0_layers = []
         if self.random_x0:
             for i, units in enumerate(self.hidden_units):
@@ -327,6 +347,13 @@ class DeepBSDE(keras.Model):
             self.radial_layers[0].build((None, s_steps, 2))
             self.radial_layers[1].build((None, s_steps, 16))
             self.centre_layers[0].build((None, s_steps, 1))
+        if self.extremes:
+            k = len(_EXTREME_SHARPNESS)
+            self.extreme_sharpness = self.add_weight(
+                name="extreme_sharpness", shape=(k,),
+                initializer=keras.initializers.Constant(_EXTREME_SHARPNESS))
+            self.extreme_layers[0].build((None, s_steps, k + 1))
+            self.extreme_layers[1].build((None, s_steps, 32))
         shape = (None, s_steps, d) if self.z_network == "per_step" else (None, s_steps, d + 1)
         for layer in self.z_layers:
             layer.build(shape)
@@ -371,6 +398,8 @@ class DeepBSDE(keras.Model):
                 for layer in self.radial_layers:
                     h = layer(h)
                 phi = phi + ops.sum(0.5 * q * r2 + h)
+            if self.extremes:
+                phi = phi + ops.sum(self._extreme_term(xn, t_in))
         grad = tape.gradient(phi, x) * scale**2
         if self.quadratic_term:
             # grad u at the centre m_t, which the s_t-scaled part cannot give when s_t -> 0.
@@ -380,6 +409,19 @@ class DeepBSDE(keras.Model):
             # In units of spread(g(X_T)) / spread(X_T), the natural size of grad u.
             grad = grad + h * (self.y_scale / self.x_scale[-1])
         return self.problem.diffusion_apply(ops.reshape(t, (1, -1, 1)), x, grad)
+
+    def _extreme_term(self, xn, t_in):
+        # Smooth maxima and minima of the coordinates, (1/b) log mean_i exp(b x~_i) for
+        # sharpness b of either sign, fed with t to a small network: payoffs of best-of and
+        # worst-of type depend on x through one order statistic, which a few ridge functions
+        # w . x~ represent only coarsely in 100 dimensions.
+        b = self.extreme_sharpness
+        lse = ops.logsumexp(ops.expand_dims(xn, -1) * b, axis=-2)  # (B, S, k)
+        feats = (lse - ops.log(ops.cast(self.problem.dim, xn.dtype))) / b
+        h = ops.concatenate([t_in, feats], axis=-1)
+        for layer in self.extreme_layers:
+            h = layer(h)
+        return h
 
     def _z_steps(self, x, training=False):
         """Z at all trained grid steps for paths x (B, N + 1, d); returns (B, S, d)."""
@@ -636,4 +678,5 @@ class DeepBSDE(keras.Model):
                 "z_network": self.z_network, "hidden_units": list(self.hidden_units),
                 "activation": self.activation, "batch_norm": self.batch_norm,
                 "batch_size": self.batch_size, "validation_size": self.validation_size,
-                "y0_init": self.y0_init, "seed": self.seed, "quadratic": self.quadratic_term}
+                "y0_init": self.y0_init, "seed": self.seed, "quadratic": self.quadratic_term,
+                "extremes": self.extremes}

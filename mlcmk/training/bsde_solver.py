@@ -47,7 +47,7 @@ def learning_rate_schedule(learning_rate, iterations):
 def solve(problem, *, iterations=4000, epochs=None, batch_size=64, learning_rate=1e-3,
           z_network="gradient", hidden_units=None, activation=None, precision="float64",
           seed=0, validation_size=256, z_error_paths=64, checkpoint_dir=None, export_dir=None,
-          output_dir=None, verbose=1, callbacks=()):
+          output_dir=None, verbose=1, callbacks=(), extremes=False):
     """Trains `DeepBSDE` on `problem` and returns a result dict (also written as JSON).
 
     Args:
@@ -55,7 +55,8 @@ def solve(problem, *, iterations=4000, epochs=None, batch_size=64, learning_rate
         iterations: training steps in all.
         epochs: number of epochs the iterations are split into (validation, logging and
             checkpoints happen per epoch); default one per 100 iterations, at most 40.
-        batch_size, z_network, hidden_units, activation, seed, validation_size: see `DeepBSDE`.
+        batch_size, z_network, hidden_units, activation, seed, validation_size, extremes: see
+            `DeepBSDE`.
         learning_rate: initial Adam learning rate (decayed by 10 at 60% and 85%).
         precision: "float64" or "float32".
         z_error_paths: validation paths for the Z check (0 skips it).
@@ -92,7 +93,7 @@ def solve(problem, *, iterations=4000, epochs=None, batch_size=64, learning_rate
 
     model = DeepBSDE(problem, z_network=z_network, hidden_units=hidden_units,
                      activation=activation, batch_size=batch_size,
-                     validation_size=validation_size, seed=seed)
+                     validation_size=validation_size, seed=seed, extremes=extremes)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(learning_rate,
                                                                          iterations)))
     reference = problem.reference_value()

@@ -60,9 +60,10 @@ class DeepBSDETest(TestCase):
         self.assertLess(np.sqrt(np.mean((learned - exact) ** 2) / np.mean(exact**2)), 0.03)
 
     def test_batched_equals_step_by_step(self):
-        for z_network in ("gradient", "shared", "per_step"):
+        for z_network, extremes in (("gradient", False), ("gradient", True), ("shared", False),
+                                    ("per_step", False)):
             problem = _bsb(dim=3)
-            model = DeepBSDE(problem, z_network=z_network, seed=3)
+            model = DeepBSDE(problem, z_network=z_network, seed=3, extremes=extremes)
             # Non-trivial weights everywhere (output layers start at zero).
             for w in model.trainable_weights:
                 w.assign(w + 0.05 * np.random.default_rng(1).standard_normal(w.shape))
@@ -109,7 +110,7 @@ class DeepBSDETest(TestCase):
 
     def test_keras_round_trip(self):
         problem = _bsb(dim=3)
-        model = _trained(problem, 100)
+        model = _trained(problem, 100, extremes=True)
         x, dw = problem.sample_paths(8, (0, 1), dtype="float64")
         self.run_model_saving_test(model, (x, dw))
 
@@ -187,6 +188,8 @@ class DeepBSDETest(TestCase):
         problem = _bsb(dim=3)
         with self.assertRaisesRegex(ValueError, "z_network"):
             DeepBSDE(problem, z_network="dense")
+        with self.assertRaisesRegex(ValueError, "extremes"):
+            DeepBSDE(problem, z_network="per_step", extremes=True)
         with self.assertRaisesRegex(ValueError, "hidden_units"):
             DeepBSDE(problem, hidden_units=(0,))
         with self.assertRaisesRegex(ValueError, "batch_size"):
