@@ -149,7 +149,8 @@ class DeepBSDE(keras.Model):
         extremes: add smooth maxima and minima of the coordinates of $\tilde x$ (log-mean-exp
             at a few trainable sharpnesses of either sign) and a small network of them and t to
             the "gradient" potential: for terminal conditions of best-of / worst-of type such as
-            `pricing_diff_rate` and `black_scholes_default_risk`.
+            `pricing_diff_rate` and `black_scholes_default_risk`. Default (None): on for the
+            "gradient" network when the problem sets `extremal_terminal = True`.
 
     Example:
     ```python
@@ -163,7 +164,7 @@ class DeepBSDE(keras.Model):
 
     def __init__(self, problem, z_network="gradient", hidden_units=None, activation=None,
                  batch_norm=None, batch_size=64, validation_size=256, y0_init="auto", seed=0,
-                 quadratic=True, extremes=False, **kwargs):
+                 quadratic=True, extremes=None, **kwargs):
         super().__init__(**kwargs)
         problem = deserialize_problem(problem)
         if not isinstance(problem, BSDEProblem):
@@ -202,6 +203,8 @@ class DeepBSDE(keras.Model):
         self.y0_init = list(y0_init) if isinstance(y0_init, (tuple, list)) else y0_init
         self.seed = int(seed)
         self.quadratic_term = bool(quadratic) and z_network == "gradient"
+        if extremes is None:
+            extremes = z_network == "gradient" and problem.extremal_terminal
         if extremes and z_network != "gradient":
             raise ValueError(f"`extremes=True` needs z_network='gradient'; received "
                              f"z_network={z_network!r}")

@@ -47,7 +47,7 @@ def learning_rate_schedule(learning_rate, iterations):
 def solve(problem, *, iterations=4000, epochs=None, batch_size=64, learning_rate=1e-3,
           z_network="gradient", hidden_units=None, activation=None, precision="float64",
           seed=0, validation_size=256, z_error_paths=64, checkpoint_dir=None, export_dir=None,
-          output_dir=None, verbose=1, callbacks=(), extremes=False):
+          output_dir=None, verbose=1, callbacks=(), extremes=None):
     """Trains `DeepBSDE` on `problem` and returns a result dict (also written as JSON).
 
     Args:

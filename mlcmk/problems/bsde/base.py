@@ -82,6 +82,10 @@ class BSDEProblem(Problem):
     ```
     """
 
+    # True when g depends on x mainly through the largest or smallest coordinate (best-of /
+    # worst-of payoffs): `DeepBSDE` then adds smooth max/min features by default (`extremes`).
+    extremal_terminal = False
+
     def __init__(self, dim, total_time, num_steps, x0=0.0, x0_spread=0.0):
         self.dim = _positive_int("dim", dim)
         self.total_time = _positive_float("total_time", total_time)

@@ -42,6 +42,8 @@ class BlackScholesDefaultRisk(_GeometricBrownianMotion):
     Reference u(0, (100, ..., 100)) = 57.300 at d = 100, T = 1 (published, multilevel Picard).
     """
 
+    extremal_terminal = True
+
     def __init__(self, dim=100, total_time=1.0, num_steps=40, x0=100.0, x0_spread=0.0,
                  mu_bar=0.02, sigma_bar=0.2, delta=2.0 / 3.0, rate=0.02, v_h=50.0, v_l=70.0,
                  gamma_h=0.2, gamma_l=0.02):
@@ -84,6 +86,8 @@ class PricingDiffRate(_GeometricBrownianMotion):
     - 2 \max(\max_i x_i - 150, 0)$. Reference u(0, (100, ..., 100)) = 21.299 at d = 100, T = 0.5
     (E, Han, Jentzen 2017, multilevel Picard).
     """
+
+    extremal_terminal = True
 
     def __init__(self, dim=100, total_time=0.5, num_steps=20, x0=100.0, x0_spread=0.0,
                  mu_bar=0.06, sigma_bar=0.2, rate_lend=0.04, rate_borrow=0.06):
