@@ -300,7 +300,7 @@ class ExtendedMSA(ResidualControlNetwork):
         super().compile(optimizer=keras.optimizers.SGD(1.0), **kwargs)
 
     def get_compile_config(self):
-        return {}
+        return {"optimizer": "auto"}
 
     def compile_from_config(self, config):
         self.compile()

@@ -114,7 +114,9 @@ class ParticleWassersteinFlow(keras.Model):
 
     def get_compile_config(self):
         loss = getattr(self, "_flow_loss", "mse")
-        return {"loss": loss if isinstance(loss, str) else keras.saving.serialize_keras_object(loss)}
+        if not isinstance(loss, str):
+            loss = keras.saving.serialize_keras_object(loss)
+        return {"loss": loss}
 
     def compile_from_config(self, config):
         loss = config.get("loss", "mse")
@@ -131,7 +133,7 @@ class ParticleWassersteinFlow(keras.Model):
         return int(self.optimizer.iterations.numpy()) * self.time_step
 
     def particle_scales(self):
-        """List of the gradient multipliers (inverse particle masses), one per trainable variable."""
+        """The gradient multipliers (inverse particle masses), one per trainable variable."""
         if not self.network.built:
             raise ValueError("build the network before asking for its particle scales")
         net = self.network

@@ -96,7 +96,7 @@ def path_norm_prefactor(lam, input_dim, num_samples):
 
 
 def regularized_loss(model, x, y, lam, num_samples=None):
-    r"""Seed eq. (26): $\frac{1}{2n}\sum_i (f(x_i) - y_i)^2 + \lambda\sqrt{\log(2d)/n}\,\|\theta\|_P$.
+    r"""Seed eq. (26): $\frac{1}{2n}\sum_i (f(x_i) - y_i)^2 + \lambda\sqrt{\log(2d)/n}\|\theta\|_P$.
 
     Args:
         model: a `TwoLayerNetwork` or `ScaledResNet`.

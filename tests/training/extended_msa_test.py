@@ -108,11 +108,13 @@ class ExtendedMSATest(TestCase):
         x, y = _toy(32)
         x, y = x.astype("float32"), y.astype("float32")
         model = ExtendedMSA(num_layers=4, rho=10.0)
+        model.build(x.shape)
+        _randomise(model)
         model.compile()
-        model.fit(x, y, batch_size=32, epochs=2, verbose=0)
         reloaded = self.run_model_saving_test(model, x)
         self.assertIsInstance(reloaded, ExtendedMSA)
         self.assertEqual(reloaded.rho, 10.0)
+        self.assertIsInstance(reloaded.optimizer, keras.optimizers.SGD)
         self.run_distributed_fit_test(
             lambda: ExtendedMSA(num_layers=4, rho=10.0, perturbation=0.01), {}, x, y,
             epochs=1, batch_size=16, atol=1e-4)
