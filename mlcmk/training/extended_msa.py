@@ -225,12 +225,13 @@ class ResidualControlNetwork(keras.Model):
         _, _, replicas = _replicas()
         with tf.GradientTape() as tape:
             states = self.forward_states(x)
-            risk = ops.mean(self.sample_losses(states[-1], y))
+            objective = ops.mean(self.sample_losses(states[-1], y)) + ops.sum(self.regularizer())
             # The risk is a per-replica mean; the regulariser is shared by the replicas.
-            total = (risk + ops.sum(self.regularizer())) / replicas
+            scaled = objective / replicas
         variables = [self.kernel, self.bias]
-        self.optimizer.apply(tape.gradient(total, variables), variables)
-        self.loss_tracker.update_state(risk + ops.sum(self.regularizer()))
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
+        # J at the controls the step started from, as ExtendedMSA logs it.
+        self.loss_tracker.update_state(objective)
         return {"loss": self.loss_tracker.result()}
 
     def test_step(self, data):
