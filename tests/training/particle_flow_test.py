@@ -59,6 +59,30 @@ class ParticleWassersteinFlowTest(TestCase):
         for a, b in zip(net2.get_weights(), sgd.get_weights(), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
+    def test_widths_follow_the_same_flow_in_rescaled_time(self):
+        rng = np.random.default_rng(0)
+        x = rng.uniform(-1, 1, size=(64, 2))
+        y = np.maximum(x[:, :1], 0)
+        flow_curves, fixed_lr_curves = [], []
+        for m in (800, 3200):
+            keras.utils.set_random_seed(m)  # independent particles
+            flow = ParticleWassersteinFlow(TwoLayerNetwork(m), time_step=0.2)
+            flow.compile()
+            flow_curves.append(flow.fit(x, y, batch_size=64, epochs=25, verbose=0)
+                               .history["loss"])
+            # The same step 0.2 * 800 for both widths, i.e. no time rescaling.
+            keras.utils.set_random_seed(m)
+            net = TwoLayerNetwork(m)
+            net.compile(optimizer=keras.optimizers.SGD(0.2 * 800), loss="mse")
+            fixed_lr_curves.append(net.fit(x, y, batch_size=64, epochs=25, verbose=0)
+                                   .history["loss"])
+        small, large = (np.array(c) for c in flow_curves)
+        # Independent draws of O(1/sqrt(m)) fluctuations: a few per cent at m = 800.
+        self.assertLess(np.max(np.abs(small - large) / small), 0.15)
+        self.assertLess(large[-1], 0.1 * large[0])
+        # Without the rescaling the wide network moves 4 times slower.
+        self.assertGreater(fixed_lr_curves[1][-1], 2 * fixed_lr_curves[0][-1])
+
     def test_resnet_particles_move_with_step_eta_L_M(self):
         x, y = _data(d=2)
         L, M, eta = 3, 4, 0.02
