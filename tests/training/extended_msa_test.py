@@ -115,6 +115,7 @@ class ExtendedMSATest(TestCase):
         self.assertIsInstance(reloaded, ExtendedMSA)
         self.assertEqual(reloaded.rho, 10.0)
         self.assertIsInstance(reloaded.optimizer, keras.optimizers.SGD)
+        self.run_export_test(model, x)
         self.run_distributed_fit_test(
             lambda: ExtendedMSA(num_layers=4, rho=10.0, perturbation=0.01), {}, x, y,
             epochs=1, batch_size=16, atol=1e-4)

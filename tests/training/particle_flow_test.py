@@ -148,6 +148,7 @@ class ParticleWassersteinFlowTest(TestCase):
         reloaded = self.run_model_saving_test(flow, x)
         self.assertIsInstance(reloaded.network, TwoLayerNetwork)
         self.assertEqual(reloaded.time_step, 0.05)
+        self.run_export_test(flow, x)
         for kwargs in ({}, {"temperature": 0.01, "weight_decay": 0.1}):
             self.run_distributed_fit_test(
                 lambda kwargs=kwargs: ParticleWassersteinFlow(
