@@ -1,3 +1,12 @@
 """Training loops and callbacks."""
 
 from mlcmk.training.callbacks import ResumableCheckpoint, StopOnNonFiniteLoss, Y0Monitor
+from mlcmk.training.extended_msa import ExtendedMSA, ResidualControlNetwork
+from mlcmk.training.particle_flow import ParticleRecorder, ParticleWassersteinFlow
+from mlcmk.training.path_norm import (
+    PathNormRegularized,
+    RandomFeatureModel,
+    path_norm,
+    rademacher_complexity,
+    regularized_loss,
+)
