@@ -7,6 +7,7 @@
   cached under `~/.cache/mlcmk/deepmd` (`MLCMK_CACHE_DIR` overrides the root).
 """
 
+from mlcmk.data.atoms import frames_to_atoms, label_frames, system_from_atoms
 from mlcmk.data.deepmd import (
     System,
     describe,
@@ -16,4 +17,11 @@ from mlcmk.data.deepmd import (
     read_system,
     read_systems,
     write_system,
+)
+from mlcmk.data.emt import (
+    DatasetPaths,
+    al_dataset,
+    alcu_dataset,
+    default_cache_dir,
+    generate_dataset,
 )
