@@ -99,7 +99,8 @@ class SymmetricEmbedding(keras.layers.Layer):
             for k, units in enumerate(self.neuron):
                 kernels.append(self.add_weight(
                     name=f"embedding_{t}_kernel_{k}", shape=(width, units),
-                    initializer=keras.initializers.RandomNormal(stddev=1.0 / np.sqrt(width + units))))
+                    initializer=keras.initializers.RandomNormal(
+                        stddev=1.0 / np.sqrt(width + units))))
                 biases.append(self.add_weight(
                     name=f"embedding_{t}_bias_{k}", shape=(units,),
                     initializer=keras.initializers.RandomNormal(stddev=1.0)))

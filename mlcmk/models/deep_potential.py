@@ -62,7 +62,8 @@ class FittingNetwork(keras.layers.Layer):
             for k, units in enumerate([*self.neuron, 1]):
                 kernels.append(self.add_weight(
                     name=f"fitting_{t}_kernel_{k}", shape=(width, units),
-                    initializer=keras.initializers.RandomNormal(stddev=1.0 / np.sqrt(width + units))))
+                    initializer=keras.initializers.RandomNormal(
+                        stddev=1.0 / np.sqrt(width + units))))
                 biases.append(self.add_weight(
                     name=f"fitting_{t}_bias_{k}", shape=(units,),
                     initializer=keras.initializers.RandomNormal(stddev=1.0)
@@ -426,7 +427,8 @@ def make_dataset(systems, batch_size=1, *, shuffle=True, seed=0, repeat=True, ty
     Args:
         systems: list of objects with `coord`, `box` (or None), `atom_types`, `energy`, `force`,
             `virial` (or None) (e.g. `mlcmk.data.deepmd.System`).
-        batch_size: frames per batch (a system with fewer frames gives smaller batches).
+        batch_size: frames per batch (a system with fewer frames gives batches of all of them;
+            with `repeat`, incomplete batches are dropped, reshuffled each pass).
         shuffle: shuffle frames inside each system and pick systems at random, weighted by
             their frame counts (seeded).
         repeat: repeat forever (use `steps_per_epoch` in `fit`).
@@ -462,7 +464,9 @@ def make_dataset(systems, batch_size=1, *, shuffle=True, seed=0, repeat=True, ty
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         if shuffle:
             ds = ds.shuffle(nframes, seed=seed + number, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size)
+        # Training (repeat): full batches only, so that every replica gets frames; a system
+        # with fewer frames than `batch_size` gives one batch of all its frames.
+        ds = ds.batch(min(batch_size, nframes), drop_remainder=repeat)
         if repeat:
             ds = ds.repeat()
         datasets.append(ds)
