@@ -19,7 +19,9 @@ class DeepPotentialCalculator(Calculator):
 
     Args:
         model: a `DeepPotential`, or the path of a `.keras` file holding one.
-        neighbor_skin: unused margin kept for API symmetry (the list is rebuilt every call).
+        precision: None (the model's float type), "float32" or "float64": evaluate a copy of the
+            model in this precision (float32 is ~2-3x faster on CPUs; forces then carry ~1e-6
+            relative rounding).
 
     Stress is ASE's convention `(1/V) dE/d(strain)` = `-virial / V`, in eV/Å^3 (Voigt order
     xx, yy, zz, yz, xz, xy).
@@ -27,12 +29,17 @@ class DeepPotentialCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, model, precision=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(model, str):
             import keras
 
             model = keras.saving.load_model(model)
+        if precision not in (None, "float32", "float64"):
+            raise ValueError(f"`precision` must be None, 'float32' or 'float64'; received "
+                             f"precision={precision!r}")
+        if precision is not None and precision != model.compute_dtype:
+            model = _with_precision(model, precision)
         self.model = model
         self.type_map = list(model.type_map)
         dtype = model.compute_dtype
@@ -79,6 +86,15 @@ class DeepPotentialCalculator(Calculator):
             from ase.calculators.calculator import PropertyNotImplementedError
 
             raise PropertyNotImplementedError("stress needs periodic boundaries")
+
+
+def _with_precision(model, dtype):
+    """A copy of `model` whose weights and computations are in `dtype`."""
+    config = {**model.get_config(), "dtype": dtype}
+    copy = model.__class__.from_config(config)
+    copy.build()
+    copy.set_weights([np.asarray(w).astype(dtype) for w in model.get_weights()])
+    return copy
 
 
 def run_nve(atoms, calculator, *, steps, timestep_fs=1.0, temperature_K=None, seed=0,

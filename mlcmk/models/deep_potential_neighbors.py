@@ -19,7 +19,8 @@ More neighbours of a type within `rcut` than its `sel` is an error (never silent
 
 - `neighbor_list`: in-graph TensorFlow, batched over frames; memory O(B N^2 M), M the number of
   images, so meant for training frames (tens to a few hundred atoms) and export.
-- `neighbor_list_numpy`: NumPy on top of ASE's O(N) cell list, for MD of large systems.
+- `neighbor_list_numpy`: NumPy/SciPy k-d tree over the atoms and their images near the cell,
+  O(N log N), for MD of large systems.
 """
 
 import numpy as np
@@ -132,7 +133,7 @@ def neighbor_list(coord, box, atom_types, *, rcut, sel):
 
 
 def neighbor_list_numpy(coord, box, atom_types, *, rcut, sel):
-    """NumPy neighbour list of one frame, same layout as `neighbor_list` (O(N) cell list).
+    """NumPy neighbour list of one frame, same layout as `neighbor_list` (k-d tree, O(N log N)).
 
     Args:
         coord: (N, 3) positions. box: (3, 3) cell or None (free boundaries).
@@ -144,22 +145,41 @@ def neighbor_list_numpy(coord, box, atom_types, *, rcut, sel):
     Raises:
         ValueError: when an environment holds more neighbours of a type than its `sel`.
     """
-    from ase.neighborlist import primitive_neighbor_list
+    from scipy.spatial import cKDTree
 
     sel = _check_sel(sel)
     coord = np.asarray(coord, np.float64)
     atom_types = np.asarray(atom_types, np.int64)
     natoms = len(coord)
     if box is None or abs(np.linalg.det(np.asarray(box, np.float64))) <= _FREE_BOX_TOLERANCE:
-        # A cell large enough to hold the atoms, without periodicity.
-        pbc, cell = (False, False, False), np.eye(3) * (np.ptp(coord, axis=0).max() + 2 * rcut + 1)
+        pairs = cKDTree(coord).sparse_distance_matrix(cKDTree(coord), rcut,
+                                                      output_type="ndarray")
+        i, j, d = pairs["i"], pairs["j"], pairs["v"]
+        shift = np.zeros((len(i), 3))
+        keep = (d < rcut) & (i != j)
     else:
-        pbc, cell = (True, True, True), np.asarray(box, np.float64)
-    i, j, d, shift = primitive_neighbor_list("ijdS", pbc, cell, coord, rcut,
-                                             self_interaction=False)
-    keep = d < rcut
+        box = np.asarray(box, np.float64)
+        frac = coord @ np.linalg.inv(box)
+        base = np.floor(frac)
+        inside = frac - base  # wrapped into [0, 1)
+        normals = np.cross(box[[1, 2, 0]], box[[2, 0, 1]])
+        margin = rcut * np.linalg.norm(normals, axis=1) / abs(np.linalg.det(box))
+        n = np.ceil(margin).astype(int)
+        shifts = np.stack(np.meshgrid(*[np.arange(-k, k + 1) for k in n], indexing="ij"),
+                          axis=-1).reshape(-1, 3)
+        images = inside[None] + shifts[:, None]  # (M, N, 3)
+        near = np.all((images > -margin - 1e-9) & (images < 1 + margin + 1e-9), axis=-1)
+        image_of, atom_of = np.nonzero(near)
+        extended = images[image_of, atom_of] @ box
+        pairs = cKDTree(inside @ box).sparse_distance_matrix(cKDTree(extended), rcut,
+                                                             output_type="ndarray")
+        i, k, d = pairs["i"], pairs["j"], pairs["v"]
+        j = atom_of[k]
+        # extended_k = x_j + (s - base_j) box and wrapped x_i = x_i - base_i box.
+        shift = shifts[image_of[k]] - base[j] + base[i]
+        keep = (d < rcut) & ~((i == j) & np.all(shift == 0, axis=-1))
     i, j, d, shift = i[keep], j[keep], d[keep], shift[keep]
-    # ASE: r_ij = x_j - x_i + S @ cell with the unwrapped positions; same convention as ours.
+    # r_ij = x_j - x_i + shift @ box, the convention of `neighbor_list`.
     tj = atom_types[j]
     order = np.lexsort((d, tj, i))
     i, j, tj, shift = i[order], j[order], tj[order], shift[order]
