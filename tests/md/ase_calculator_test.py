@@ -1,9 +1,6 @@
 """ASE calculator of DeepPotential: agrees with the model, with ASE's numerical derivatives, and
 conserves energy in NVE."""
 
-import os
-import sys
-
 import numpy as np
 from ase.build import bulk
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
@@ -12,9 +9,7 @@ from mlcmk import config
 from mlcmk.md import DeepPotentialCalculator, run_nve
 from mlcmk.models.deep_potential import DeepPotential
 from mlcmk.testing import TestCase
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "models"))
-from deep_potential_test import SMALL, emt_system  # noqa: E402
+from tests.models.deep_potential_test import SMALL, emt_system
 
 
 class CalculatorTest(TestCase):
