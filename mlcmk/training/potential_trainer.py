@@ -65,6 +65,7 @@ def plot_parity(systems, predictions, path, title=""):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
