@@ -130,7 +130,7 @@ class DeepPotential(keras.Model):
     `p_e (dE / N)^2 + p_f mean |dF|^2 + p_v mean (dW / N)^2` with each prefactor moving from its
     start to its limit value with the learning rate, `p = limit + (start - limit) lr / lr0`.
     Call `set_statistics(systems)` first: descriptor normalisation and the per-type energy bias
-    (least squares of frame energies on the type counts).
+    (least squares, on the type counts, of the frame energies minus those of the initial nets).
 
     Args:
         type_map: list of element names; the index of a name is its type.
@@ -256,7 +256,7 @@ class DeepPotential(keras.Model):
         Args:
             systems: list of objects with `coord` (F, N, 3), `box` (F, 3, 3) or None,
                 `atom_types` (N,), `energy` (F,) (e.g. `mlcmk.data.deepmd.System`).
-            max_frames: frames per system used for the environment statistics.
+            max_frames: frames per system (evenly spaced) used for the statistics.
 
         Returns:
             dict with `energy_bias` (per type) and the statistics.
@@ -266,36 +266,34 @@ class DeepPotential(keras.Model):
         systems = list(systems)
         if not systems:
             raise ValueError("`systems` is empty")
-        counts, energies = [], []
         sums = np.zeros((self.ntypes, 4))
         squares = np.zeros((self.ntypes, 4))
         slots = np.zeros(self.ntypes)
+        frames = []  # per system: (picked coord, box, types, reference energies)
         for system in systems:
             types = np.asarray(system.atom_types, np.int64)
             if types.min() < 0 or types.max() >= self.ntypes:
                 raise ValueError(f"atom types {sorted(set(types.tolist()))} outside "
                                  f"[0, {self.ntypes}) of type_map={self.type_map}")
             nframes = len(system.energy)
-            counts.append(np.tile(np.bincount(types, minlength=self.ntypes), (nframes, 1)))
-            energies.append(np.asarray(system.energy, np.float64))
             pick = np.linspace(0, nframes - 1, min(nframes, max_frames)).astype(int)
-            coord = tf.constant(np.asarray(system.coord)[pick], self.compute_dtype)
-            box = None if system.box is None else tf.constant(np.asarray(system.box)[pick],
-                                                              self.compute_dtype)
-            tiled = tf.constant(np.tile(types, (len(pick), 1)), tf.int32)
+            coord = np.asarray(system.coord)[pick]
+            box = np.zeros((len(pick), 3, 3)) if system.box is None else \
+                np.asarray(system.box)[pick]
+            frames.append((coord, box, types, np.asarray(system.energy, np.float64)[pick]))
             for start in range(0, len(pick), 16):
-                part = slice(start, start + 16)
-                c = coord[part]
-                b = tf.zeros((tf.shape(c)[0], 3, 3), c.dtype) if box is None else box[part]
-                index, image = self.neighbor_list(c, b, tiled[part])
+                c = tf.constant(coord[start:start + 16], self.compute_dtype)
+                b = tf.constant(box[start:start + 16], self.compute_dtype)
+                t = tf.constant(np.tile(types, (len(c), 1)), tf.int32)
+                index, image = self.neighbor_list(c, b, t)
                 env = self.descriptor.environment(
                     self._neighbor_vectors(c, b, index, tf.cast(image, c.dtype))).numpy()
                 start_slot = 0
-                for t, width in enumerate(self.sel):
+                for k, width in enumerate(self.sel):
                     block = env[:, :, start_slot:start_slot + width].reshape(-1, 4)
-                    sums[t] += block.sum(axis=0)
-                    squares[t] += (block**2).sum(axis=0)
-                    slots[t] += len(block)
+                    sums[k] += block.sum(axis=0)
+                    squares[k] += (block**2).sum(axis=0)
+                    slots[k] += len(block)
                     start_slot += width
         slots = np.maximum(slots, 1)[:, None]
         mean_s = sums[:, :1] / slots
@@ -304,9 +302,24 @@ class DeepPotential(keras.Model):
         mean = np.concatenate([mean_s, np.zeros((self.ntypes, 3))], axis=1)
         std = np.concatenate([std_s, np.repeat(std_xyz, 3, axis=1)], axis=1)
         self.descriptor.set_statistics(mean, std)
+        # Least squares of the frame energies not yet explained by the (initial) fitting nets
+        # on the type counts: the model starts with the right mean energy per type, so training
+        # does not spend its steps removing an offset that forces cannot see.
+        self.energy_bias.assign(tf.zeros_like(self.energy_bias))
+        counts, residuals = [], []
+        for coord, box, types, energy in frames:
+            predicted = []
+            for start in range(0, len(coord), 16):
+                c = tf.constant(coord[start:start + 16], self.compute_dtype)
+                b = tf.constant(box[start:start + 16], self.compute_dtype)
+                t = tf.constant(np.tile(types, (len(c), 1)), tf.int32)
+                index, image = self.neighbor_list(c, b, t)
+                predicted.append(tf.reduce_sum(self.atomic_energies(
+                    c, b, t, index, tf.cast(image, c.dtype)), axis=-1).numpy())
+            residuals.append(energy - np.concatenate(predicted))
+            counts.append(np.tile(np.bincount(types, minlength=self.ntypes), (len(coord), 1)))
         a = np.concatenate(counts).astype(np.float64)
-        b = np.concatenate(energies)
-        bias = np.linalg.lstsq(a, b, rcond=None)[0]
+        bias = np.linalg.lstsq(a, np.concatenate(residuals), rcond=None)[0]
         self.energy_bias.assign(bias.astype(self.energy_bias.dtype))
         return {"energy_bias": dict(zip(self.type_map, bias.tolist(), strict=True)),
                 "mean": mean.tolist(), "std": self.descriptor.std.numpy().tolist()}
