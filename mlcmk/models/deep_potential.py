@@ -338,14 +338,15 @@ class DeepPotential(keras.Model):
             schedule = keras.optimizers.schedules.ExponentialDecay(
                 learning_rate, decay_steps, rate, staircase=True)
             optimizer = keras.optimizers.Adam(schedule)
-        lr = optimizer.learning_rate if not isinstance(optimizer, str) else 1e-3
-        if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-            self._lr0 = float(ops.convert_to_numpy(lr(0)))
-        elif not isinstance(optimizer, str):
-            self._lr0 = float(ops.convert_to_numpy(lr))
         # Dynamic shapes (systems of different sizes, image counts) keep XLA out.
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
+        # lr0 of the prefactor rule: the schedule at step 0, or the constant rate.
+        lr = getattr(self.optimizer, "_learning_rate", None)
+        if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+            self._lr0 = float(ops.convert_to_numpy(lr(0)))
+        elif lr is not None:
+            self._lr0 = float(ops.convert_to_numpy(lr))
 
     @property
     def metrics(self):
@@ -445,8 +446,8 @@ def make_dataset(systems, batch_size=1, *, shuffle=True, seed=0, repeat=True, ty
         shuffle: shuffle frames inside each system and pick systems at random, weighted by
             their frame counts (seeded).
         repeat: repeat forever (use `steps_per_epoch` in `fit`).
-        type_map: unused check hook: when given, each system's `type_map` must be a prefix-
-            compatible subset (types are taken as already mapped).
+        type_map: optional list of element names; each system's `type_map` must equal it
+            (read the systems with `read_systems(..., type_map=...)`).
 
     Returns:
         A `tf.data.Dataset` of `(x, y)` dicts for `DeepPotential.fit`.

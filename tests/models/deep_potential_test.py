@@ -267,6 +267,12 @@ class DeepPotentialTest(TestCase):
             DeepPotential(["Al"], rcut=3.0, rcut_smth=4.0)
         with self.assertRaisesRegex(ValueError, "total_steps"):
             DeepPotential(["Al"]).compile()
+        with self.assertRaisesRegex(ValueError, "batch_size"):
+            make_dataset([self.system], 0)
+        with self.assertRaisesRegex(ValueError, r"type_map \['Al', 'Cu'\]"):
+            make_dataset([self.system], 1, type_map=["Cu", "Al"])
+        with self.assertRaisesRegex(ValueError, "empty"):
+            make_dataset([], 1)
         bad = emt_system(("Al",), nframes=1)
         bad.atom_types = bad.atom_types + 5
         with self.assertRaisesRegex(ValueError, "atom types"):
