@@ -126,8 +126,8 @@ class DeepPotential(keras.Model):
     Outputs (dict): `energy` (B,), `atom_energy` (B, N), `force` (B, N, 3) = -dE/dx,
     `virial` (B, 3, 3) = -dE/d(strain) (stress = -virial / volume).
 
-    Training (`fit` on `make_dataset(...)`): loss
-    `p_e (dE / N)^2 + p_f mean |dF|^2 + p_v mean (dW / N)^2` with each prefactor moving from its
+    Training (`fit` on `make_dataset(...)`): DeePMD-kit's loss
+    `p_e mean(dE^2) / N + p_f mean(dF^2) + p_v mean(dW^2) / N` with each prefactor moving from its
     start to its limit value with the learning rate, `p = limit + (start - limit) lr / lr0`.
     Call `set_statistics(systems)` first: descriptor normalisation and the per-type energy bias
     (least squares, on the type counts, of the frame energies minus those of the initial nets).
@@ -367,13 +367,14 @@ class DeepPotential(keras.Model):
         p_e, p_f, p_v = self.prefactors()
         e_ref = ops.cast(y["energy"], self.compute_dtype)
         f_ref = ops.cast(y["force"], self.compute_dtype)
-        loss_e = ops.mean(((prediction["energy"] - e_ref) / natoms) ** 2)
+        # DeePMD-kit's normalisation: squared energy and virial errors divided by N (not N^2).
+        loss_e = ops.mean((prediction["energy"] - e_ref) ** 2) / natoms
         loss_f = ops.mean((prediction["force"] - f_ref) ** 2)
         loss = p_e * loss_e + p_f * loss_f
         if self.prefs["start_pref_v"] > 0 or self.prefs["limit_pref_v"] > 0:
             weight = ops.cast(y["find_virial"], self.compute_dtype)[:, None, None]
-            diff = (prediction["virial"] - ops.cast(y["virial"], self.compute_dtype)) / natoms
-            loss = loss + p_v * ops.mean(weight * diff**2)
+            diff = prediction["virial"] - ops.cast(y["virial"], self.compute_dtype)
+            loss = loss + p_v * ops.mean(weight * diff**2) / natoms
         return loss
 
     def _update_metrics(self, x, y, prediction, loss):
