@@ -19,6 +19,7 @@ data are cached (generating them adds ~2 min for Al and ~3 min for Al-Cu, once).
 
     python benchmarks/deep_potential.py
     python benchmarks/deep_potential.py --steps 500 --skip_alcu --nve_ps 1     # quick look
+    python benchmarks/deep_potential.py --nve_only --nve_ps 10                  # adds nve_10ps
 """
 
 import argparse
@@ -129,6 +130,9 @@ def main():
     parser.add_argument("--skip_raw", action="store_true")
     parser.add_argument("--nve_ps", type=float, default=2.0)
     parser.add_argument("--timestep_fs", type=float, default=2.0)
+    parser.add_argument("--nve_only", action="store_true",
+                        help="train the Al model, run NVE for --nve_ps and add the result as "
+                             "`nve_<ps>ps` to the existing JSON")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results",
                                                          "deep_potential.json"))
     args = parser.parse_args()
@@ -146,6 +150,15 @@ def main():
     results["al_data"] = {"train": al.train, "test": al.test, "seconds": time.perf_counter() - t,
                           "train_frames": sum(len(s.energy) for s in al_train),
                           "test_frames": sum(len(s.energy) for s in al_test)}
+    if args.nve_only:
+        model, summary = train("al", al_train, al_test, args.steps, args.seed)
+        with open(args.output) as f:
+            previous = json.load(f)
+        previous[f"nve_{args.nve_ps:g}ps"] = {
+            **nve_drift(model, args.nve_ps, args.timestep_fs, 600.0), "model": summary}
+        write_json(args.output, previous)
+        print(f"updated {args.output}")
+        return
     model, results["al"] = train("al", al_train, al_test, args.steps, args.seed,
                                  out_dir=out_dir)
     if not args.skip_raw:

@@ -72,9 +72,9 @@ print(model.set_statistics(train)["energy_bias"])
 
 # %% [markdown]
 # ## Training with `model.fit`
-# The loss is DeePMD's: $p_e \overline{\Delta E^2}/N + p_f \overline{|\Delta F|^2}$, with the prefactors
-# moving from (0.02, 1000) to (1, 1) as the learning rate decays from 1e-3 to 1e-5: forces
-# first, energies later. One frame per step.
+# The loss is DeePMD's: $p_e \overline{\Delta E^2}/N + p_f \overline{|\Delta F|^2}$, with
+# the prefactors moving from (0.02, 1000) to (1, 1) as the learning rate decays from 1e-3 to
+# 1e-5: forces first, energies later. One frame per step.
 
 # %%
 steps = 100 if SMOKE else 2000
