@@ -250,3 +250,31 @@ class EMTDatasetTest(TestCase):
         self.assertIsInstance(free, System)
         self.assertIsNone(free.box)
         self.assertIsNone(free.virial)
+
+
+class EMTThermalisationTest(TestCase):
+    def test_md_frames_follow_equipartition(self):
+        # For a nearly harmonic crystal the mean potential energy above the perfect lattice is
+        # (3/2) k T per atom, times (N - 1)/N with the centre of mass fixed. Seeds 7, 8, 9, 11 give
+        # ratios 0.93-1.06; a wrong temperature unit or a missed equilibration falls outside.
+        from ase import units
+        from ase.build import bulk
+
+        lattice = bulk("Al", "fcc", a=4.05, cubic=True).repeat(2)
+        e0 = _energy(lattice)
+        ratios = []
+        for temperature in (300.0, 1200.0):
+            path = generate_dataset(
+                cache_dir=self.get_temp_dir(),
+                seed=7,
+                n_frames=30,
+                md_fraction=1.0,
+                max_strain=0.0,
+                temperatures=(temperature,),
+            )
+            (system,) = read_systems(path)
+            excess = np.mean(system.energy - e0) / system.natoms
+            ratios.append(excess / (1.5 * units.kB * temperature * 31 / 32))
+        for ratio in ratios:
+            self.assertGreater(ratio, 0.8)
+            self.assertLess(ratio, 1.2)
