@@ -32,9 +32,15 @@ from mlcmk import (  # noqa: E402
     problems,
     training,  # noqa: E402
 )
-from mlcmk.layers import BSDEStep, ScaledDense, ScaledResidualBlock  # noqa: E402
+from mlcmk.layers import (  # noqa: E402
+    BSDEStep,
+    ScaledDense,
+    ScaledResidualBlock,
+    SymmetricEmbedding,
+)
 from mlcmk.models import (  # noqa: E402
     DeepBSDE,
+    DeepPotential,
     ScaledResNet,
     TwoLayerNetwork,
     make_scaled_resnet,

@@ -1,6 +1,7 @@
 """Public models of mlcmk."""
 
 from mlcmk.models.deep_bsde import DeepBSDE
+from mlcmk.models.deep_potential import DeepPotential
 from mlcmk.models.scaled_resnet import ScaledResNet, make_scaled_resnet
 from mlcmk.models.two_layer_network import TwoLayerNetwork
 

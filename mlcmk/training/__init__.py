@@ -10,3 +10,4 @@ from mlcmk.training.path_norm import (
     rademacher_complexity,
     regularized_loss,
 )
+from mlcmk.training.potential_trainer import train_potential
