@@ -90,6 +90,7 @@ def _check_units(hidden_units):
 
 # Initial sharpness of the smooth-max (> 0) and smooth-min (< 0) features (`extremes=True`).
 _EXTREME_SHARPNESS = (-8.0, -4.0, -2.0, 2.0, 4.0, 8.0)
+_EXTREME_UNITS = (32,)  # hidden widths of the network of the extreme features
 
 
 @keras.saving.register_keras_serializable(package="mlcmk")
@@ -301,11 +302,12 @@ class DeepBSDE(keras.Model):
         self.extreme_layers = []
         if self.extremes:
             self.extreme_layers = [
-                keras.layers.Dense(32, activation="softplus", name="extreme_dense",
+                keras.layers.Dense(units, activation="softplus", name=f"extreme_dense_{i}",
                                    kernel_initializer=keras.initializers.GlorotUniform(
-                                       init_seed + 88)),
-                keras.layers.Dense(1, kernel_initializer="zeros", use_bias=False,
-                                   name="extreme_out")]
+                                       init_seed + 88 + i))
+                for i, units in enumerate(_EXTREME_UNITS)]
+            self.extreme_layers.append(keras.layers.Dense(
+                1, kernel_initializer="zeros", use_bias=False, name="extreme_out"))
         self.y0_layers = []
         if self.random_x0:
             for i, units in enumerate(self.hidden_units):
@@ -355,8 +357,10 @@ class DeepBSDE(keras.Model):
             self.extreme_sharpness = self.add_weight(
                 name="extreme_sharpness", shape=(k,),
                 initializer=keras.initializers.Constant(_EXTREME_SHARPNESS))
-            self.extreme_layers[0].build((None, s_steps, k + 1))
-            self.extreme_layers[1].build((None, s_steps, 32))
+            shape = (None, s_steps, k + 1)
+            for layer in self.extreme_layers:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
         shape = (None, s_steps, d) if self.z_network == "per_step" else (None, s_steps, d + 1)
         for layer in self.z_layers:
             layer.build(shape)
