@@ -1,0 +1,148 @@
+"""Training pipeline of the learned moment model: autoencoder, closure targets, closure, solve.
+
+`train_moment_model(data)` fits a `MomentAutoencoder` to kinetic snapshots, computes the closure
+targets from the same snapshots with the frozen encoder and fits a `MomentClosure`. The result,
+a `LearnedMomentModel`, solves the moment system from a distribution `f0` with `MomentSolver`.
+"""
+
+import math
+import time
+
+import keras
+import numpy as np
+
+from mlcmk.models.moment_autoencoder import MomentAutoencoder
+from mlcmk.models.moment_closure import MomentClosure
+from mlcmk.problems.kinetic.bgk import primitive_from_conserved
+from mlcmk.problems.kinetic.moment_solver import MomentSolver
+
+
+def _batched(fn, x, batch_size=4096):
+    return np.concatenate([keras.ops.convert_to_numpy(fn(x[i:i + batch_size]))
+                           for i in range(0, len(x), batch_size)])
+
+
+def kinetic_moments(autoencoder, f):
+    """Exact moments of `f` `(n, num_v)` under the encoder's weight functions.
+
+    Returns:
+        dict of `rho, u, T` `(n,)`, `W` `(n, K)`, `q_hat` `(n,)` (heat flux over
+        `rho T^{3/2}`) and `G_hat` `(n, K)` (`int xi w(xi) f dv / rho`).
+    """
+    f = np.asarray(f, dtype=np.float64)
+    v = np.linspace(-autoencoder.v_max, autoencoder.v_max, autoencoder.num_v)
+    dv = autoencoder.dv
+    U = np.stack([f.sum(-1), f @ v, 0.5 * f @ v**2], axis=-1) * dv
+    rho, u, T = primitive_from_conserved(U)
+    xi = (v[None, :] - u[:, None]) / np.sqrt(T)[:, None]
+    w = _batched(lambda x: autoencoder.weight_functions(x), xi.reshape(-1)).reshape(
+        *xi.shape, autoencoder.num_moments)
+    W = np.einsum("nj,njk->nk", f, w) * dv / rho[:, None]
+    q_hat = 0.5 * np.sum(xi**3 * f, axis=-1) * dv / rho
+    G_hat = np.einsum("nj,nj,njk->nk", xi, f, w) * dv / rho[:, None]
+    return {"rho": rho, "u": u, "T": T, "W": W, "q_hat": q_hat, "G_hat": G_hat, "U": U}
+
+
+def closure_training_data(autoencoder, data):
+    """Inputs and targets of `MomentClosure.fit` from kinetic data.
+
+    For every snapshot pair `(f, f_next)` one solver step `dt` apart, at the midpoint state
+    `f_mid = (f + f_next) / 2`: the exact normalised heat flux `q_hat` of `f_mid`, and
+    `S = [(rho W)(f_next) - (rho W)(f)] / dt - rho (W_M - W) / eps` (the collision term
+    averaged over both states).
+
+    Returns:
+        `x` `(runs * snapshots, num_x, 4 + K)` = `(rho, rho u, E, W, eps)` of `f_mid` and
+        `y` `(runs * snapshots, num_x, 2 + K)` = `(q_hat, S, 1 / dx)`.
+    """
+    f, f_next = data["f"], data["f_next"]
+    runs, snaps, nx, nv = f.shape
+    dx = float(data["x"][1] - data["x"][0])
+    w_m = autoencoder.maxwellian_moments()
+    a = kinetic_moments(autoencoder, f.reshape(-1, nv))
+    b = kinetic_moments(autoencoder, f_next.reshape(-1, nv))
+    mid = kinetic_moments(autoencoder, 0.5 * (f + f_next).reshape(-1, nv))
+    shape = (runs, snaps, nx)
+    eps = np.broadcast_to(data["eps"][:, None, None], shape).reshape(-1)
+    dt = np.broadcast_to(data["dt"][:, None, None], shape).reshape(-1)
+    rate = (b["rho"][:, None] * b["W"] - a["rho"][:, None] * a["W"]) / dt[:, None]
+    collision = 0.5 * (a["rho"][:, None] * (w_m - a["W"]) + b["rho"][:, None] * (w_m - b["W"]))
+    S = rate - collision / eps[:, None]
+    x = np.concatenate([mid["U"], mid["W"], eps[:, None]], axis=1)
+    y = np.concatenate([mid["q_hat"][:, None], S, np.full((len(S), 1), 1.0 / dx)], axis=1)
+    return x.reshape(runs * snaps, nx, -1), y.reshape(runs * snaps, nx, -1)
+
+
+class LearnedMomentModel:
+    """A trained autoencoder + closure, with the moment-system solve from a distribution."""
+
+    def __init__(self, autoencoder, closure, speed_factor=3.0, cfl=0.4):
+        self.autoencoder = autoencoder
+        self.closure = closure
+        self.speed_factor = speed_factor
+        self.cfl = cfl
+        self.numpy_closure = closure.numpy_closure()
+
+    def initial_moments(self, f0):
+        """`(rho, u, T, W)` of `f0` `(num_x, num_v)` by the encoder."""
+        m = kinetic_moments(self.autoencoder, f0)
+        return m["rho"], m["u"], m["T"], m["W"]
+
+    def solve(self, f0, eps, dx, t_end):
+        """Learned moment solve from `f0`; returns `(rho, u, T, W)` at `t_end`."""
+        rho, u, T, W = self.initial_moments(f0)
+        solver = MomentSolver(dx, closure=self.numpy_closure, eps=eps, cfl=self.cfl,
+                              speed_factor=self.speed_factor)
+        return solver.solve(rho, u, T, W, t_end=t_end)
+
+
+def euler_solve(f0, dx, t_end, grid_moments, cfl=0.4):
+    """Euler (Maxwellian closure, gamma = 3) from the moments of `f0`; returns `(rho, u, T)`."""
+    rho, u, T = primitive_from_conserved(grid_moments(f0))
+    return MomentSolver(dx, cfl=cfl).solve(rho, u, T, t_end=t_end)[:3]
+
+
+def train_moment_model(data, num_moments=4, autoencoder_epochs=30, closure_epochs=200,
+                       max_autoencoder_samples=4000, batch_size=128,
+                       closure_batch_size=8, learning_rate=3e-3,
+                       seed=0, verbose=0):
+    """Fits the autoencoder and the closure on kinetic data (from `generate_kinetic_data`).
+
+    Returns:
+        `(LearnedMomentModel, info)` with `info` the final losses and fit times.
+    """
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    nv = data["f"].shape[-1]
+    v_max = float(data["v"][-1])
+    f = data["f"].reshape(-1, nv)
+    f = f[rng.permutation(len(f))[:max_autoencoder_samples]]
+    info = {}
+    start = time.perf_counter()
+    autoencoder = MomentAutoencoder(v_max=v_max, num_v=nv, num_moments=num_moments)
+    autoencoder.build()
+    autoencoder.adapt(f)
+    autoencoder.compile(optimizer=keras.optimizers.Adam(_cosine(learning_rate,
+                        autoencoder_epochs * math.ceil(len(f) / batch_size))), loss="mse")
+    history = autoencoder.fit(f, f, batch_size=batch_size, epochs=autoencoder_epochs,
+                              verbose=verbose)
+    info["autoencoder_loss"] = float(history.history["loss"][-1])
+    info["autoencoder_fit_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    x, y = closure_training_data(autoencoder, data)
+    closure = MomentClosure(num_moments=num_moments)
+    closure.build()
+    closure.adapt(x, y, autoencoder.maxwellian_moments())
+    steps = closure_epochs * math.ceil(len(x) / closure_batch_size)
+    closure.compile(optimizer=keras.optimizers.Adam(_cosine(learning_rate, steps)))
+    history = closure.fit(x, y, batch_size=closure_batch_size, epochs=closure_epochs,
+                          verbose=verbose)
+    info["closure_loss"] = float(history.history["loss"][-1])
+    info["closure_fit_s"] = time.perf_counter() - start
+    info["closure_samples"] = int(np.prod(x.shape[:2]))
+    info["autoencoder_samples"] = len(f)
+    return LearnedMomentModel(autoencoder, closure), info
+
+
+def _cosine(learning_rate, steps):
+    return keras.optimizers.schedules.CosineDecay(learning_rate, max(int(steps), 1), alpha=0.01)
