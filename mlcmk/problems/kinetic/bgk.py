@@ -139,7 +139,7 @@ def check_velocity_grid(grid, rho, u, T, tol=1e-8):
                          f"thermal speed sqrt(T)={np.sqrt(np.min(T)):.4g}; increase num_v.")
 
 
-def check_distribution_support(grid, f, tol=1e-8):
+def check_distribution_support(grid, f, tol=1e-6):
     """Raises ValueError if `f` carries mass at the edge nodes of the velocity grid."""
     f = np.asarray(f, dtype=np.float64)
     if not np.all(np.isfinite(f)):
@@ -246,8 +246,12 @@ class BGK1D(Problem):
         return primitive_from_conserved(self.moments(f))
 
     def maxwellian(self, rho, u, T):
-        """Discrete Maxwellian `(num_x, num_v)` of cell values `(rho, u, T)`; checks the grid."""
-        rho, u, T = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (rho, u, T)))
+        """Discrete Maxwellian `(num_x, num_v)` of cell values `(rho, u, T)`; checks the grid.
+
+        Scalars are broadcast to all cells.
+        """
+        rho, u, T = (np.broadcast_to(np.asarray(a, dtype=np.float64), (self.num_x,))
+                     for a in (rho, u, T))
         check_velocity_grid(self.grid, rho, u, T)
         return discrete_maxwellian(self.grid, conserved_from_primitive(rho, u, T))
 
