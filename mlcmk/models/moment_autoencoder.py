@@ -97,7 +97,7 @@ class MomentAutoencoder(keras.Model):
     def adapt(self, f, batch_size=4096):
         """Sets the decoder's input scale to `1 / std(W - W_M)` over the samples `f`."""
         if not self.built:
-            self.build()
+            self.build((None, self.num_v))
         f = np.asarray(f)
         W = np.concatenate([keras.ops.convert_to_numpy(self.encode(f[i:i + batch_size]))[:, 3:]
                             for i in range(0, len(f), batch_size)])

@@ -122,7 +122,7 @@ class MomentClosure(keras.Model):
             w_maxwell: `(K,)` generalised moments of the Maxwellian.
         """
         if not self.built:
-            self.build()
+            self.build((None, 4 + self.num_moments))
         K, Ke = self.num_moments, self.num_even
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)

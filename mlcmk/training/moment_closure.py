@@ -120,7 +120,7 @@ def train_moment_model(data, num_moments=4, autoencoder_epochs=30, closure_epoch
     info = {}
     start = time.perf_counter()
     autoencoder = MomentAutoencoder(v_max=v_max, num_v=nv, num_moments=num_moments)
-    autoencoder.build()
+    autoencoder.build((None, nv))
     autoencoder.adapt(f)
     autoencoder.compile(optimizer=keras.optimizers.Adam(_cosine(learning_rate,
                         autoencoder_epochs * math.ceil(len(f) / batch_size))), loss="mse")
@@ -131,7 +131,7 @@ def train_moment_model(data, num_moments=4, autoencoder_epochs=30, closure_epoch
     start = time.perf_counter()
     x, y = closure_training_data(autoencoder, data)
     closure = MomentClosure(num_moments=num_moments)
-    closure.build()
+    closure.build((None, 4 + num_moments))
     closure.adapt(x, y, autoencoder.maxwellian_moments())
     steps = closure_epochs * math.ceil(len(x) / closure_batch_size)
     closure.compile(optimizer=keras.optimizers.Adam(_cosine(learning_rate, steps)))

@@ -26,7 +26,7 @@ def _relative(a, b):
 def _random_closure(K=4, seed=0):
     """An untrained closure with non-trivial normalisation (for exact structural checks)."""
     closure = MomentClosure(num_moments=K, units=[16])
-    closure.build()
+    closure.build((None, 4 + K))
     rng = np.random.default_rng(seed)
     closure.input_shift.assign(np.concatenate([rng.normal(size=3), 0.1 * np.ones(K)]))
     closure.output_scale.assign(rng.uniform(0.5, 2.0, 1 + 2 * K))
