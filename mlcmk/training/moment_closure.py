@@ -83,6 +83,30 @@ class LearnedMomentModel:
         self.cfl = cfl
         self.numpy_closure = closure.numpy_closure()
 
+    def save(self, directory):
+        """Writes `autoencoder.keras`, `closure.keras` and `solver.json` to `directory`."""
+        import os
+
+        from mlcmk.io import write_json
+
+        os.makedirs(directory, exist_ok=True)
+        self.autoencoder.save(os.path.join(directory, "autoencoder.keras"))
+        self.closure.save(os.path.join(directory, "closure.keras"))
+        write_json(os.path.join(directory, "solver.json"),
+                   {"speed_factor": self.speed_factor, "cfl": self.cfl})
+
+    @classmethod
+    def load(cls, directory):
+        """Reads a model written by `save`."""
+        import json
+        import os
+
+        with open(os.path.join(directory, "solver.json"), encoding="utf-8") as f:
+            solver = json.load(f)
+        autoencoder = keras.saving.load_model(os.path.join(directory, "autoencoder.keras"))
+        closure = keras.saving.load_model(os.path.join(directory, "closure.keras"))
+        return cls(autoencoder, closure, **solver)
+
     def initial_moments(self, f0):
         """`(rho, u, T, W)` of `f0` `(num_x, num_v)` by the encoder."""
         m = kinetic_moments(self.autoencoder, f0)
@@ -146,3 +170,61 @@ def train_moment_model(data, num_moments=4, autoencoder_epochs=30, closure_epoch
 
 def _cosine(learning_rate, steps):
     return keras.optimizers.schedules.CosineDecay(learning_rate, max(int(steps), 1), alpha=0.01)
+
+
+def relative_l2(a, b):
+    """`||a - b|| / ||b||`."""
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(b))
+
+
+def compare_models(model, problem, f0, t_end):
+    """Kinetic, learned-moment and Euler solves of `problem` from `f0`, with errors and times.
+
+    Args:
+        model: a `LearnedMomentModel` (or None to skip it).
+        problem: a `BGK1D` (its `eps` and grid are used by all three).
+        f0: `(num_x, num_v)` initial distribution.
+        t_end: final time.
+
+    Returns:
+        dict with `x`, the `(rho, u, T)` profiles of `kinetic`, `learned`, `euler`, the relative
+        L2 errors against the kinetic solution (`errors[name][field]`) and wall times (s).
+    """
+    out = {"x": problem.x, "eps": problem.eps, "t_end": t_end, "times_s": {}, "errors": {}}
+    start = time.perf_counter()
+    f = problem.solve(f0, t_end)
+    out["times_s"]["kinetic"] = time.perf_counter() - start
+    out["kinetic"] = problem.primitives(f)
+    solvers = {"euler": lambda: euler_solve(f0, problem.dx, t_end, problem.moments)}
+    if model is not None:
+        solvers["learned"] = lambda: model.solve(f0, problem.eps, problem.dx, t_end)[:3]
+    for name, solve in solvers.items():
+        start = time.perf_counter()
+        out[name] = solve()
+        out["times_s"][name] = time.perf_counter() - start
+        out["errors"][name] = {field: relative_l2(a, b) for field, a, b in
+                               zip(("rho", "u", "T"), out[name], out["kinetic"], strict=True)}
+    return out
+
+
+def plot_comparison(result, path):
+    """Plots rho, u, T of the kinetic, learned and Euler solutions to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    styles = {"kinetic": ("k-", "kinetic (BGK)"), "learned": ("C0--", "learned moments"),
+              "euler": ("C3:", "Euler")}
+    for i, field in enumerate(("density", "velocity", "temperature")):
+        for name, (style, label) in styles.items():
+            if name in result:
+                axes[i].plot(result["x"], result[name][i], style, label=label)
+        axes[i].set_title(field)
+        axes[i].set_xlabel("x")
+    axes[0].legend()
+    fig.suptitle(f"eps = {result['eps']:g}, t = {result['t_end']:g}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
