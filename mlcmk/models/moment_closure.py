@@ -180,7 +180,11 @@ class MomentClosure(keras.Model):
         dGdx = (ops.roll(G, -1, axis=1) - ops.roll(G, 1, axis=1)) * (0.5 * y[..., -1:])
         residual = (y[..., 1:1 + K] + dGdx) / rho[..., None] - r_hat
         heat = ops.mean(ops.square((q_hat - y[..., 0]) / self.output_scale[0]))
-        return heat + ops.mean(ops.square(residual / self.output_scale[1 + K:]))
+        loss = heat + ops.mean(ops.square(residual / self.output_scale[1 + K:]))
+        # Per-replica mean: gradients are summed over replicas, the logged value is unscaled.
+        import tensorflow as tf
+
+        return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
     def numpy_closure(self):
         """A NumPy snapshot of the network for `MomentSolver` (`(rho, T, W, eps)` calls)."""

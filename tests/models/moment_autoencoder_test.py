@@ -112,3 +112,16 @@ class MomentAutoencoderTest(TestCase):
                              ({"v_max": -1.0}, "v_max"), ({"encoder_units": [0]}, "encoder_units")):
             with self.assertRaisesRegex(ValueError, name):
                 MomentAutoencoder(**kwargs)
+
+    def test_distributed_fit_matches_one_device(self):
+        f = np.concatenate([_bimodal(seed=s, n=8) for s in range(2)])
+
+        def model_fn():
+            model = MomentAutoencoder(v_max=V_MAX, num_v=NUM_V, num_moments=2,
+                                      encoder_units=[8], decoder_units=[8])
+            model.build((None, NUM_V))
+            return model
+
+        self.run_distributed_fit_test(
+            model_fn, {"optimizer": keras.optimizers.Adam(1e-2), "loss": "mse"}, f, f,
+            epochs=2, batch_size=8, atol=1e-10)

@@ -113,3 +113,20 @@ class MomentClosureTest(TestCase):
             closure.features(bad)
         with self.assertRaisesRegex(ValueError, "adapt"):
             closure.adapt(np.ones((3, 8)), np.ones((3, 6)), w_m)
+
+
+class MomentClosureDistributedTest(TestCase):
+    def test_distributed_fit_matches_one_device(self):
+        config.set_precision("float64")
+        closure0, w_m = _adapted(units=(8,))
+        x = _inputs(8 * 16, 6, w_m).reshape(8, 16, -1)
+        rng = np.random.default_rng(6)
+        y = np.concatenate([rng.normal(size=(8, 16, 1 + K)), np.full((8, 16, 1), 16.0)], -1)
+
+        def model_fn():
+            closure = MomentClosure(num_moments=K, units=[8])
+            closure.adapt(x, y, w_m)
+            return closure
+
+        self.run_distributed_fit_test(model_fn, {"optimizer": keras.optimizers.Adam(1e-2)},
+                                      x, y, epochs=2, batch_size=4, atol=1e-10)
