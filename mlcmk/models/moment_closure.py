@@ -6,12 +6,13 @@ $$\partial_t U + \partial_x F(U, W; \varepsilon) = 0,\qquad
 the known parts are exact and only normalised, Galilean-invariant pieces are learned:
 $F = (\rho u, \rho u^2 + \rho T, u(E + \rho T) + \rho T^{3/2}\hat q)$,
 $G = \rho u W + \rho\sqrt T\,\hat G$ and
-$R = \frac{\rho}{\varepsilon}(W_M - W) + \rho\hat R$, with each of
-$(\hat q, \hat G, \hat R)$ of the form $h(z) - h(z_{eq})$, $h$ a network of
-$z = (\log\rho, \log T, \log\varepsilon, W)$ and $z_{eq}$ the same with $W = W_M$: they vanish
-at equilibrium, so the Euler equations are recovered exactly as $\varepsilon \to 0$ (W relaxes
-to $W_M$; with $W \equiv W_M$, $\partial_t(\rho W_M) + \partial_x(\rho u W_M) = 0$ holds by mass
-conservation).
+$R = \frac{\rho}{\varepsilon}(W_M - W) + \rho\hat R$, with
+$(\hat G, \hat R) = h_{G,R}(z)$ and $\hat q = h_q(z) - h_q(z_{eq})$, $h$ a network of
+$z = (\log\rho, \log T, \log\varepsilon, W)$ and $z_{eq}$ the same with $W = W_M$. The heat
+flux of a Maxwellian is zero exactly; as $\varepsilon \to 0$ the stiff relaxation keeps
+$W - W_M = O(\varepsilon)$, so $\hat q = O(\varepsilon)$ and the Euler equations are recovered.
+The equilibrium flux $\hat G(z_{eq})$ is what drives $W$ away from $W_M$ in a gradient of
+$\rho, T$ (Chapman–Enskog: the heat flux grows with $\varepsilon\,\partial_x T$).
 
 The reflection $x \to -x$, $v \to -v$ maps the odd generalised moments $W_o \to -W_o$ and must
 map $\hat q \to -\hat q$, $\hat G_e \to -\hat G_e$, $\hat G_o \to \hat G_o$,
@@ -162,7 +163,10 @@ class MomentClosure(keras.Model):
                              x[:, 3:-1]], axis=1)
         z = (z - self.input_shift) * self.input_scale
         z_eq = ops.concatenate([z[:, :3], ops.zeros_like(z[:, 3:])], axis=1)
-        out = (self._symmetric(z) - self._symmetric(z_eq)) * self.output_scale
+        h = self._symmetric(z)
+        # The heat flux of a Maxwellian is zero: subtract its value at W = W_M.
+        heat = h[:, :1] - self._symmetric(z_eq)[:, :1]
+        out = ops.concatenate([heat, h[:, 1:]], axis=1) * self.output_scale
         return ops.reshape(out, (*shape[:-1], 1 + 2 * self.num_moments))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -230,6 +234,6 @@ class NumpyClosure:
         z_eq = np.concatenate([z[:, :3], np.zeros_like(z[:, 3:])], axis=1)
         both = self._net(np.concatenate([z, self._p_in * z, z_eq, self._p_in * z_eq], axis=0))
         h = 0.5 * (both[:n] + self._p_out * both[n:2 * n])
-        h -= 0.5 * (both[2 * n:3 * n] + self._p_out * both[3 * n:])
+        h[:, 0] -= 0.5 * (both[2 * n:3 * n, 0] + self._p_out[0] * both[3 * n:, 0])
         h *= self._out_scale
         return h[:, 0], h[:, 1:1 + K], h[:, 1 + K:]
