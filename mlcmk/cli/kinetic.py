@@ -16,8 +16,8 @@ _T_END = flags.DEFINE_float("t_end", 0.1, "Final time.")
 _TRAIN_RUNS = flags.DEFINE_integer("train_runs", 32, "Kinetic runs in the training data.")
 _TRAIN_SEED = flags.DEFINE_integer("train_seed", 0, "Seed of the training data and weights.")
 _NUM_MOMENTS = flags.DEFINE_integer("num_moments", 4, "Generalised moments W.")
-_AE_EPOCHS = flags.DEFINE_integer("autoencoder_epochs", 20, "Autoencoder epochs.")
-_CLOSURE_EPOCHS = flags.DEFINE_integer("closure_epochs", 100, "Closure epochs.")
+_AE_EPOCHS = flags.DEFINE_integer("autoencoder_epochs", 15, "Autoencoder epochs.")
+_CLOSURE_EPOCHS = flags.DEFINE_integer("closure_epochs", 60, "Closure epochs.")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Kinetic data cache (default "
                                  "$MLCMK_CACHE_DIR/kinetic or ~/.cache/mlcmk/kinetic).")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Load the trained model from here if "

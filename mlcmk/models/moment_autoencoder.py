@@ -124,6 +124,21 @@ class MomentAutoencoder(keras.Model):
         w = 0.5 * (self.weight_net(flat) + parity * self.weight_net(-flat))
         return ops.reshape(w, (*shape, self.num_moments))
 
+    def weight_derivatives(self, xi):
+        """`w'(xi)`: `(...,)` -> `(..., K)`, by automatic differentiation."""
+        import tensorflow as tf
+
+        xi = tf.convert_to_tensor(xi, dtype=self.compute_dtype)
+        flat = tf.reshape(xi, (-1,))
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(flat)
+            w = self.weight_functions(flat)
+            parts = [w[:, k] for k in range(self.num_moments)]
+        # Each w_k(xi_i) depends on xi_i only, so the gradient of the sum is the derivative.
+        derivative = tf.stack([tape.gradient(part, flat) for part in parts], axis=-1)
+        del tape
+        return tf.reshape(derivative, (*xi.shape, self.num_moments))
+
     def conserved(self, f):
         """`(batch, num_v)` -> `(batch, 3)` quadrature moments `(rho, rho u, E)`."""
         f = ops.convert_to_tensor(f, dtype=self.compute_dtype)
@@ -183,6 +198,19 @@ class MomentAutoencoder(keras.Model):
         x, weights = np.polynomial.hermite_e.hermegauss(order)
         w = keras.ops.convert_to_numpy(self.weight_functions(x))
         return (weights * x**power / math.sqrt(2.0 * math.pi)) @ w
+
+    def maxwellian_closure(self, order=60):
+        """Closure outputs of the Maxwellian, `(1 + 4K,)`: `(q_hat, G_hat, a_1, a_2, a_3)`.
+
+        `q_hat = 0`, `G_hat = int xi w M`, `a_m = int w'(xi) xi^(m-1) M` with `M` the standard
+        Gaussian (Gauss–Hermite quadrature of `order` points); see `MomentClosure`.
+        """
+        x, weights = np.polynomial.hermite_e.hermegauss(order)
+        weights = weights / math.sqrt(2.0 * math.pi)
+        w = keras.ops.convert_to_numpy(self.weight_functions(x))
+        dw = keras.ops.convert_to_numpy(self.weight_derivatives(x))
+        return np.concatenate([[0.0], (weights * x) @ w,
+                               *[(weights * x**m) @ dw for m in range(3)]])
 
     def get_config(self):
         return {**super().get_config(), "v_max": self.v_max, "num_v": self.num_v,

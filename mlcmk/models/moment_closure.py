@@ -1,34 +1,38 @@
-r"""MomentClosure: learned heat flux, moment fluxes and sources of a kinetic moment system.
+r"""MomentClosure: learned heat flux and generalised-moment coefficients of a moment system.
 
-For the system (seed eq. 15, written in $Q = (U, \rho W)$)
-$$\partial_t U + \partial_x F(U, W; \varepsilon) = 0,\qquad
-\partial_t(\rho W) + \partial_x G(U, W; \varepsilon) = R(U, W; \varepsilon),$$
-the known parts are exact and only normalised, Galilean-invariant pieces are learned:
-$F = (\rho u, \rho u^2 + \rho T, u(E + \rho T) + \rho T^{3/2}\hat q)$,
-$G = \rho u W + \rho\sqrt T\,\hat G$ and
-$R = \frac{\rho}{\varepsilon}(W_M - W) + \rho\hat R$, with
-$(\hat G, \hat R) = h_{G,R}(z)$ and $\hat q = h_q(z) - h_q(z_{eq})$, $h$ a network of
-$z = (\log\rho, \log T, \log\varepsilon, W)$ and $z_{eq}$ the same with $W = W_M$. The heat
-flux of a Maxwellian is zero exactly; as $\varepsilon \to 0$ the stiff relaxation keeps
-$W - W_M = O(\varepsilon)$, so $\hat q = O(\varepsilon)$ and the Euler equations are recovered.
-The equilibrium flux $\hat G(z_{eq})$ is what drives $W$ away from $W_M$ in a gradient of
-$\rho, T$ (Chapman–Enskog: the heat flux grows with $\varepsilon\,\partial_x T$).
+With $\xi = (v - u)/\sqrt T$, $\hat f(\xi) = \frac{\sqrt T}{\rho} f(u + \sqrt T\xi)$ and
+$W = \int w(\xi)\hat f\,d\xi$ (see `MomentAutoencoder`), the BGK equation gives, exactly,
+$$\partial_t U + \partial_x F = 0,\qquad
+F = \big(\rho u,\ \rho u^2 + \rho T,\ u(E + \rho T) + \rho T^{3/2}\hat q\big),$$
+$$\partial_t(\rho W) + \partial_x\big(\rho u W + \rho\sqrt T\,\hat G\big)
+ = \frac{\rho}{\varepsilon}(W_M - W)
+ + a_1\frac{\partial_x(\rho T)}{\sqrt T} + a_2\frac{\partial_x q}{T}
+ - \rho\,a_3\frac{\partial_x T}{2\sqrt T},$$
+(seed eq. 15 with the source written out: the last three terms come from differentiating the
+normalisation of $W$, using the conservation laws for $D_t u$ and $D_t T$), where
+$$\hat q = \tfrac12\!\int\!\xi^3\hat f,\quad \hat G = \int\xi w\hat f,\quad
+a_m = \int w'(\xi)\,\xi^{m-1}\hat f\,d\xi\ (m = 1, 2, 3)$$
+are integrals of $\hat f$ that the moments $(U, W)$ do not determine: they are the closure.
+This model learns them as functions of $z = (\log\rho, \log T, \log\varepsilon, W)$ from their
+exact values on kinetic data (a priori, no time derivatives needed). Every coefficient is
+Galilean invariant (no $u$ among the inputs).
 
-The reflection $x \to -x$, $v \to -v$ maps the odd generalised moments $W_o \to -W_o$ and must
-map $\hat q \to -\hat q$, $\hat G_e \to -\hat G_e$, $\hat G_o \to \hat G_o$,
-$\hat R_e \to \hat R_e$, $\hat R_o \to -\hat R_o$; $h$ is the symmetrisation
-$\tfrac12(n(z) + s \odot n(Pz))$ of a network $n$ ($P$ the reflection of the inputs, $s$ the
-output signs), which has this symmetry exactly.
+Built in: (i) at $W = W_M$ every output takes its exact Maxwellian value $y_M$ (zero heat
+flux; $\hat G$ and $a$ of the standard Gaussian, by Gauss–Hermite quadrature): the model is
+$y_M + h(z) - h(z_{eq})$ with $z_{eq}$ at $W = W_M$. The terms of the $W$ equation nearly
+cancel in smooth flow, so only the small non-equilibrium part is left to the network. As
+$\varepsilon \to 0$ the stiff relaxation keeps $W - W_M = O(\varepsilon)$, so
+$\hat q = O(\varepsilon)$ and the Euler equations are recovered; the equilibrium source
+$\propto \partial_x T\int w\,(\xi^3 - 3\xi)\,\mathcal M$ is what builds up the heat flux
+(Chapman–Enskog).
+(ii) The reflection $x \to -x$, $v \to -v$ maps the odd moments $W_o \to -W_o$ and must flip
+the odd outputs ($\hat q$, $\hat G_e$, $a_{1e}$, $a_{3e}$, $a_{2o}$); the model outputs
+$\tfrac12(n(z) + s\odot n(Pz))$, which has this symmetry exactly.
 
-Training (`fit(x, y)` on whole snapshots, see `closure_training_data`): the heat flux is fitted
-to its exact value $\hat q = \frac{1}{2\rho}\int \xi^3 f\,dv$; the flux and source of $W$ are
-fitted together through the residual of the $W$ equation on the kinetic data,
-$S + \partial_x G - \rho\hat R$ with $S = \partial_t(\rho W) - \rho(W_M - W)/\varepsilon$ from
-the data and $\partial_x$ a central difference, because the exact moment equation of the
-Galilean-normalised $W$ has gradient terms that no local $R$ represents; the flux absorbs them.
-
-Input: `(batch, 4 + K)` = `(rho, rho u, E, W_1..W_K, eps)` (or `(snapshots, num_x, 4 + K)`).
-Output: `(batch, 1 + 2K)` = `(q_hat, G_hat_1..K, R_hat_1..K)`.
+Input: `(batch, 4 + K)` = `(rho, rho u, E, W_1..W_K, eps)`.
+Output: `(batch, 1 + 4K)` = `(q_hat, G_hat, a_1, a_2, a_3)` (each block of K).
+Training: `adapt(x, y, w_maxwell, y_maxwell)`, `compile(optimizer)`, `fit(x, y)`; the loss is
+the mean squared error of the outputs divided by their RMS (set by `adapt`).
 
 Reference: J. Han, C. Ma, Z. Ma, W. E, PNAS 116 (2019) 21983, section 3.3.
 """
@@ -46,9 +50,19 @@ _NUMPY_ACTIVATIONS = {
 }
 
 
+def output_parity(num_moments):
+    """Signs of the outputs under the reflection `(q, G, a1, a2, a3)`; even moments first."""
+    Ke = (num_moments + 1) // 2
+    even, odd = [1.0] * Ke, [1.0] * (num_moments - Ke)
+    flip = lambda block: [-s for s in block]  # noqa: E731
+    # q odd; G_e odd, G_o even; a1 = int w' f: w_e' odd; a2 = int w' xi f; a3 = int w' xi^2 f.
+    return np.array([-1.0] + flip(even) + odd + flip(even) + odd + even + flip(odd)
+                    + flip(even) + odd)
+
+
 @keras.saving.register_keras_serializable(package="mlcmk")
 class MomentClosure(keras.Model):
-    """Reflection-symmetric closure network of a moment system with K generalised moments.
+    """Reflection-symmetric closure network of the moment system with K generalised moments.
 
     Args:
         num_moments: positive int K; the first `ceil(K/2)` moments are even, the rest odd
@@ -75,14 +89,14 @@ class MomentClosure(keras.Model):
         self.activation = activation
         self.num_even = (num_moments + 1) // 2
         K, Ke = num_moments, self.num_even
+        self.num_outputs = 1 + 4 * K
         # Reflection of the features (log rho, log T, log eps, W_e, W_o) and output signs.
         self._input_parity = np.array([1.0] * (3 + Ke) + [-1.0] * (K - Ke))
-        self._output_parity = np.array([-1.0] + [-1.0] * Ke + [1.0] * (K - Ke)
-                                       + [1.0] * Ke + [-1.0] * (K - Ke))
+        self._output_parity = output_parity(K)
         # === Layers ===
         self.net = keras.Sequential(
             [keras.layers.Dense(u, activation=activation) for u in self.units]
-            + [keras.layers.Dense(1 + 2 * K)], name="net")
+            + [keras.layers.Dense(self.num_outputs)], name="net")
 
     def build(self, input_shape=None):
         K = self.num_moments
@@ -91,14 +105,16 @@ class MomentClosure(keras.Model):
         self.input_shift = self.add_weight(name="input_shift", shape=(3 + K,), **constant)
         self.input_scale = self.add_weight(name="input_scale", shape=(3 + K,),
                                            initializer="ones", trainable=False)
-        self.output_scale = self.add_weight(name="output_scale", shape=(1 + 2 * K,),
+        self.output_equilibrium = self.add_weight(
+            name="output_equilibrium", shape=(self.num_outputs,), **constant)
+        self.output_scale = self.add_weight(name="output_scale", shape=(self.num_outputs,),
                                             initializer="ones", trainable=False)
         self.w_maxwell = self.add_weight(name="w_maxwell", shape=(K,), **constant)
         self.built = True
 
     def _validate(self, x):
         width = 4 + self.num_moments
-        if x.shape[-1] != width:
+        if x.ndim != 2 or x.shape[-1] != width:
             raise ValueError(f"MomentClosure expects inputs (batch, {width}) = (rho, rho u, E, "
                              f"W_1..W_{self.num_moments}, eps); received shape {x.shape}")
 
@@ -114,35 +130,36 @@ class MomentClosure(keras.Model):
         return np.concatenate([np.stack([np.log(rho), np.log(T), np.log(x[:, -1])], axis=1),
                                x[:, 3:-1]], axis=1)
 
-    def adapt(self, x, y, w_maxwell):
-        """Sets the normalisation from training data and the Maxwellian moments of the encoder.
+    def adapt(self, x, y, w_maxwell, y_maxwell):
+        """Sets the normalisation from training data and the Maxwellian values of the encoder.
 
         Args:
-            x: `(snapshots, num_x, 4 + K)` training inputs.
-            y: `(snapshots, num_x, 2 + K)` targets `(q_hat, S_1..S_K, 1 / dx)`.
+            x: `(n, 4 + K)` training inputs.
+            y: `(n, 1 + 4K)` exact outputs.
             w_maxwell: `(K,)` generalised moments of the Maxwellian.
+            y_maxwell: `(1 + 4K,)` outputs of the Maxwellian (`MomentAutoencoder.
+                maxwellian_closure()`), returned exactly at `W = W_M`.
         """
         if not self.built:
             self.build((None, 4 + self.num_moments))
-        K, Ke = self.num_moments, self.num_even
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
-        if x.ndim != 3 or y.ndim != 3 or y.shape[-1] != 2 + K:
-            raise ValueError(f"`adapt` expects x (snapshots, num_x, {4 + K}) and y (snapshots, "
-                             f"num_x, {2 + K}); received {x.shape} and {y.shape}")
+        if y.ndim != 2 or y.shape[-1] != self.num_outputs or len(y) != len(x):
+            raise ValueError(f"`adapt` expects y of shape (n, {self.num_outputs}) with n = "
+                             f"len(x); received x {x.shape} and y {y.shape}")
         w_maxwell = np.array(w_maxwell, dtype=np.float64)
-        w_maxwell[Ke:] = 0.0  # odd moments of the (even) Maxwellian vanish
-        z = self.features(x.reshape(-1, x.shape[-1]))
+        w_maxwell[self.num_even:] = 0.0  # odd moments of the (even) Maxwellian vanish
+        z = self.features(x)
         shift = np.concatenate([z[:, :3].mean(axis=0), w_maxwell])
         scale = np.sqrt(np.mean((z - shift) ** 2, axis=0))
-        rho = x[..., 0].reshape(-1)
-        T = z[:, 1]
-        source = np.sqrt(np.mean((y[..., 1:1 + K].reshape(-1, K) / rho[:, None]) ** 2, axis=0))
-        length = 0.1 * x.shape[1] / np.mean(y[..., -1])  # a tenth of the domain
-        out_scale = np.concatenate([[np.sqrt(np.mean(y[..., 0] ** 2))],
-                                    source * length / np.mean(np.exp(0.5 * T)), source])
+        y_maxwell = np.where(self._output_parity > 0, np.asarray(y_maxwell, np.float64), 0.0)
+        if y_maxwell.shape != (self.num_outputs,):
+            raise ValueError(f"`y_maxwell` must have shape ({self.num_outputs},); received "
+                             f"{y_maxwell.shape}")
+        out_scale = np.sqrt(np.mean((y - y_maxwell) ** 2, axis=0))
         self.input_shift.assign(shift)
         self.input_scale.assign(1.0 / np.maximum(scale, 1e-8))
+        self.output_equilibrium.assign(y_maxwell)
         self.output_scale.assign(np.maximum(out_scale, 1e-8))
         self.w_maxwell.assign(w_maxwell)
         return self
@@ -154,8 +171,6 @@ class MomentClosure(keras.Model):
 
     def call(self, x):
         x = ops.convert_to_tensor(x, dtype=self.compute_dtype)
-        shape = ops.shape(x)
-        x = ops.reshape(x, (-1, 4 + self.num_moments))
         rho = x[:, 0]
         u = x[:, 1] / rho
         T = (2.0 * x[:, 2] - rho * u * u) / rho
@@ -163,28 +178,15 @@ class MomentClosure(keras.Model):
                              x[:, 3:-1]], axis=1)
         z = (z - self.input_shift) * self.input_scale
         z_eq = ops.concatenate([z[:, :3], ops.zeros_like(z[:, 3:])], axis=1)
-        h = self._symmetric(z)
-        # The heat flux of a Maxwellian is zero: subtract its value at W = W_M.
-        heat = h[:, :1] - self._symmetric(z_eq)[:, :1]
-        out = ops.concatenate([heat, h[:, 1:]], axis=1) * self.output_scale
-        return ops.reshape(out, (*shape[:-1], 1 + 2 * self.num_moments))
+        # Exactly the Maxwellian values at W = W_M; learned deviations elsewhere.
+        deviation = self._symmetric(z) - self._symmetric(z_eq)
+        return self.output_equilibrium + deviation * self.output_scale
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Heat-flux misfit plus the residual of the W equation, both normalised."""
-        del sample_weight, training
-        K = self.num_moments
-        x = ops.convert_to_tensor(x, dtype=self.compute_dtype)
+        """Mean squared error of the outputs in units of their RMS over the training data."""
+        del x, sample_weight, training
         y = ops.convert_to_tensor(y, dtype=self.compute_dtype)
-        rho = x[..., 0]
-        u = x[..., 1] / rho
-        T = (2.0 * x[..., 2] - rho * u * u) / rho
-        W = x[..., 3:3 + K]
-        q_hat, g_hat, r_hat = y_pred[..., 0], y_pred[..., 1:1 + K], y_pred[..., 1 + K:]
-        G = (rho * u)[..., None] * W + (rho * ops.sqrt(T))[..., None] * g_hat
-        dGdx = (ops.roll(G, -1, axis=1) - ops.roll(G, 1, axis=1)) * (0.5 * y[..., -1:])
-        residual = (y[..., 1:1 + K] + dGdx) / rho[..., None] - r_hat
-        heat = ops.mean(ops.square((q_hat - y[..., 0]) / self.output_scale[0]))
-        loss = heat + ops.mean(ops.square(residual / self.output_scale[1 + K:]))
+        loss = ops.mean(ops.square((y_pred - y) / self.output_scale))
         # Per-replica mean: gradients are summed over replicas, the logged value is unscaled.
         import tensorflow as tf
 
@@ -202,7 +204,7 @@ class MomentClosure(keras.Model):
 class NumpyClosure:
     """`MomentClosure` evaluated in NumPy from a copy of its weights (fast for small batches).
 
-    Call: `(rho, T, W, eps) -> (q_hat, G_hat, R_hat)` with shapes `(n,)`, `(n, K)`, `(n, K)`.
+    Call: `(rho, T, W, eps) -> (q_hat, G_hat, a)` with shapes `(n,)`, `(n, K)`, `(n, 3, K)`.
     """
 
     def __init__(self, closure):
@@ -213,7 +215,7 @@ class NumpyClosure:
         self._act = _NUMPY_ACTIVATIONS[closure.activation]
         get = lambda w: np.asarray(keras.ops.convert_to_numpy(w), np.float64)  # noqa: E731
         self._shift, self._scale = get(closure.input_shift), get(closure.input_scale)
-        self._out_scale = get(closure.output_scale)
+        self._out_eq, self._out_scale = get(closure.output_equilibrium), get(closure.output_scale)
         self.w_maxwell = get(closure.w_maxwell)
         self._p_in = closure._input_parity
         self._p_out = closure._output_parity
@@ -234,6 +236,6 @@ class NumpyClosure:
         z_eq = np.concatenate([z[:, :3], np.zeros_like(z[:, 3:])], axis=1)
         both = self._net(np.concatenate([z, self._p_in * z, z_eq, self._p_in * z_eq], axis=0))
         h = 0.5 * (both[:n] + self._p_out * both[n:2 * n])
-        h[:, 0] -= 0.5 * (both[2 * n:3 * n, 0] + self._p_out[0] * both[3 * n:, 0])
-        h *= self._out_scale
-        return h[:, 0], h[:, 1:1 + K], h[:, 1 + K:]
+        h -= 0.5 * (both[2 * n:3 * n] + self._p_out * both[3 * n:])
+        h = self._out_eq + h * self._out_scale
+        return h[:, 0], h[:, 1:1 + K], h[:, 1 + K:].reshape(n, 3, K)

@@ -23,11 +23,12 @@ def _batched(fn, x, batch_size=4096):
 
 
 def kinetic_moments(autoencoder, f):
-    """Exact moments of `f` `(n, num_v)` under the encoder's weight functions.
+    """Exact moments and closure quantities of `f` `(n, num_v)` under the encoder's weights.
 
     Returns:
-        dict of `rho, u, T` `(n,)`, `W` `(n, K)`, `q_hat` `(n,)` (heat flux over
-        `rho T^{3/2}`) and `G_hat` `(n, K)` (`int xi w(xi) f dv / rho`).
+        dict of `rho, u, T` `(n,)`, `U` `(n, 3)`, `W` `(n, K)`, `q_hat` `(n,)` (heat flux over
+        `rho T^{3/2}`), `G_hat` `(n, K)` (`int xi w f_hat`) and `a` `(n, 3, K)`
+        (`int w'(xi) xi^m f_hat`, m = 0, 1, 2).
     """
     f = np.asarray(f, dtype=np.float64)
     v = np.linspace(-autoencoder.v_max, autoencoder.v_max, autoencoder.num_v)
@@ -35,42 +36,32 @@ def kinetic_moments(autoencoder, f):
     U = np.stack([f.sum(-1), f @ v, 0.5 * f @ v**2], axis=-1) * dv
     rho, u, T = primitive_from_conserved(U)
     xi = (v[None, :] - u[:, None]) / np.sqrt(T)[:, None]
-    w = _batched(lambda x: autoencoder.weight_functions(x), xi.reshape(-1)).reshape(
-        *xi.shape, autoencoder.num_moments)
-    W = np.einsum("nj,njk->nk", f, w) * dv / rho[:, None]
-    q_hat = 0.5 * np.sum(xi**3 * f, axis=-1) * dv / rho
-    G_hat = np.einsum("nj,nj,njk->nk", xi, f, w) * dv / rho[:, None]
-    return {"rho": rho, "u": u, "T": T, "W": W, "q_hat": q_hat, "G_hat": G_hat, "U": U}
+    K = autoencoder.num_moments
+    flat = xi.reshape(-1)
+    w = _batched(autoencoder.weight_functions, flat).reshape(*xi.shape, K)
+    dw = _batched(autoencoder.weight_derivatives, flat).reshape(*xi.shape, K)
+    f_hat = f * dv / rho[:, None]  # quadrature weights of f_hat in xi
+    return {"rho": rho, "u": u, "T": T, "U": U,
+            "W": np.einsum("nj,njk->nk", f_hat, w),
+            "q_hat": 0.5 * np.sum(xi**3 * f_hat, axis=-1),
+            "G_hat": np.einsum("nj,nj,njk->nk", xi, f_hat, w),
+            "a": np.stack([np.einsum("nj,nj,njk->nk", xi**m, f_hat, dw) for m in range(3)],
+                          axis=1)}
 
 
 def closure_training_data(autoencoder, data):
-    """Inputs and targets of `MomentClosure.fit` from kinetic data.
+    """Inputs `(n, 4 + K)` and exact outputs `(n, 1 + 4K)` of `MomentClosure` from snapshots.
 
-    For every snapshot pair `(f, f_next)` one solver step `dt` apart, at the midpoint state
-    `f_mid = (f + f_next) / 2`: the exact normalised heat flux `q_hat` of `f_mid`, and
-    `S = [(rho W)(f_next) - (rho W)(f)] / dt - rho (W_M - W) / eps` (the collision term
-    averaged over both states).
-
-    Returns:
-        `x` `(runs * snapshots, num_x, 4 + K)` = `(rho, rho u, E, W, eps)` of `f_mid` and
-        `y` `(runs * snapshots, num_x, 2 + K)` = `(q_hat, S, 1 / dx)`.
+    Every cell of every snapshot `data["f"]` is one sample: input `(rho, rho u, E, W, eps)`,
+    output `(q_hat, G_hat, a_1, a_2, a_3)` computed from `f` by the grid quadrature.
     """
-    f, f_next = data["f"], data["f_next"]
+    f = data["f"]
     runs, snaps, nx, nv = f.shape
-    dx = float(data["x"][1] - data["x"][0])
-    w_m = autoencoder.maxwellian_moments()
-    a = kinetic_moments(autoencoder, f.reshape(-1, nv))
-    b = kinetic_moments(autoencoder, f_next.reshape(-1, nv))
-    mid = kinetic_moments(autoencoder, 0.5 * (f + f_next).reshape(-1, nv))
-    shape = (runs, snaps, nx)
-    eps = np.broadcast_to(data["eps"][:, None, None], shape).reshape(-1)
-    dt = np.broadcast_to(data["dt"][:, None, None], shape).reshape(-1)
-    rate = (b["rho"][:, None] * b["W"] - a["rho"][:, None] * a["W"]) / dt[:, None]
-    collision = 0.5 * (a["rho"][:, None] * (w_m - a["W"]) + b["rho"][:, None] * (w_m - b["W"]))
-    S = rate - collision / eps[:, None]
-    x = np.concatenate([mid["U"], mid["W"], eps[:, None]], axis=1)
-    y = np.concatenate([mid["q_hat"][:, None], S, np.full((len(S), 1), 1.0 / dx)], axis=1)
-    return x.reshape(runs * snaps, nx, -1), y.reshape(runs * snaps, nx, -1)
+    m = kinetic_moments(autoencoder, f.reshape(-1, nv))
+    eps = np.broadcast_to(data["eps"][:, None, None], (runs, snaps, nx)).reshape(-1)
+    x = np.concatenate([m["U"], m["W"], eps[:, None]], axis=1)
+    y = np.concatenate([m["q_hat"][:, None], m["G_hat"], m["a"].reshape(len(eps), -1)], axis=1)
+    return x, y
 
 
 class LearnedMomentModel:
@@ -128,7 +119,7 @@ def euler_solve(f0, dx, t_end, grid_moments, cfl=0.4):
 
 def train_moment_model(data, num_moments=4, autoencoder_epochs=30, closure_epochs=200,
                        max_autoencoder_samples=4000, batch_size=128,
-                       closure_batch_size=8, learning_rate=3e-3,
+                       closure_batch_size=256, learning_rate=3e-3,
                        seed=0, verbose=0):
     """Fits the autoencoder and the closure on kinetic data (from `generate_kinetic_data`).
 
@@ -156,14 +147,14 @@ def train_moment_model(data, num_moments=4, autoencoder_epochs=30, closure_epoch
     x, y = closure_training_data(autoencoder, data)
     closure = MomentClosure(num_moments=num_moments)
     closure.build((None, 4 + num_moments))
-    closure.adapt(x, y, autoencoder.maxwellian_moments())
+    closure.adapt(x, y, autoencoder.maxwellian_moments(), autoencoder.maxwellian_closure())
     steps = closure_epochs * math.ceil(len(x) / closure_batch_size)
     closure.compile(optimizer=keras.optimizers.Adam(_cosine(learning_rate, steps)))
     history = closure.fit(x, y, batch_size=closure_batch_size, epochs=closure_epochs,
                           verbose=verbose)
     info["closure_loss"] = float(history.history["loss"][-1])
     info["closure_fit_s"] = time.perf_counter() - start
-    info["closure_samples"] = int(np.prod(x.shape[:2]))
+    info["closure_samples"] = len(x)
     info["autoencoder_samples"] = len(f)
     return LearnedMomentModel(autoencoder, closure), info
 

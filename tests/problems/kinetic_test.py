@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from mlcmk.models.moment_closure import MomentClosure
+from mlcmk.models.moment_closure import MomentClosure, output_parity
 from mlcmk.problems import build_problem, list_problems
 from mlcmk.problems.kinetic import BGK1D, VelocityGrid, discrete_maxwellian
 from mlcmk.problems.kinetic.bgk import conserved_from_primitive
@@ -28,12 +28,13 @@ def _random_closure(K=4, seed=0):
     closure = MomentClosure(num_moments=K, units=[16])
     closure.build((None, 4 + K))
     rng = np.random.default_rng(seed)
-    closure.input_shift.assign(np.concatenate([rng.normal(size=3), 0.1 * np.ones(K)]))
-    closure.output_scale.assign(rng.uniform(0.5, 2.0, 1 + 2 * K))
     w_maxwell = np.zeros(K)
     w_maxwell[: closure.num_even] = rng.normal(size=closure.num_even)
     closure.w_maxwell.assign(w_maxwell)
     closure.input_shift.assign(np.concatenate([rng.normal(size=3), w_maxwell]))
+    closure.output_scale.assign(rng.uniform(0.05, 0.2, 1 + 4 * K))
+    y_maxwell = 0.1 * rng.normal(size=1 + 4 * K)
+    closure.output_equilibrium.assign(np.where(output_parity(K) > 0, y_maxwell, 0.0))
     return closure
 
 
@@ -177,12 +178,14 @@ class MomentSolverTest(TestCase):
         n = 30
         rho, T = rng.uniform(0.5, 1.5, n), rng.uniform(0.5, 1.5, n)
         u, W = rng.normal(size=n), closure.w_maxwell + 0.1 * rng.normal(size=(n, K))
-        flux, source = physical_flux(closure, rho, u, T, W, 0.1)
+        flux, coefficients = physical_flux(closure, rho, u, T, W, 0.1)
         Wm = W * sign[3:]
-        flux_m, source_m = physical_flux(closure, rho, -u, T, Wm, 0.1)
-        # F(P Q) = -P F(Q) and R(P Q) = P R(Q).
+        flux_m, coefficients_m = physical_flux(closure, rho, -u, T, Wm, 0.1)
+        # F(P Q) = -P F(Q); the source coefficients have the parity of their integrands.
         np.testing.assert_allclose(flux_m, -sign * flux, rtol=1e-12, atol=1e-13)
-        np.testing.assert_allclose(source_m, sign[3:] * source, rtol=1e-12, atol=1e-13)
+        parity = output_parity(K)[1 + K:].reshape(3, K)
+        np.testing.assert_allclose(coefficients_m, parity * coefficients, rtol=1e-12,
+                                   atol=1e-13)
         self.assertGreater(np.abs(flux[:, 2] - flux_m[:, 2]).max(), 1e-3)  # not trivially even
         # Whole solution of a mirrored initial state is the mirrored solution.
         p = BGK1D(num_x=n)

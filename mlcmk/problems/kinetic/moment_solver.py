@@ -1,18 +1,21 @@
 r"""Finite-volume solver of moment systems: the Euler equations and learned closures.
 
-The system, in conserved variables $Q = (\rho, \rho u, E, \rho W)$:
-$$\partial_t U + \partial_x \big(\rho u,\ \rho u^2 + \rho T,\ u(E + \rho T) + q\big) = 0,$$
+The system, in conserved variables $Q = (\rho, \rho u, E, \rho W)$ (see `MomentClosure`):
+$$\partial_t U + \partial_x \big(\rho u,\ \rho u^2 + \rho T,\ u(E + \rho T) + q\big) = 0,
+\qquad q = \rho T^{3/2}\hat q,$$
 $$\partial_t(\rho W) + \partial_x\big(\rho u W + \rho\sqrt T\,\hat G\big)
-  = \frac{\rho}{\varepsilon}(W_M - W) + \rho \hat R,$$
-where a closure supplies the heat flux $q = \rho T^{3/2}\hat q(\rho, T, W; \varepsilon)$, the
-normalised flux $\hat G$ and the non-stiff source $\hat R$ of the generalised moments, and
-$W_M$ is their Maxwellian value. With no $W$ and $q = 0$ this is the Euler system with
-$\gamma = 3$ (the Maxwellian closure of the 1-D-velocity BGK equation).
+  = \frac{\rho}{\varepsilon}(W_M - W) + a_1\frac{\partial_x(\rho T)}{\sqrt T}
+  + a_2\frac{\partial_x q}{T} - \rho a_3\frac{\partial_x T}{2\sqrt T},$$
+where a closure supplies $\hat q$, $\hat G$ and $a_{1,2,3}$ as functions of
+$(\rho, T, W; \varepsilon)$ and $W_M$ is the Maxwellian value of $W$. With no $W$ and
+$q = 0$ this is the Euler system with $\gamma = 3$ (the Maxwellian closure of the
+1-D-velocity BGK equation).
 
 Scheme: MUSCL reconstruction of $(\rho, u, T, W)$ with minmod slopes, local Lax–Friedrichs flux
-(speed $|u| + c\sqrt T$), SSP-RK2; the stiff relaxation is integrated exactly after each step
-($\rho$ is constant during it), so the scheme stays stable as $\varepsilon \to 0$. Mass,
-momentum and energy are conserved to round-off by construction (flux differences).
+(speed $|u| + c\sqrt T$), central differences for the gradients in the non-conservative source
+of $W$, SSP-RK2; the stiff relaxation is integrated exactly after each stage ($\rho$ is
+constant during it), so the scheme stays stable and becomes Euler's as $\varepsilon \to 0$.
+Mass, momentum and energy are conserved to round-off by construction (flux differences).
 """
 
 import math
@@ -38,19 +41,19 @@ class EulerClosure:
 
     def __call__(self, rho, T, W, eps):
         n = np.shape(rho)[0]
-        return np.zeros(n), np.zeros((n, 0)), np.zeros((n, 0))
+        return np.zeros(n), np.zeros((n, 0)), np.zeros((n, 3, 0))
 
 
 def physical_flux(closure, rho, u, T, W, eps):
-    """Flux `(n, 3 + K)` of the moment system and the normalised source `(n, K)`."""
-    q_hat, g_hat, r_hat = closure(rho, T, W, eps)
+    """Flux `(n, 3 + K)` of the moment system and the source coefficients `a` `(n, 3, K)`."""
+    q_hat, g_hat, coefficients = closure(rho, T, W, eps)
     E = 0.5 * rho * (u**2 + T)
     p = rho * T
     sqrt_t = np.sqrt(T)
     flux = np.concatenate([
         np.stack([rho * u, rho * u**2 + p, u * (E + p) + p * sqrt_t * q_hat], axis=1),
         (rho * u)[:, None] * W + (rho * sqrt_t)[:, None] * g_hat], axis=1)
-    return flux, r_hat
+    return flux, coefficients
 
 
 def to_conserved(rho, u, T, W):
@@ -72,7 +75,7 @@ class MomentSolver:
 
     Args:
         dx: positive float, cell width (periodic grid).
-        closure: callable `(rho, T, W, eps) -> (q_hat, G_hat, R_hat)` with attributes
+        closure: callable `(rho, T, W, eps) -> (q_hat, G_hat, a)` with attributes
             `num_moments` and `w_maxwell` (`EulerClosure()` by default: the Euler equations).
         eps: positive float, Knudsen number.
         cfl: positive float, time step `cfl * dx / max(|u| + speed_factor sqrt(T))`.
@@ -110,8 +113,15 @@ class MomentSolver:
         interface = 0.5 * (flux[:n] + flux[n:]) - 0.5 * alpha * (q_states[n:] - q_states[:n])
         rate = -(interface - np.roll(interface, 1, axis=0)) / self.dx
         if self.closure.num_moments:
-            _, _, r_hat = self.closure(rho, T, W, self.eps)
-            rate[:, 3:] += rho[:, None] * r_hat
+            q_hat, _, a = self.closure(rho, T, W, self.eps)
+            sqrt_t = np.sqrt(T)
+
+            def gradient(g):
+                return (np.roll(g, -1) - np.roll(g, 1)) / (2.0 * self.dx)
+
+            rate[:, 3:] += (a[:, 0] * (gradient(rho * T) / sqrt_t)[:, None]
+                            + a[:, 1] * (gradient(rho * T * sqrt_t * q_hat) / T)[:, None]
+                            - a[:, 2] * (rho * gradient(T) / (2.0 * sqrt_t))[:, None])
         return rate
 
     def time_step(self, Q):
@@ -151,10 +161,12 @@ class MomentSolver:
         with single_threaded_blas():
             while t < t_end * (1 - 1e-12):
                 dt = min(self.time_step(Q), t_end - t)
-                Q1 = Q + dt * self.rate(Q)
+                # SSP-RK2 with the stiff relaxation applied to every stage (dt to the first,
+                # dt/2 more to the average, which carries dt/2 already): as eps -> 0 both
+                # stages are evaluated at W = W_M, so the scheme becomes Euler's (AP).
+                Q1 = self.relax(Q + dt * self.rate(Q), dt)
                 self._check(Q1, t)
-                Q = 0.5 * (Q + Q1 + dt * self.rate(Q1))
-                Q = self.relax(Q, dt)
+                Q = self.relax(0.5 * (Q + Q1 + dt * self.rate(Q1)), 0.5 * dt)
                 self._check(Q, t)
                 t += dt
         return to_primitive(Q)
