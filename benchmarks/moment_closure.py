@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train_runs", type=int, default=48)
-    parser.add_argument("--num_moments", type=int, default=4)
+    parser.add_argument("--num_moments", type=int, default=2)
     parser.add_argument("--autoencoder_epochs", type=int, default=15)
     parser.add_argument("--closure_epochs", type=int, default=60)
     parser.add_argument("--num_x", type=int, default=100)

@@ -74,7 +74,7 @@ plt.show()
 # %%
 data = generate_kinetic_data(num_runs=4 if SMOKE else 48, num_x=NUM_X, num_v=NUM_V,
                              v_max=V_MAX, t_end=0.1, seed=0)
-model, info = train_moment_model(data, num_moments=4, autoencoder_epochs=2 if SMOKE else 15,
+model, info = train_moment_model(data, num_moments=2, autoencoder_epochs=2 if SMOKE else 15,
                                  closure_epochs=2 if SMOKE else 60,
                                  max_autoencoder_samples=512 if SMOKE else 4000)
 print(info)

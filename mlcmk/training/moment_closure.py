@@ -117,7 +117,7 @@ def euler_solve(f0, dx, t_end, grid_moments, cfl=0.4):
     return MomentSolver(dx, cfl=cfl).solve(rho, u, T, t_end=t_end)[:3]
 
 
-def train_moment_model(data, num_moments=4, autoencoder_epochs=30, closure_epochs=200,
+def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epochs=200,
                        max_autoencoder_samples=4000, batch_size=128,
                        closure_batch_size=256, learning_rate=3e-3,
                        seed=0, verbose=0):
