@@ -14,6 +14,7 @@ COMMANDS = {
     "list": "mlcmk.cli.list_command",
     "fit_barron": "mlcmk.cli.fit_barron",
     "potential": "mlcmk.cli.potential",
+    "kinetic": "mlcmk.cli.kinetic",
 }
 
 _HELP = ("-h", "--help", "-help", "help")

@@ -1,0 +1,131 @@
+"""Learned moment closure vs Euler against the BGK kinetic solver across Knudsen numbers.
+
+Trains a `MomentAutoencoder` + `MomentClosure` on kinetic data (random smooth and Sod-type
+initial data, eps log-uniform in [1e-3, 10], training seed 0) with a SMALL training budget,
+then, for eps in {1e-3, 1e-2, 1e-1, 1, 10} and initial data not seen in training (seeds from
+1000 on), reports the relative L2 errors of rho, u, T at t = 0.1 against the kinetic solver for
+the learned model and for Euler, and the wall time of the learned moment solve against the
+kinetic solve on the same grid (both single-threaded BLAS, same process).
+
+Writes `benchmarks/results/moment_closure.json` and `moment_closure.png`. ~5-10 min on 2 busy
+cores.
+
+    python benchmarks/moment_closure.py
+    python benchmarks/moment_closure.py --train_runs 64 --closure_epochs 300
+"""
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from mlcmk import config
+from mlcmk.io import write_json
+from mlcmk.problems.kinetic import BGK1D
+from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state
+from mlcmk.training.moment_closure import compare_models, plot_comparison, train_moment_model
+
+EPS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train_runs", type=int, default=48)
+    parser.add_argument("--num_moments", type=int, default=2)
+    parser.add_argument("--autoencoder_epochs", type=int, default=15)
+    parser.add_argument("--closure_epochs", type=int, default=60)
+    parser.add_argument("--num_x", type=int, default=100)
+    parser.add_argument("--num_v", type=int, default=64)
+    parser.add_argument("--t_end", type=float, default=0.1)
+    parser.add_argument("--test_cases", default="smooth:1000,smooth:1001,sod:1002",
+                        help="kind:seed list of unseen initial data")
+    parser.add_argument("--repeats", type=int, default=3, help="timing repeats (min taken)")
+    parser.add_argument("--output", default=os.path.join(HERE, "results", "moment_closure"))
+    args = parser.parse_args()
+    config.set_precision("float64")
+    start = time.perf_counter()
+    data = generate_kinetic_data(num_runs=args.train_runs, seed=0, num_x=args.num_x,
+                                 num_v=args.num_v, t_end=args.t_end)
+    data_s = time.perf_counter() - start
+    model, info = train_moment_model(data, num_moments=args.num_moments,
+                                     autoencoder_epochs=args.autoencoder_epochs,
+                                     closure_epochs=args.closure_epochs, seed=0)
+    print(f"data {data_s:.1f} s ({args.train_runs} runs), training "
+          f"{info['autoencoder_fit_s'] + info['closure_fit_s']:.1f} s, closure loss "
+          f"{info['closure_loss']:.3g}")
+    cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.test_cases.split(",")]
+    rows, examples = [], {}
+    for eps in EPS:
+        problem = BGK1D(eps=eps, num_x=args.num_x, num_v=args.num_v)
+        for kind, seed in cases:
+            f0 = problem.maxwellian(*initial_state(problem, np.random.default_rng(seed), kind))
+            best = None
+            for _ in range(args.repeats):
+                result = compare_models(model, problem, f0, args.t_end)
+                if best is not None:
+                    for k, v in result["times_s"].items():
+                        best["times_s"][k] = min(best["times_s"][k], v)
+                else:
+                    best = result
+            row = {"eps": eps, "kind": kind, "seed": seed, "errors": best["errors"],
+                   "times_s": best["times_s"],
+                   "speedup": best["times_s"]["kinetic"] / best["times_s"]["learned"]}
+            rows.append(row)
+            examples.setdefault((eps, kind), best)
+            e, le = best["errors"]["euler"], best["errors"]["learned"]
+            print(f"eps={eps:<6g} {kind:<6} seed={seed}  learned rho {le['rho']:.2e} u "
+                  f"{le['u']:.2e} T {le['T']:.2e} | euler rho {e['rho']:.2e} u {e['u']:.2e} "
+                  f"T {e['T']:.2e} | kinetic {best['times_s']['kinetic']:.3f} s learned "
+                  f"{best['times_s']['learned']:.3f} s euler {best['times_s']['euler']:.3f} s")
+    summary = {}
+    for eps in EPS:
+        sel = [r for r in rows if r["eps"] == eps]
+        summary[f"{eps:g}"] = {
+            name: {f: float(np.max([r["errors"][name][f] for r in sel])) for f in
+                   ("rho", "u", "T")} for name in ("learned", "euler")}
+        summary[f"{eps:g}"]["median_speedup"] = float(np.median([r["speedup"] for r in sel]))
+    worst = max(max(summary[k]["learned"].values()) for k in summary)
+    print("worst-case relative L2 error over cases, per eps (learned | euler):")
+    for k, s in summary.items():
+        print(f"  eps={k:<6} learned rho {s['learned']['rho']:.3f} u {s['learned']['u']:.3f} "
+              f"T {s['learned']['T']:.3f} | euler rho {s['euler']['rho']:.3f} u "
+              f"{s['euler']['u']:.3f} T {s['euler']['T']:.3f} | speed-up "
+              f"{s['median_speedup']:.2f}x")
+    print(f"learned model worst error {worst:.3f} (goal < 0.02 at every eps)")
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    write_json(args.output + ".json", {
+        "settings": vars(args), "training": info, "data_s": data_s, "rows": rows,
+        "summary_worst_over_cases": summary, "learned_worst_error": worst,
+        "note": "small training budget; timings on a shared 2-core machine (contended), "
+                "ratios measured in one run, single-threaded BLAS for both solvers"})
+    _plot(summary, examples, args.output + ".png")
+    print(f"written {args.output}.json, {args.output}.png")
+
+
+def _plot(summary, examples, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    eps = [float(k) for k in summary]
+    for i, field in enumerate(("rho", "u", "T")):
+        for name, style in (("learned", "C0o-"), ("euler", "C3s:")):
+            axes[i].loglog(eps, [summary[k][name][field] for k in summary], style, label=name)
+        axes[i].axhline(0.02, color="gray", lw=0.8)
+        axes[i].set_title(f"{field}: worst relative L2 error")
+        axes[i].set_xlabel("eps")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    for (e, kind), result in examples.items():
+        if e in (1e-2, 1.0) and kind == "sod":
+            plot_comparison(result, path.replace(".png", f"_sod_eps{e:g}.png"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+r"""MomentAutoencoder: Galilean-invariant generalised moments of a kinetic distribution.
+
+Encoder $\Psi$: $f \mapsto (U, W)$ with the conserved moments
+$U = \int (1, v, v^2/2) f\,dv = (\rho, \rho u, E)$ passed through exactly, and
+$$W_k = \int w_k(\xi)\,\hat f(\xi)\,d\xi = \frac1\rho\int w_k\Big(\frac{v-u}{\sqrt T}\Big)
+f(v)\,dv,\qquad \hat f(\xi) = \frac{\sqrt T}{\rho} f(u + \sqrt T\xi),$$
+with $w$ a learned network of $\xi$. The second form is the same integral after the change of
+variables, evaluated by the quadrature of the velocity grid, so no interpolation is needed: a
+shift of $f$ by a multiple of the grid spacing shifts $u$ by the same amount and leaves every
+term of the sum unchanged, and $W$ is invariant up to round-off. The first `ceil(K/2)` weights
+are even in $\xi$ and the rest odd, so under the reflection $v \to -v$ the even moments are
+invariant and the odd ones change sign.
+
+Decoder $\Phi$: $(U, W) \mapsto f(v_j) = \frac{\rho}{\sqrt T}\hat f(\xi_j)$ with
+$\hat f(\xi) = \mathcal M(\xi)\exp(n(\xi, W))$ ($\mathcal M$ the standard Gaussian, $n$ a
+network), corrected by $\frac{\rho}{\sqrt T}\mathcal M(\xi_j)(c_0 + c_1\xi_j + c_2\xi_j^2)$
+with $c$ solving a 3x3 system, so that the quadrature moments of the reconstruction equal $U$
+to round-off. Loss: $E\|f - \Phi(\Psi(f))\|^2$ (`compile(loss="mse")`, `fit(f, f)`).
+
+Reference: J. Han, C. Ma, Z. Ma, W. E, "Uniformly accurate machine learning-based
+hydrodynamic models for kinetic equations", PNAS 116 (2019) 21983, section 3.3.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def _check_units(name, units):
+    if not isinstance(units, (list, tuple)) or not all(
+        isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units
+    ):
+        raise ValueError(f"`{name}` must be a list of positive ints; received {name}={units!r}")
+    return list(units)
+
+
+@keras.saving.register_keras_serializable(package="mlcmk")
+class MomentAutoencoder(keras.Model):
+    """Autoencoder of distributions `f(v_j)` on a uniform velocity grid into `(U, W)`.
+
+    Args:
+        v_max: positive float, velocity grid half-width (grid as `VelocityGrid`).
+        num_v: int >= 8, number of velocity nodes.
+        num_moments: positive int K, number of generalised moments W.
+        encoder_units: hidden widths of the weight network `w(xi)`.
+        decoder_units: hidden widths of the decoder network `n(xi, W)`.
+        activation: hidden activation.
+
+    Input shape: `(batch, num_v)` distributions. Output shape: `(batch, num_v)` reconstructions.
+    `encode` gives `(batch, 3 + K)` = `(rho, rho u, E, W)`; `decode` inverts it.
+    """
+
+    def __init__(self, v_max=8.0, num_v=64, num_moments=4, encoder_units=(32, 32),
+                 decoder_units=(64, 64), activation="tanh", **kwargs):
+        if isinstance(v_max, bool) or not isinstance(v_max, (int, float)) or v_max <= 0:
+            raise ValueError(f"`v_max` must be a positive number; received v_max={v_max!r}")
+        if isinstance(num_v, bool) or not isinstance(num_v, int) or num_v < 8:
+            raise ValueError(f"`num_v` must be an int >= 8; received num_v={num_v!r}")
+        if isinstance(num_moments, bool) or not isinstance(num_moments, int) or num_moments < 1:
+            raise ValueError(f"`num_moments` must be a positive int; received "
+                             f"num_moments={num_moments!r}")
+        super().__init__(**kwargs)
+        # === Config ===
+        self.v_max = float(v_max)
+        self.num_v = num_v
+        self.num_moments = num_moments
+        self.encoder_units = _check_units("encoder_units", encoder_units)
+        self.decoder_units = _check_units("decoder_units", decoder_units)
+        self.activation = activation
+        self.num_even = (num_moments + 1) // 2
+        self.dv = 2.0 * self.v_max / (num_v - 1)
+        self._v = np.linspace(-self.v_max, self.v_max, num_v)
+        self._parity = np.array([1.0] * self.num_even + [-1.0] * (num_moments - self.num_even))
+        # === Layers ===
+        # Random biases: with zero biases an odd activation makes every w(xi) odd at the start
+        # and the even moments constant.
+        init = keras.initializers.RandomUniform(-1.0, 1.0)
+        self.weight_net = keras.Sequential(
+            [keras.layers.Dense(u, activation=activation, bias_initializer=init)
+             for u in self.encoder_units]
+            + [keras.layers.Dense(num_moments)], name="weight_net")
+        self.decoder_net = keras.Sequential(
+            [keras.layers.Dense(u, activation=activation) for u in self.decoder_units]
+            + [keras.layers.Dense(1, kernel_initializer="zeros")], name="decoder_net")
+
+    def build(self, input_shape=None):
+        self.weight_net.build((None, 1))
+        self.decoder_net.build((None, 1 + self.num_moments))
+        # Deviations W - W_M are small near equilibrium; the decoder sees them rescaled.
+        self.deviation_scale = self.add_weight(
+            name="deviation_scale", shape=(self.num_moments,), initializer="ones",
+            trainable=False)
+        self.built = True
+
+    def adapt(self, f, batch_size=4096):
+        """Sets the decoder's input scale to `1 / std(W - W_M)` over the samples `f`."""
+        if not self.built:
+            self.build((None, self.num_v))
+        f = np.asarray(f)
+        W = np.concatenate([keras.ops.convert_to_numpy(self.encode(f[i:i + batch_size]))[:, 3:]
+                            for i in range(0, len(f), batch_size)])
+        deviation = W - self.maxwellian_moments()
+        scale = np.sqrt(np.mean(deviation**2, axis=0))
+        self.deviation_scale.assign(1.0 / np.maximum(scale, 1e-8))
+        return self
+
+    def _maxwellian_moments_graph(self):
+        x, weights = np.polynomial.hermite_e.hermegauss(40)
+        weights = ops.convert_to_tensor(weights / math.sqrt(2.0 * math.pi), self.compute_dtype)
+        return ops.matmul(weights[None, :], self.weight_functions(x))[0]
+
+    # ------------------------------------------------------------------ pieces
+    def _grid(self):
+        return ops.convert_to_tensor(self._v, dtype=self.compute_dtype)
+
+    def weight_functions(self, xi):
+        """`w(xi)`: `(...,)` -> `(..., K)`; the first `ceil(K/2)` even, the rest odd."""
+        xi = ops.convert_to_tensor(xi, dtype=self.compute_dtype)
+        shape = ops.shape(xi)
+        flat = ops.reshape(xi, (-1, 1))
+        parity = ops.convert_to_tensor(self._parity, dtype=self.compute_dtype)
+        w = 0.5 * (self.weight_net(flat) + parity * self.weight_net(-flat))
+        return ops.reshape(w, (*shape, self.num_moments))
+
+    def weight_derivatives(self, xi):
+        """`w'(xi)`: `(...,)` -> `(..., K)`, by automatic differentiation."""
+        import tensorflow as tf
+
+        xi = tf.convert_to_tensor(xi, dtype=self.compute_dtype)
+        flat = tf.reshape(xi, (-1,))
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(flat)
+            w = self.weight_functions(flat)
+            parts = [w[:, k] for k in range(self.num_moments)]
+        # Each w_k(xi_i) depends on xi_i only, so the gradient of the sum is the derivative.
+        derivative = tf.stack([tape.gradient(part, flat) for part in parts], axis=-1)
+        del tape
+        return tf.reshape(derivative, (*xi.shape, self.num_moments))
+
+    def conserved(self, f):
+        """`(batch, num_v)` -> `(batch, 3)` quadrature moments `(rho, rho u, E)`."""
+        f = ops.convert_to_tensor(f, dtype=self.compute_dtype)
+        v = self._grid()
+        basis = ops.stack([ops.ones_like(v), v, 0.5 * v * v], axis=0)  # (3, num_v)
+        return ops.matmul(f, ops.transpose(basis)) * self.dv
+
+    @staticmethod
+    def _primitives(U):
+        rho = U[:, 0]
+        u = U[:, 1] / rho
+        T = (2.0 * U[:, 2] - rho * u * u) / rho
+        return rho, u, T
+
+    def encode(self, f):
+        """`(batch, num_v)` -> `(batch, 3 + K)`: `(rho, rho u, E, W)`."""
+        f = ops.convert_to_tensor(f, dtype=self.compute_dtype)
+        U = self.conserved(f)
+        rho, u, T = self._primitives(U)
+        xi = (self._grid()[None, :] - u[:, None]) / ops.sqrt(T)[:, None]
+        w = self.weight_functions(xi)  # (batch, num_v, K)
+        W = ops.einsum("bj,bjk->bk", f, w) * self.dv / rho[:, None]
+        return ops.concatenate([U, W], axis=-1)
+
+    def decode(self, UW):
+        """`(batch, 3 + K)` -> `(batch, num_v)` with quadrature moments equal to `U`."""
+        UW = ops.convert_to_tensor(UW, dtype=self.compute_dtype)
+        U, W = UW[:, :3], UW[:, 3:]
+        rho, u, T = self._primitives(U)
+        sqrt_t = ops.sqrt(T)
+        xi = (self._grid()[None, :] - u[:, None]) / sqrt_t[:, None]  # (batch, num_v)
+        batch = ops.shape(xi)[0]
+        W = (W - self._maxwellian_moments_graph()) * self.deviation_scale
+        W_rep = ops.broadcast_to(W[:, None, :], (batch, self.num_v, self.num_moments))
+        net_in = ops.concatenate([xi[..., None], W_rep], axis=-1)
+        net = ops.reshape(self.decoder_net(ops.reshape(net_in, (-1, 1 + self.num_moments))),
+                          (batch, self.num_v))
+        gauss = ops.exp(-0.5 * xi * xi) / math.sqrt(2.0 * math.pi) * (rho / sqrt_t)[:, None]
+        raw = gauss * ops.exp(ops.clip(net, -30.0, 30.0))
+        # Moment correction in the xi basis: targets (rho, 0, rho) <=> U exactly.
+        basis = ops.stack([ops.ones_like(xi), xi, xi * xi], axis=1)  # (batch, 3, num_v)
+        target = ops.stack([rho, ops.zeros_like(rho), rho], axis=1)
+        residual = target - ops.einsum("bkj,bj->bk", basis, raw) * self.dv
+        matrix = ops.einsum("bkj,blj,bj->bkl", basis, basis, gauss) * self.dv
+        c = ops.solve(matrix, residual[..., None])[..., 0]
+        return raw + gauss * ops.einsum("bk,bkj->bj", c, basis)
+
+    def call(self, f):
+        return self.decode(self.encode(f))
+
+    def maxwellian_moments(self, order=60, power=0):
+        """`int xi^power w(xi) M(xi) dxi` (M the standard Gaussian) by Gauss–Hermite: `(K,)`.
+
+        `power=0` gives the generalised moments `W_M` of every Maxwellian; `power=1` their
+        normalised fluxes.
+        """
+        x, weights = np.polynomial.hermite_e.hermegauss(order)
+        w = keras.ops.convert_to_numpy(self.weight_functions(x))
+        return (weights * x**power / math.sqrt(2.0 * math.pi)) @ w
+
+    def maxwellian_closure(self, order=60):
+        """Closure outputs of the Maxwellian, `(1 + 4K,)`: `(q_hat, G_hat, a_1, a_2, a_3)`.
+
+        `q_hat = 0`, `G_hat = int xi w M`, `a_m = int w'(xi) xi^(m-1) M` with `M` the standard
+        Gaussian (Gauss–Hermite quadrature of `order` points); see `MomentClosure`.
+        """
+        x, weights = np.polynomial.hermite_e.hermegauss(order)
+        weights = weights / math.sqrt(2.0 * math.pi)
+        w = keras.ops.convert_to_numpy(self.weight_functions(x))
+        dw = keras.ops.convert_to_numpy(self.weight_derivatives(x))
+        return np.concatenate([[0.0], (weights * x) @ w,
+                               *[(weights * x**m) @ dw for m in range(3)]])
+
+    def get_config(self):
+        return {**super().get_config(), "v_max": self.v_max, "num_v": self.num_v,
+                "num_moments": self.num_moments, "encoder_units": self.encoder_units,
+                "decoder_units": self.decoder_units, "activation": self.activation}

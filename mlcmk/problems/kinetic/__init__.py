@@ -1,0 +1,15 @@
+"""Kinetic equations (BGK) and their moment systems, registered under kind "kinetic"."""
+
+from mlcmk.problems.kinetic.bgk import (
+    BGK1D,
+    VelocityGrid,
+    check_velocity_grid,
+    conserved_from_primitive,
+    discrete_maxwellian,
+    primitive_from_conserved,
+)
+
+__all__ = [
+    "BGK1D", "VelocityGrid", "check_velocity_grid", "conserved_from_primitive",
+    "discrete_maxwellian", "primitive_from_conserved",
+]

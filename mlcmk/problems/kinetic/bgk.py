@@ -1,0 +1,366 @@
+r"""BGK equation in one space and one velocity dimension, solved on a discrete velocity grid.
+
+$$\partial_t f + v\,\partial_x f = \frac{1}{\varepsilon}\big(\mathcal M[f] - f\big),\qquad
+x \in [-L/2, L/2)\ \text{periodic},\ v \in [-v_{\max}, v_{\max}].$$
+
+Moments use the basis $\phi(v) = (1, v, v^2/2)$: $U = (\rho, \rho u, E)$ with
+$E = \tfrac12\rho u^2 + \tfrac12\rho T$ (one velocity dimension: $p = \rho T$, $\gamma = 3$).
+
+Scheme (one time step $\Delta t$, Strang splitting):
+1. relaxation over $\Delta t/2$, 2. transport over $\Delta t$, 3. relaxation over $\Delta t/2$.
+Transport is conservative MUSCL (minmod slopes, upwind flux per velocity) with SSP-RK2 in time,
+so $\sum_i f_{ij}$ is conserved for every velocity $v_j$. Relaxation conserves the moments, so
+$\mathcal M$ is fixed during it and the relaxation has the exact solution
+$f \leftarrow \mathcal M + (f - \mathcal M)e^{-h/\varepsilon}$, computed from the post-transport
+moments: unconditionally stable and asymptotic-preserving ($f \to \mathcal M$ as
+$\varepsilon \to 0$, giving a kinetic scheme for the Euler equations). The Maxwellian is the
+*discrete* one of Mieussens: $\mathcal M = \exp(\alpha\cdot\phi(v_j))$ with $\alpha$ found by
+Newton's method so that its quadrature moments equal $U$ to round-off; hence mass, momentum and
+energy are conserved to round-off.
+
+Reference: L. Mieussens, "Discrete velocity model and implicit scheme for the BGK equation of
+rarefied gas dynamics", M3AS 10 (2000); J. Han, C. Ma, Z. Ma, W. E, PNAS 116 (2019) 21983.
+"""
+
+import contextlib
+import math
+
+import numpy as np
+
+from mlcmk.problems.base import Problem
+from mlcmk.problems.registry import register_problem
+
+
+def _positive_number(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"`{name}` must be a positive number; received {name}={value!r}")
+    if not math.isfinite(float(value)) or float(value) <= 0:
+        raise ValueError(f"`{name}` must be a positive finite number; received {name}={value!r}")
+    return float(value)
+
+
+def _positive_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}; received {name}={value!r}")
+    return int(value)
+
+
+def single_threaded_blas():
+    """Context limiting BLAS to one thread (if threadpoolctl is installed).
+
+    The solvers work on small arrays, for which threaded BLAS only costs synchronisation
+    (tens of times slower on a loaded machine).
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
+class VelocityGrid:
+    """Uniform velocity nodes `v_j` on `[-v_max, v_max]` with equal quadrature weights `dv`.
+
+    For distributions that vanish (to round-off) near `±v_max` the rectangle rule is
+    spectrally accurate.
+
+    Args:
+        v_max: positive float, half-width of the velocity interval.
+        num_v: int >= 8, number of nodes.
+    """
+
+    def __init__(self, v_max=8.0, num_v=64):
+        self.v_max = _positive_number("v_max", v_max)
+        self.num_v = _positive_int("num_v", num_v, minimum=8)
+        self.v = np.linspace(-self.v_max, self.v_max, self.num_v)
+        self.dv = 2.0 * self.v_max / (self.num_v - 1)
+        self.basis = np.stack([np.ones_like(self.v), self.v, 0.5 * self.v**2])  # (3, num_v)
+
+    def moments(self, f):
+        """`(..., num_v)` -> `(..., 3)`: `(rho, rho u, E)` by the quadrature of the grid."""
+        f = np.asarray(f, dtype=np.float64)
+        if f.shape[-1] != self.num_v:
+            raise ValueError(f"`f` must have last axis num_v={self.num_v}; received shape "
+                             f"{f.shape}")
+        return np.einsum("...j,kj->...k", f, self.basis) * self.dv
+
+    def get_config(self):
+        return {"v_max": self.v_max, "num_v": self.num_v}
+
+
+def primitive_from_conserved(U):
+    """`(..., 3)` conserved `(rho, rho u, E)` -> `(rho, u, T)` each of shape `(...)`."""
+    U = np.asarray(U, dtype=np.float64)
+    rho = U[..., 0]
+    u = U[..., 1] / rho
+    T = (2.0 * U[..., 2] - rho * u**2) / rho
+    return rho, u, T
+
+
+def conserved_from_primitive(rho, u, T):
+    """`(rho, u, T)` -> `(..., 3)` conserved `(rho, rho u, E)`, `E = rho (u^2 + T) / 2`."""
+    rho, u, T = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (rho, u, T)))
+    return np.stack([rho, rho * u, 0.5 * rho * (u**2 + T)], axis=-1)
+
+
+def check_state(rho, T, where="state"):
+    """Raises ValueError unless all densities and temperatures are positive and finite."""
+    rho = np.asarray(rho)
+    T = np.asarray(T)
+    if not np.all(np.isfinite(rho)) or np.any(rho <= 0):
+        raise ValueError(f"Density must be positive and finite in the {where}; received min "
+                         f"rho={np.nanmin(rho):.4g}")
+    if not np.all(np.isfinite(T)) or np.any(T <= 0):
+        raise ValueError(f"Temperature must be positive and finite in the {where}; received min "
+                         f"T={np.nanmin(T):.4g}")
+
+
+def check_velocity_grid(grid, rho, u, T, tol=1e-8):
+    """Raises ValueError if Maxwellians of `(rho, u, T)` lose mass outside the velocity grid.
+
+    Checks the continuous Gaussian mass outside `[-v_max - dv/2, v_max + dv/2]` (relative to
+    rho) against `tol`, and that the thermal speed is resolved (`sqrt(T) >= 1.5 dv`).
+    """
+    check_state(rho, T)
+    u = np.asarray(u, dtype=np.float64)
+    T = np.asarray(T, dtype=np.float64)
+    edge = grid.v_max + 0.5 * grid.dv
+    s = np.sqrt(2.0 * T)
+    outside = 0.5 * (_erfc((edge - u) / s) + _erfc((edge + u) / s))
+    worst = float(np.max(outside))
+    if worst > tol:
+        i = int(np.argmax(outside))
+        raise ValueError(
+            f"Velocity grid too narrow: v_max={grid.v_max:g} leaves a fraction {worst:.3g} "
+            f"(> {tol:g}) of the mass outside the grid for u={u.ravel()[i]:.4g}, "
+            f"T={np.broadcast_to(T, outside.shape).ravel()[i]:.4g}; increase v_max.")
+    if np.sqrt(np.min(T)) < 1.5 * grid.dv:
+        raise ValueError(f"Velocity grid too coarse: dv={grid.dv:.4g} does not resolve the "
+                         f"thermal speed sqrt(T)={np.sqrt(np.min(T)):.4g}; increase num_v.")
+
+
+def check_distribution_support(grid, f, tol=1e-6):
+    """Raises ValueError if `f` carries mass at the edge nodes of the velocity grid."""
+    f = np.asarray(f, dtype=np.float64)
+    if not np.all(np.isfinite(f)):
+        raise ValueError("`f` contains non-finite values")
+    scale = np.max(np.abs(f))
+    edge = max(np.max(np.abs(f[..., 0])), np.max(np.abs(f[..., -1])))
+    if scale == 0 or edge > tol * scale:
+        raise ValueError(f"Velocity grid too narrow for `f`: the edge nodes v=±{grid.v_max:g} "
+                         f"hold {edge / max(scale, 1e-300):.3g} of the peak value (> {tol:g}); "
+                         "mass would leave the grid. Increase v_max.")
+
+
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def discrete_maxwellian(grid, U, tol=1e-14, max_iterations=30):
+    """Maxwellian on the velocity grid whose quadrature moments equal `U` to round-off.
+
+    Solves for `alpha` in `M_j = exp(alpha_0 + alpha_1 xi_j + alpha_2 xi_j^2)`,
+    `xi_j = (v_j - u) / sqrt(T)`, by Newton's method started from the continuous Maxwellian
+    (the moment equations in the `xi` basis are an invertible linear map of those in the
+    `(1, v, v^2/2)` basis, so matching one matches the other).
+
+    Args:
+        grid: a `VelocityGrid`.
+        U: `(..., 3)` conserved moments with positive density and temperature.
+
+    Returns:
+        `(..., num_v)` array.
+    """
+    U = np.asarray(U, dtype=np.float64)
+    rho, u, T = primitive_from_conserved(U)
+    check_state(rho, T, "moments given to the Maxwellian")
+    shape = rho.shape
+    rho, u, T = rho.reshape(-1), u.reshape(-1), T.reshape(-1)
+    s = np.sqrt(T)
+    xi = (grid.v[None, :] - u[:, None]) / s[:, None]  # (n, num_v)
+    basis = np.stack([np.ones_like(xi), xi, xi**2], axis=1)  # (n, 3, num_v)
+    # Targets in the xi basis: (rho, 0, rho) for the exact (rho, u, T) of U.
+    target = np.stack([rho, np.zeros_like(rho), rho], axis=1)
+    alpha = np.stack([np.log(rho / np.sqrt(2 * np.pi * T) * s), np.zeros_like(rho),
+                      -0.5 * np.ones_like(rho)], axis=1)
+    for _ in range(max_iterations):
+        M = np.exp(np.einsum("nk,nkj->nj", alpha, basis)) / s[:, None]
+        residual = np.einsum("nkj,nj->nk", basis, M) * grid.dv - target
+        error = np.max(np.abs(residual) / rho[:, None])
+        if error < tol:
+            break
+        jacobian = np.einsum("nkj,nlj,nj->nkl", basis, basis, M) * grid.dv
+        alpha = alpha - np.linalg.solve(jacobian, residual[..., None])[..., 0]
+    else:
+        raise ValueError(f"Discrete Maxwellian did not converge (relative moment error "
+                         f"{error:.3g}); the velocity grid is probably too narrow or too coarse "
+                         "for these moments.")
+    return M.reshape(*shape, grid.num_v)
+
+
+def minmod(a, b):
+    """Elementwise minmod limiter."""
+    return np.where(a * b > 0, np.sign(a) * np.minimum(np.abs(a), np.abs(b)), 0.0)
+
+
+@register_problem("bgk_1d", "bgk", kind="kinetic")
+class BGK1D(Problem):
+    r"""BGK equation, periodic in x on `[-length/2, length/2)`, one velocity dimension.
+
+    Args:
+        eps: positive float, Knudsen number (relaxation time).
+        num_x: int >= 4, number of cells in x.
+        v_max: positive float, velocity grid half-width.
+        num_v: int >= 8, velocity nodes.
+        length: positive float, period in x.
+        cfl: float in (0, 1], time step `cfl * dx / v_max`.
+
+    Example:
+    ```python
+    problem = BGK1D(eps=0.1, num_x=100)
+    f0 = problem.maxwellian(*problem.sod_initial())
+    f = problem.solve(f0, t_end=0.1)
+    rho, u, T = problem.primitives(f)
+    ```
+    """
+
+    def __init__(self, eps=0.1, num_x=100, v_max=8.0, num_v=64, length=1.0, cfl=0.5):
+        self.eps = _positive_number("eps", eps)
+        self.num_x = _positive_int("num_x", num_x, minimum=4)
+        self.v_max = _positive_number("v_max", v_max)
+        self.num_v = _positive_int("num_v", num_v, minimum=8)
+        self.length = _positive_number("length", length)
+        self.cfl = _positive_number("cfl", cfl)
+        if self.cfl > 1:
+            raise ValueError(f"`cfl` must be in (0, 1]; received cfl={cfl!r}")
+        self.grid = VelocityGrid(self.v_max, self.num_v)
+        self.dx = self.length / self.num_x
+        self.x = -0.5 * self.length + (np.arange(self.num_x) + 0.5) * self.dx
+
+    # ------------------------------------------------------------------ moments
+    def moments(self, f):
+        """`(..., num_x, num_v)` -> `(..., num_x, 3)` conserved moments."""
+        return self.grid.moments(f)
+
+    def primitives(self, f):
+        """Returns `(rho, u, T)` of `f`, each `(..., num_x)`."""
+        return primitive_from_conserved(self.moments(f))
+
+    def maxwellian(self, rho, u, T):
+        """Discrete Maxwellian `(num_x, num_v)` of cell values `(rho, u, T)`; checks the grid.
+
+        Scalars are broadcast to all cells.
+        """
+        rho, u, T = (np.broadcast_to(np.asarray(a, dtype=np.float64), (self.num_x,))
+                     for a in (rho, u, T))
+        check_velocity_grid(self.grid, rho, u, T)
+        return discrete_maxwellian(self.grid, conserved_from_primitive(rho, u, T))
+
+    # ------------------------------------------------------------------ initial data
+    def random_smooth_initial(self, rng, num_modes=3, amplitude=(0.5, 0.5, 0.5)):
+        """Random Fourier modes in `(rho, u, T)` about `(1, 0, 1)`.
+
+        Each field is `base + a r g(x)` with `g` a sum of `num_modes` random modes (coefficients
+        `N(0, 1) / k`) scaled to `max|g| = 1`, `r ~ U(0, 1)` and `a` from `amplitude`.
+
+        Returns:
+            `(rho, u, T)`, each of shape `(num_x,)`.
+        """
+        fields = []
+        for base, a in zip((1.0, 0.0, 1.0), amplitude, strict=True):
+            k = np.arange(1, num_modes + 1)
+            c = rng.standard_normal((2, num_modes)) / k
+            phase = 2 * np.pi * np.outer(self.x / self.length, k)
+            g = np.sin(phase) @ c[0] + np.cos(phase) @ c[1]
+            g = g / np.max(np.abs(g))
+            fields.append(base + a * rng.uniform(0, 1) * g)
+        return tuple(fields)
+
+    def sod_initial(self, rho=(1.0, 0.125), T=(1.0, 0.8), u=(0.0, 0.0)):
+        """Sod-type double Riemann problem: left state on `|x| < length/4`, right elsewhere."""
+        inside = np.abs(self.x) < 0.25 * self.length
+        pick = [np.where(inside, a[0], a[1]) for a in (rho, u, T)]
+        return pick[0], pick[1], pick[2]
+
+    def random_sod_initial(self, rng):
+        """Sod-type problem with random states: rho_L, T_L ~ U(0.8, 1.2),
+        rho_R ~ U(0.125, 0.5), T_R ~ U(0.6, 1.0), u = 0."""
+        return self.sod_initial(rho=(rng.uniform(0.8, 1.2), rng.uniform(0.125, 0.5)),
+                                T=(rng.uniform(0.8, 1.2), rng.uniform(0.6, 1.0)))
+
+    # ------------------------------------------------------------------ scheme
+    def time_step(self):
+        """The CFL time step `cfl * dx / v_max`."""
+        return self.cfl * self.dx / self.v_max
+
+    def _transport_rate(self, f):
+        v = self.grid.v
+        forward = np.roll(f, -1, axis=0) - f  # f_{i+1} - f_i
+        slope = minmod(np.roll(forward, 1, axis=0), forward)
+        left = f + 0.5 * slope  # value at i+1/2 from cell i
+        right = np.roll(f - 0.5 * slope, -1, axis=0)  # value at i+1/2 from cell i+1
+        flux = np.where(v > 0, v * left, v * right)  # flux at i+1/2
+        return -(flux - np.roll(flux, 1, axis=0)) / self.dx
+
+    def transport(self, f, dt):
+        """One SSP-RK2 step of `f_t + v f_x = 0` (MUSCL, minmod, upwind); conservative."""
+        f1 = f + dt * self._transport_rate(f)
+        return 0.5 * (f + f1 + dt * self._transport_rate(f1))
+
+    def relax(self, f, h, maxwellian=None):
+        """Exact relaxation `f <- M + (f - M) exp(-h / eps)` with M from the moments of `f`."""
+        if maxwellian is None:
+            maxwellian = discrete_maxwellian(self.grid, self.moments(f))
+        return maxwellian + (f - maxwellian) * math.exp(-h / self.eps), maxwellian
+
+    def solve(self, f0, t_end, num_snapshots=None, return_next=False):
+        """Advances `f0` to `t_end` with Strang splitting.
+
+        Args:
+            f0: `(num_x, num_v)` initial distribution.
+            t_end: positive final time; the last step is shortened to hit it.
+            num_snapshots: if given, also returns `num_snapshots` states at equally spaced times
+                `t_end * k / num_snapshots`, k = 1..num_snapshots (on the step grid: the
+                steps are shortened so that every snapshot time is hit).
+            return_next: with `num_snapshots`, also returns the state one step
+                `dt` after each snapshot (for time derivatives).
+
+        Returns:
+            `f(t_end)`; or `(times, snapshots)` / `(times, snapshots, next_states, dt)`.
+        """
+        t_end = _positive_number("t_end", t_end)
+        f = np.array(f0, dtype=np.float64)
+        if f.shape != (self.num_x, self.num_v):
+            raise ValueError(f"`f0` must have shape (num_x, num_v)=({self.num_x}, "
+                             f"{self.num_v}); received {f.shape}")
+        check_distribution_support(self.grid, f)
+        if np.any(f < 0):
+            raise ValueError(f"`f0` must be non-negative; received min {f.min():.3g}")
+        check_state(*self.primitives(f)[::2], where="initial data")
+        segments = 1 if num_snapshots is None else _positive_int("num_snapshots", num_snapshots)
+        dt_max = self.time_step()
+        steps = max(1, math.ceil(t_end / segments / dt_max - 1e-9))
+        dt = t_end / segments / steps
+        times, snaps, nexts = [], [], []
+        maxwellian = None
+        with single_threaded_blas():
+            for k in range(segments):
+                for _ in range(steps):
+                    f, maxwellian = self._step(f, dt, maxwellian)
+                if num_snapshots is not None:
+                    times.append(t_end * (k + 1) / segments)
+                    snaps.append(f.copy())
+                    if return_next:
+                        nexts.append(self._step(f, dt, maxwellian)[0])
+        if num_snapshots is None:
+            return f
+        if return_next:
+            return np.array(times), np.stack(snaps), np.stack(nexts), dt
+        return np.array(times), np.stack(snaps)
+
+    def _step(self, f, dt, maxwellian):
+        # The Maxwellian after the second half relaxation equals the one before it (relaxation
+        # conserves the moments), so it serves as the first half relaxation of the next step.
+        f, _ = self.relax(f, 0.5 * dt, maxwellian)
+        f = self.transport(f, dt)
+        f, maxwellian = self.relax(f, 0.5 * dt)
+        return f, maxwellian

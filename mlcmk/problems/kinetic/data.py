@@ -1,0 +1,98 @@
+"""Kinetic training data: BGK runs from random smooth and Sod-type initial data, cached on disk.
+
+Nothing is downloaded: the data are made by `BGK1D` and stored as `.npz` under the cache
+directory (`~/.cache/mlcmk/kinetic` by default; `MLCMK_CACHE_DIR` or `cache_dir` override),
+one file per configuration, regenerated only when missing.
+"""
+
+import hashlib
+import json
+import math
+import os
+
+import numpy as np
+
+from mlcmk.problems.kinetic.bgk import BGK1D, _positive_int
+
+
+def default_cache_dir():
+    """`$MLCMK_CACHE_DIR/kinetic` if set, else `~/.cache/mlcmk/kinetic`."""
+    root = os.environ.get("MLCMK_CACHE_DIR")
+    if root:
+        return os.path.join(root, "kinetic")
+    return os.path.join(os.path.expanduser("~"), ".cache", "mlcmk", "kinetic")
+
+
+def sample_eps(rng, size, eps_range=(1e-3, 10.0)):
+    """Knudsen numbers log-uniform in `eps_range`."""
+    lo, hi = eps_range
+    if not (0 < lo <= hi):
+        raise ValueError(f"`eps_range` must satisfy 0 < low <= high; received {eps_range!r}")
+    return np.exp(rng.uniform(math.log(lo), math.log(hi), size=size))
+
+
+def initial_state(problem, rng, kind):
+    """`(rho, u, T)` of a `"smooth"` (random Fourier) or `"sod"` (random Riemann) problem."""
+    if kind == "smooth":
+        return problem.random_smooth_initial(rng)
+    if kind == "sod":
+        return problem.random_sod_initial(rng)
+    raise ValueError(f"`kind` must be 'smooth' or 'sod'; received kind={kind!r}")
+
+
+def generate_kinetic_data(num_runs=16, seed=0, num_x=100, v_max=8.0, num_v=64, t_end=0.1,
+                          num_snapshots=5, eps_range=(1e-3, 10.0), sod_fraction=0.25,
+                          cache_dir=None, overwrite=False):
+    """Runs the BGK solver from random initial data and returns (and caches) the snapshots.
+
+    Run `k` draws its own generator from `(seed, k)`, its kind (`sod` with probability
+    `sod_fraction`) and `eps` log-uniform in `eps_range`.
+
+    Returns:
+        dict of arrays: `f` `(runs, snapshots, num_x, num_v)` at times `times`, `f_next` one
+        solver step `dt[k]` later (for time derivatives), `f0` `(runs, num_x, num_v)`, `eps`
+        `(runs,)`, `dt` `(runs,)`, `times` `(snapshots,)`, `is_sod` `(runs,)`, `v`, `x`; and
+        `path`, the cache file.
+    """
+    num_runs = _positive_int("num_runs", num_runs)
+    num_snapshots = _positive_int("num_snapshots", num_snapshots)
+    if not 0 <= sod_fraction <= 1:
+        raise ValueError(f"`sod_fraction` must be in [0, 1]; received {sod_fraction!r}")
+    config = {"num_runs": num_runs, "seed": int(seed), "num_x": num_x, "v_max": float(v_max),
+              "num_v": num_v, "t_end": float(t_end), "num_snapshots": num_snapshots,
+              "eps_range": [float(e) for e in eps_range], "sod_fraction": float(sod_fraction),
+              "version": 1}
+    key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    directory = cache_dir or default_cache_dir()
+    path = os.path.join(directory, f"bgk_{key}.npz")
+    if os.path.exists(path) and not overwrite:
+        with np.load(path) as data:
+            out = {k: data[k] for k in data.files}
+        out["path"] = path
+        return out
+    problem = BGK1D(eps=1.0, num_x=num_x, v_max=v_max, num_v=num_v)
+    f_all, next_all, f0_all, eps_all, dt_all, sod_all = [], [], [], [], [], []
+    times = None
+    for k in range(num_runs):
+        rng = np.random.default_rng([int(seed), k])
+        is_sod = bool(rng.uniform() < sod_fraction)
+        eps = float(sample_eps(rng, None, eps_range))
+        run = BGK1D(eps=eps, num_x=num_x, v_max=v_max, num_v=num_v)
+        f0 = run.maxwellian(*initial_state(problem, rng, "sod" if is_sod else "smooth"))
+        times, snaps, nexts, dt = run.solve(f0, t_end, num_snapshots=num_snapshots,
+                                            return_next=True)
+        f_all.append(snaps)
+        next_all.append(nexts)
+        f0_all.append(f0)
+        eps_all.append(eps)
+        dt_all.append(dt)
+        sod_all.append(is_sod)
+    out = {"f": np.stack(f_all), "f_next": np.stack(next_all), "f0": np.stack(f0_all),
+           "eps": np.array(eps_all), "dt": np.array(dt_all), "times": np.asarray(times),
+           "is_sod": np.array(sod_all), "v": problem.grid.v, "x": problem.x}
+    os.makedirs(directory, exist_ok=True)
+    tmp = path + f".tmp-{os.getpid()}.npz"
+    np.savez(tmp, **out)
+    os.replace(tmp, path)
+    out["path"] = path
+    return out

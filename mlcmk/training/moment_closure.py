@@ -1,0 +1,221 @@
+"""Training pipeline of the learned moment model: autoencoder, closure targets, closure, solve.
+
+`train_moment_model(data)` fits a `MomentAutoencoder` to kinetic snapshots, computes the closure
+targets from the same snapshots with the frozen encoder and fits a `MomentClosure`. The result,
+a `LearnedMomentModel`, solves the moment system from a distribution `f0` with `MomentSolver`.
+"""
+
+import math
+import time
+
+import keras
+import numpy as np
+
+from mlcmk.models.moment_autoencoder import MomentAutoencoder
+from mlcmk.models.moment_closure import MomentClosure
+from mlcmk.problems.kinetic.bgk import primitive_from_conserved
+from mlcmk.problems.kinetic.moment_solver import MomentSolver
+
+
+def _batched(fn, x, batch_size=4096):
+    return np.concatenate([keras.ops.convert_to_numpy(fn(x[i:i + batch_size]))
+                           for i in range(0, len(x), batch_size)])
+
+
+def kinetic_moments(autoencoder, f):
+    """Exact moments and closure quantities of `f` `(n, num_v)` under the encoder's weights.
+
+    Returns:
+        dict of `rho, u, T` `(n,)`, `U` `(n, 3)`, `W` `(n, K)`, `q_hat` `(n,)` (heat flux over
+        `rho T^{3/2}`), `G_hat` `(n, K)` (`int xi w f_hat`) and `a` `(n, 3, K)`
+        (`int w'(xi) xi^m f_hat`, m = 0, 1, 2).
+    """
+    f = np.asarray(f, dtype=np.float64)
+    v = np.linspace(-autoencoder.v_max, autoencoder.v_max, autoencoder.num_v)
+    dv = autoencoder.dv
+    U = np.stack([f.sum(-1), f @ v, 0.5 * f @ v**2], axis=-1) * dv
+    rho, u, T = primitive_from_conserved(U)
+    xi = (v[None, :] - u[:, None]) / np.sqrt(T)[:, None]
+    K = autoencoder.num_moments
+    flat = xi.reshape(-1)
+    w = _batched(autoencoder.weight_functions, flat).reshape(*xi.shape, K)
+    dw = _batched(autoencoder.weight_derivatives, flat).reshape(*xi.shape, K)
+    f_hat = f * dv / rho[:, None]  # quadrature weights of f_hat in xi
+    return {"rho": rho, "u": u, "T": T, "U": U,
+            "W": np.einsum("nj,njk->nk", f_hat, w),
+            "q_hat": 0.5 * np.sum(xi**3 * f_hat, axis=-1),
+            "G_hat": np.einsum("nj,nj,njk->nk", xi, f_hat, w),
+            "a": np.stack([np.einsum("nj,nj,njk->nk", xi**m, f_hat, dw) for m in range(3)],
+                          axis=1)}
+
+
+def closure_training_data(autoencoder, data):
+    """Inputs `(n, 4 + K)` and exact outputs `(n, 1 + 4K)` of `MomentClosure` from snapshots.
+
+    Every cell of every snapshot `data["f"]` is one sample: input `(rho, rho u, E, W, eps)`,
+    output `(q_hat, G_hat, a_1, a_2, a_3)` computed from `f` by the grid quadrature.
+    """
+    f = data["f"]
+    runs, snaps, nx, nv = f.shape
+    m = kinetic_moments(autoencoder, f.reshape(-1, nv))
+    eps = np.broadcast_to(data["eps"][:, None, None], (runs, snaps, nx)).reshape(-1)
+    x = np.concatenate([m["U"], m["W"], eps[:, None]], axis=1)
+    y = np.concatenate([m["q_hat"][:, None], m["G_hat"], m["a"].reshape(len(eps), -1)], axis=1)
+    return x, y
+
+
+class LearnedMomentModel:
+    """A trained autoencoder + closure, with the moment-system solve from a distribution."""
+
+    def __init__(self, autoencoder, closure, speed_factor=3.0, cfl=0.4):
+        self.autoencoder = autoencoder
+        self.closure = closure
+        self.speed_factor = speed_factor
+        self.cfl = cfl
+        self.numpy_closure = closure.numpy_closure()
+
+    def save(self, directory):
+        """Writes `autoencoder.keras`, `closure.keras` and `solver.json` to `directory`."""
+        import os
+
+        from mlcmk.io import write_json
+
+        os.makedirs(directory, exist_ok=True)
+        self.autoencoder.save(os.path.join(directory, "autoencoder.keras"))
+        self.closure.save(os.path.join(directory, "closure.keras"))
+        write_json(os.path.join(directory, "solver.json"),
+                   {"speed_factor": self.speed_factor, "cfl": self.cfl})
+
+    @classmethod
+    def load(cls, directory):
+        """Reads a model written by `save`."""
+        import json
+        import os
+
+        with open(os.path.join(directory, "solver.json"), encoding="utf-8") as f:
+            solver = json.load(f)
+        autoencoder = keras.saving.load_model(os.path.join(directory, "autoencoder.keras"))
+        closure = keras.saving.load_model(os.path.join(directory, "closure.keras"))
+        return cls(autoencoder, closure, **solver)
+
+    def initial_moments(self, f0):
+        """`(rho, u, T, W)` of `f0` `(num_x, num_v)` by the encoder."""
+        m = kinetic_moments(self.autoencoder, f0)
+        return m["rho"], m["u"], m["T"], m["W"]
+
+    def solve(self, f0, eps, dx, t_end):
+        """Learned moment solve from `f0`; returns `(rho, u, T, W)` at `t_end`."""
+        rho, u, T, W = self.initial_moments(f0)
+        solver = MomentSolver(dx, closure=self.numpy_closure, eps=eps, cfl=self.cfl,
+                              speed_factor=self.speed_factor)
+        return solver.solve(rho, u, T, W, t_end=t_end)
+
+
+def euler_solve(f0, dx, t_end, grid_moments, cfl=0.4):
+    """Euler (Maxwellian closure, gamma = 3) from the moments of `f0`; returns `(rho, u, T)`."""
+    rho, u, T = primitive_from_conserved(grid_moments(f0))
+    return MomentSolver(dx, cfl=cfl).solve(rho, u, T, t_end=t_end)[:3]
+
+
+def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epochs=200,
+                       max_autoencoder_samples=4000, batch_size=128,
+                       closure_batch_size=256, learning_rate=3e-3,
+                       seed=0, verbose=0):
+    """Fits the autoencoder and the closure on kinetic data (from `generate_kinetic_data`).
+
+    Returns:
+        `(LearnedMomentModel, info)` with `info` the final losses and fit times.
+    """
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    nv = data["f"].shape[-1]
+    v_max = float(data["v"][-1])
+    f = data["f"].reshape(-1, nv)
+    f = f[rng.permutation(len(f))[:max_autoencoder_samples]]
+    info = {}
+    start = time.perf_counter()
+    autoencoder = MomentAutoencoder(v_max=v_max, num_v=nv, num_moments=num_moments)
+    autoencoder.build((None, nv))
+    autoencoder.adapt(f)
+    autoencoder.compile(optimizer=keras.optimizers.Adam(_cosine(learning_rate,
+                        autoencoder_epochs * math.ceil(len(f) / batch_size))), loss="mse")
+    history = autoencoder.fit(f, f, batch_size=batch_size, epochs=autoencoder_epochs,
+                              verbose=verbose)
+    info["autoencoder_loss"] = float(history.history["loss"][-1])
+    info["autoencoder_fit_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    x, y = closure_training_data(autoencoder, data)
+    closure = MomentClosure(num_moments=num_moments)
+    closure.build((None, 4 + num_moments))
+    closure.adapt(x, y, autoencoder.maxwellian_moments(), autoencoder.maxwellian_closure())
+    steps = closure_epochs * math.ceil(len(x) / closure_batch_size)
+    closure.compile(optimizer=keras.optimizers.Adam(_cosine(learning_rate, steps)))
+    history = closure.fit(x, y, batch_size=closure_batch_size, epochs=closure_epochs,
+                          verbose=verbose)
+    info["closure_loss"] = float(history.history["loss"][-1])
+    info["closure_fit_s"] = time.perf_counter() - start
+    info["closure_samples"] = len(x)
+    info["autoencoder_samples"] = len(f)
+    return LearnedMomentModel(autoencoder, closure), info
+
+
+def _cosine(learning_rate, steps):
+    return keras.optimizers.schedules.CosineDecay(learning_rate, max(int(steps), 1), alpha=0.01)
+
+
+def relative_l2(a, b):
+    """`||a - b|| / ||b||`."""
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(b))
+
+
+def compare_models(model, problem, f0, t_end):
+    """Kinetic, learned-moment and Euler solves of `problem` from `f0`, with errors and times.
+
+    Args:
+        model: a `LearnedMomentModel` (or None to skip it).
+        problem: a `BGK1D` (its `eps` and grid are used by all three).
+        f0: `(num_x, num_v)` initial distribution.
+        t_end: final time.
+
+    Returns:
+        dict with `x`, the `(rho, u, T)` profiles of `kinetic`, `learned`, `euler`, the relative
+        L2 errors against the kinetic solution (`errors[name][field]`) and wall times (s).
+    """
+    out = {"x": problem.x, "eps": problem.eps, "t_end": t_end, "times_s": {}, "errors": {}}
+    start = time.perf_counter()
+    f = problem.solve(f0, t_end)
+    out["times_s"]["kinetic"] = time.perf_counter() - start
+    out["kinetic"] = problem.primitives(f)
+    solvers = {"euler": lambda: euler_solve(f0, problem.dx, t_end, problem.moments)}
+    if model is not None:
+        solvers["learned"] = lambda: model.solve(f0, problem.eps, problem.dx, t_end)[:3]
+    for name, solve in solvers.items():
+        start = time.perf_counter()
+        out[name] = solve()
+        out["times_s"][name] = time.perf_counter() - start
+        out["errors"][name] = {field: relative_l2(a, b) for field, a, b in
+                               zip(("rho", "u", "T"), out[name], out["kinetic"], strict=True)}
+    return out
+
+
+def plot_comparison(result, path):
+    """Plots rho, u, T of the kinetic, learned and Euler solutions to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    styles = {"kinetic": ("k-", "kinetic (BGK)"), "learned": ("C0--", "learned moments"),
+              "euler": ("C3:", "Euler")}
+    for i, field in enumerate(("density", "velocity", "temperature")):
+        for name, (style, label) in styles.items():
+            if name in result:
+                axes[i].plot(result["x"], result[name][i], style, label=label)
+        axes[i].set_title(field)
+        axes[i].set_xlabel("x")
+    axes[0].legend()
+    fig.suptitle(f"eps = {result['eps']:g}, t = {result['t_end']:g}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,38 @@
+"""`mlcmk kinetic` end to end at toy size: errors, timings, plot, JSON, model reuse, bad input."""
+
+import json
+import os
+
+from tests.integration.cli_test import run_cli
+
+
+def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
+    out, models, cache = tmp_path / "run", tmp_path / "model", tmp_path / "cache"
+    common = ["--eps", "0.1", "--num_x", "24", "--num_v", "40", "--v_max", "7", "--t_end",
+              "0.02", f"--output_dir={out}", f"--model_dir={models}", f"--cache_dir={cache}"]
+    result = run_cli("kinetic", *common, "--train_runs", "3", "--num_moments", "2",
+                     "--autoencoder_epochs", "1", "--closure_epochs", "1", timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(out / "result.json") as f:
+        r = json.load(f)
+    assert r["eps"] == 0.1 and r["num_x"] == 24
+    for name in ("learned", "euler"):
+        assert set(r["errors"][name]) == {"rho", "u", "T"}
+        assert r["errors"][name]["rho"] < 0.05
+    assert set(r["times_s"]) == {"kinetic", "learned", "euler"}
+    assert len(r["profiles"]["kinetic"]["rho"]) == 24
+    assert os.path.getsize(out / "profiles.png") > 1000
+    assert "relative L2 error" in result.stdout
+    assert os.path.exists(models / "closure.keras")
+    again = run_cli("kinetic", *common, "--initial", "sod", timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "loaded the learned moment model" in again.stdout
+
+
+def test_kinetic_command_rejects_bad_input(tmp_path):
+    result = run_cli("kinetic", "--eps", "0", f"--output_dir={tmp_path}")
+    assert result.returncode == 2
+    assert "eps" in result.stderr
+    result = run_cli("kinetic", "--v_max", "2", f"--output_dir={tmp_path}")
+    assert result.returncode == 2
+    assert "Velocity grid too narrow" in result.stderr
