@@ -1,6 +1,8 @@
 """Public models of mlcmk."""
 
 from mlcmk.models.deep_bsde import DeepBSDE
+from mlcmk.models.ensemble import Ensemble, TrustLevels
+from mlcmk.models.free_energy import FreeEnergyModel
 from mlcmk.models.scaled_resnet import ScaledResNet, make_scaled_resnet
 from mlcmk.models.two_layer_network import TwoLayerNetwork
 

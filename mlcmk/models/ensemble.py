@@ -41,8 +41,13 @@ def max_vector_deviation(member_outputs):
         outputs = outputs[..., None]
     if outputs.ndim == 3:
         outputs = outputs[:, :, None, :]
-    variance = np.mean(np.sum((outputs - outputs.mean(axis=0)) ** 2, axis=-1), axis=0)
-    return np.sqrt(variance).max(axis=-1)
+    return np.sqrt(np.sum(_member_variance(outputs), axis=-1)).max(axis=-1)
+
+
+def _member_variance(outputs):
+    # Centred on the first member, so that identical members give exactly zero.
+    shifted = outputs - outputs[0]
+    return np.maximum(np.mean(shifted**2, axis=0) - np.mean(shifted, axis=0) ** 2, 0.0)
 
 
 class TrustLevels:
@@ -163,7 +168,8 @@ class Ensemble:
     def predict(self, x):
         """Returns `(mean, std)` over members of `output_fn`, each of shape `(n, ...)`."""
         outputs = self.member_outputs(x)
-        return outputs.mean(axis=0), outputs.std(axis=0)
+        mean = outputs[0] + np.mean(outputs - outputs[0], axis=0)
+        return mean, np.sqrt(_member_variance(outputs))
 
     def model_deviation(self, x):
         """Returns the model deviation `(n,)` of each configuration in `x`."""

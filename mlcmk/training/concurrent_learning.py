@@ -396,7 +396,12 @@ class ConcurrentLearner:
 
     def _ensure_model(self, iteration):
         """Makes the trainer hold the model trained in `iteration` (-1: the initial one)."""
-        if self._model_iteration == iteration or iteration < 0:
+        if self._model_iteration == iteration:
+            return
+        if iteration < 0:
+            if self._model_iteration is None:
+                raise RuntimeError("The initial model was changed by a failed training and "
+                                   "cannot be restored; rebuild the trainer and run again")
             return
         self.trainer.load(os.path.join(self.iteration_dir(iteration), "model"))
         self._model_iteration = iteration
@@ -493,6 +498,9 @@ class ConcurrentLearner:
                 return json.load(f)
         self._ensure_model(k - 1)
         data = self.store.data()
+        # Training changes the trainer's model in place; until it is saved, the model in
+        # memory belongs to no iteration (a failure here forces a reload).
+        self._model_iteration = None
         if not data.keys:
             raise RuntimeError(f"No labels to train on at iteration {k} (all labelling failed "
                                "or nothing was selected); give initial_configurations")
