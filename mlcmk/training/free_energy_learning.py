@@ -72,11 +72,16 @@ def sample_boltzmann(log_prob_fn, initial_state, num_results, num_burnin=100, th
     scale = tf.cast(step_size, dtype) * tf.sqrt(temps)[:, None]
     kernel = tfp.mcmc.RandomWalkMetropolis(
         target, new_state_fn=tfp.mcmc.random_walk_normal_fn(scale=scale))
-    states, accepted = tfp.mcmc.sample_chain(
-        num_results=num_results, current_state=state, kernel=kernel,
-        num_burnin_steps=num_burnin, num_steps_between_results=thin - 1,
-        trace_fn=lambda _, results: results.is_accepted,
-        seed=tf.constant(seed, dtype=tf.int32))
+
+    # One graph for the whole chain (eager execution would dispatch every step from Python).
+    @tf.function(autograph=False)
+    def run(start, stateless_seed):
+        return tfp.mcmc.sample_chain(
+            num_results=num_results, current_state=start, kernel=kernel,
+            num_burnin_steps=num_burnin, num_steps_between_results=thin - 1,
+            trace_fn=lambda _, results: results.is_accepted, seed=stateless_seed)
+
+    states, accepted = run(state, tf.constant(seed, dtype=tf.int32))
     return states.numpy(), float(tf.reduce_mean(tf.cast(accepted, tf.float64)))
 
 
