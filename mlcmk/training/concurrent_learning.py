@@ -73,7 +73,7 @@ class Examiner(abc.ABC):
         """Returns the model deviation `(n,)` of each configuration (NaN/inf count as failed)."""
 
 
-class Labeller(abc.ABC):
+class Labeller:
     """Labels configurations with the expensive reference model.
 
     Implement `label` (one configuration) or, for vectorised labellers, `label_batch` and set
