@@ -322,6 +322,9 @@ class ConcurrentLearner:
         max_labels_per_iteration: cap on labels per iteration.
         converge_fraction: stop when at least this fraction of explored configurations is
             accurate (None: never).
+        min_iterations: the convergence rule applies from this iteration on. After the first
+            few labels the ensemble spread is often falsely small (members fitted to the same
+            handful of points agree everywhere), so a run should not stop at iteration 1.
         initial_configurations: optional array labelled in iteration 0.
         selector: callable `(candidates, num, rng) -> indices`; default `random_selector`.
         evaluator: optional callable `iteration -> dict` of float metrics (e.g. the error on a
@@ -332,7 +335,7 @@ class ConcurrentLearner:
 
     def __init__(self, explorer, examiner, labeller, trainer, directory, trust_levels,
                  max_iterations=10, max_labels_per_iteration=30, converge_fraction=0.9,
-                 initial_configurations=None, selector=None, evaluator=None, seed=0,
+                 min_iterations=1, initial_configurations=None, selector=None, evaluator=None, seed=0,
                  verbose=1):
         for name, part, cls in (("explorer", explorer, Explorer), ("examiner", examiner,
                                 Examiner), ("labeller", labeller, Labeller),
@@ -345,7 +348,7 @@ class ConcurrentLearner:
                 raise ValueError(f"`trust_levels` must be TrustLevels or (lo, hi); received "
                                  f"trust_levels={trust_levels!r}")
             trust_levels = TrustLevels(*trust_levels)
-        for name, value in (("max_iterations", max_iterations),
+        for name, value in (("max_iterations", max_iterations), ("min_iterations", min_iterations),
                             ("max_labels_per_iteration", max_labels_per_iteration)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
@@ -361,6 +364,7 @@ class ConcurrentLearner:
         self.max_iterations = int(max_iterations)
         self.max_labels_per_iteration = int(max_labels_per_iteration)
         self.converge_fraction = converge_fraction
+        self.min_iterations = int(min_iterations)
         self.initial_configurations = (None if initial_configurations is None
                                        else np.asarray(initial_configurations))
         self.selector = selector or random_selector
@@ -523,7 +527,8 @@ class ConcurrentLearner:
         os.makedirs(self.directory, exist_ok=True)
         settings = {"trust_levels": self.trust_levels.get_config(),
                     "max_labels_per_iteration": self.max_labels_per_iteration,
-                    "converge_fraction": self.converge_fraction, "seed": self.seed}
+                    "converge_fraction": self.converge_fraction,
+                    "min_iterations": self.min_iterations, "seed": self.seed}
         settings_path = os.path.join(self.directory, "run.json")
         if os.path.exists(settings_path):
             with open(settings_path, encoding="utf-8") as f:
@@ -582,7 +587,8 @@ class ConcurrentLearner:
             "train": {k_: v for k_, v in train_metrics.items() if k_ != "num_labels"},
             "evaluation": evaluation, "times": times,
         }
-        report["converged"] = bool(k > 0 and self.converge_fraction is not None
+        report["converged"] = bool(k >= self.min_iterations
+                                   and self.converge_fraction is not None
                                    and fraction >= self.converge_fraction)
         write_json(self._marker(k, "done"), report)
         log = [r for r in self.log() if r["iteration"] < k] + [report]

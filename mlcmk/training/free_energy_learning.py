@@ -230,10 +230,11 @@ def free_energy_errors(problem, ensemble, threshold=10.0, num=81):
 
 
 def build_free_energy_learner(problem, directory, num_members=4, hidden_units=(64, 64, 64),
-                              trust_levels=(1.5, float("inf")), max_iterations=10,
+                              trust_levels=(2.0, float("inf")), max_iterations=15,
                               max_labels_per_iteration=30, num_initial=20, converge_fraction=0.9,
+                              min_iterations=4,
                               temperatures=(1.0, 2.0, 4.0), num_chains=48, num_results=10,
-                              train_steps=600, batch_size=64, learning_rate=2e-3,
+                              train_steps=1000, batch_size=64, learning_rate=3e-3,
                               md_kwargs=None, threshold=10.0, seed=0, verbose=1):
     """Assembles a `ConcurrentLearner` for a 2-CV `free_energy` problem (e.g. `mueller_brown`).
 
@@ -268,13 +269,17 @@ def build_free_energy_learner(problem, directory, num_members=4, hidden_units=(6
     trainer = EnsembleTrainer(
         ensemble, target="mean_force", steps=train_steps, batch_size=batch_size,
         weight_key=None, seed=seed,
-        optimizer_fn=lambda: keras.optimizers.Adam(learning_rate))
+        # Each iteration's fit ends at a small learning rate, so that the members' spread is
+        # their disagreement, not the noise of the last Adam steps.
+        optimizer_fn=lambda: keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+            learning_rate, train_steps, alpha=0.02)))
     initial = problem.sample_cvs(num_initial, seed=seed)
     learner = ConcurrentLearner(
         explorer, EnsembleExaminer(ensemble), labeller, trainer, directory,
         trust_levels=trust_levels, max_iterations=max_iterations,
         max_labels_per_iteration=max_labels_per_iteration,
-        converge_fraction=converge_fraction, initial_configurations=initial,
+        converge_fraction=converge_fraction, min_iterations=min_iterations,
+        initial_configurations=initial,
         selector=farthest_point_selector,
         evaluator=lambda k: free_energy_errors(problem, ensemble, threshold=threshold),
         seed=seed, verbose=verbose)
