@@ -26,7 +26,11 @@ from mlcmk import config
 from mlcmk.io import write_json
 from mlcmk.problems.free_energy import MuellerBrownBath
 from mlcmk.training.concurrent_learning import EnsembleTrainer, LabelledData
-from mlcmk.training.free_energy_learning import build_free_energy_learner, free_energy_errors
+from mlcmk.training.free_energy_learning import (
+    build_free_energy_learner,
+    free_energy_errors,
+    plot_free_energy,
+)
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -46,40 +50,6 @@ def smoothed_free_energy_error(problem, kappa, threshold=10.0, num=81):
     a_kappa = m[:, 0] - np.log(np.sum(weights * np.exp(-problem.beta * (a - m)), 1)) / problem.beta
     diff = a_kappa - exact[exact < threshold]
     return float(np.sqrt(np.mean((diff - diff.mean()) ** 2)))
-
-
-def plot(problem, ensemble, labels, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grid = problem.grid(121)
-    flat = grid.reshape(-1, 2)
-    exact = problem.free_energy(flat).reshape(grid.shape[:2])
-    learned = np.mean([np.asarray(m(flat))[:, 0] for m in ensemble.members], axis=0)
-    region = exact < 10
-    learned = learned.reshape(grid.shape[:2])
-    learned -= np.mean(learned[region] - exact[region])
-    levels = np.arange(0, 10.5, 1.0)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
-    for ax, values, title in ((axes[0], exact, "exact A (kT)"),
-                              (axes[1], learned, "learned A (kT), labels shown")):
-        cs = ax.contourf(grid[..., 0], grid[..., 1], np.minimum(values, 10.5), levels=levels)
-        fig.colorbar(cs, ax=ax)
-        ax.set_title(title)
-    axes[1].plot(labels[:, 0], labels[:, 1], "w.", ms=3)
-    error = np.where(region, learned - exact, np.nan)
-    cs = axes[2].contourf(grid[..., 0], grid[..., 1], error, levels=np.linspace(-1.5, 1.5, 13),
-                          cmap="RdBu_r", extend="both")
-    fig.colorbar(cs, ax=axes[2])
-    axes[2].set_title("learned - exact where A < 10 kT")
-    for ax in axes:
-        ax.set_xlabel("x")
-        ax.set_ylabel("y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main():
@@ -160,7 +130,7 @@ def main():
 
     write_json(args.output, result)
     png = os.path.splitext(args.output)[0] + ".png"
-    plot(problem, ensemble, data.configurations, png)
+    plot_free_energy(problem, ensemble, data.configurations, png)
     print(f"written {args.output} and {png}")
 
 

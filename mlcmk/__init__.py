@@ -35,6 +35,8 @@ from mlcmk import (  # noqa: E402
 from mlcmk.layers import BSDEStep, ScaledDense, ScaledResidualBlock  # noqa: E402
 from mlcmk.models import (  # noqa: E402
     DeepBSDE,
+    Ensemble,
+    FreeEnergyModel,
     ScaledResNet,
     TwoLayerNetwork,
     make_scaled_resnet,

@@ -335,8 +335,8 @@ class ConcurrentLearner:
 
     def __init__(self, explorer, examiner, labeller, trainer, directory, trust_levels,
                  max_iterations=10, max_labels_per_iteration=30, converge_fraction=0.9,
-                 min_iterations=1, initial_configurations=None, selector=None, evaluator=None, seed=0,
-                 verbose=1):
+                 min_iterations=1, initial_configurations=None, selector=None, evaluator=None,
+                 seed=0, verbose=1):
         for name, part, cls in (("explorer", explorer, Explorer), ("examiner", examiner,
                                 Examiner), ("labeller", labeller, Labeller),
                                 ("trainer", trainer, Trainer)):

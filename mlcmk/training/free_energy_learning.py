@@ -284,3 +284,38 @@ def build_free_energy_learner(problem, directory, num_members=4, hidden_units=(6
         evaluator=lambda k: free_energy_errors(problem, ensemble, threshold=threshold),
         seed=seed, verbose=verbose)
     return learner, ensemble, labeller
+
+
+def plot_free_energy(problem, ensemble, labels, path, threshold=10.0):
+    """Writes a PNG: exact A, learned A (ensemble mean, labels shown), and their difference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = problem.grid(121)
+    flat = grid.reshape(-1, 2)
+    exact = problem.free_energy(flat).reshape(grid.shape[:2])
+    learned = np.mean([np.asarray(m(flat))[:, 0] for m in ensemble.members], axis=0)
+    region = exact < threshold
+    learned = learned.reshape(grid.shape[:2])
+    learned -= np.mean(learned[region] - exact[region])
+    levels = np.linspace(0, threshold, 11)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    for ax, values, title in ((axes[0], exact, "exact A (kT)"),
+                              (axes[1], learned, "learned A (kT), labels shown")):
+        cs = ax.contourf(grid[..., 0], grid[..., 1], np.minimum(values, threshold), levels=levels)
+        fig.colorbar(cs, ax=ax)
+        ax.set_title(title)
+    axes[1].plot(labels[:, 0], labels[:, 1], "w.", ms=3)
+    error = np.where(region, learned - exact, np.nan)
+    cs = axes[2].contourf(grid[..., 0], grid[..., 1], error, levels=np.linspace(-1.5, 1.5, 13),
+                          cmap="RdBu_r", extend="both")
+    fig.colorbar(cs, ax=axes[2])
+    axes[2].set_title(f"learned - exact where A < {threshold:g} kT")
+    for ax in axes:
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

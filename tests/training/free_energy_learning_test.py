@@ -126,9 +126,9 @@ class FreeEnergyPartsTest(TestCase):
         directory = self.get_temp_dir()
         learner, ensemble, labeller = build_free_energy_learner(
             problem, directory, num_members=2, hidden_units=(16,), trust_levels=(0.5, 1e6),
-            max_iterations=2, max_labels_per_iteration=5, converge_fraction=None, num_initial=6,
-            num_chains=8, num_results=4, train_steps=30, md_kwargs={"num_walkers": 4, "num_steps": 200,
-                                                      "num_burnin": 20}, verbose=0)
+            max_iterations=2, max_labels_per_iteration=5, converge_fraction=None,
+            num_initial=6, num_chains=8, num_results=4, train_steps=30,
+            md_kwargs={"num_walkers": 4, "num_steps": 200, "num_burnin": 20}, verbose=0)
         log = learner.run()
         self.assertEqual([r["iteration"] for r in log], [0, 1, 2])
         self.assertEqual(log[0]["labelled"], 6)
