@@ -180,6 +180,12 @@ class FreeEnergyModel(keras.Model):
             optimizer = keras.optimizers.Adam(1e-3)
         super().compile(optimizer=optimizer, **kwargs)
 
+    def compile_from_config(self, config):
+        # Restores the compiled state of a `.keras` file (Keras skips it for a custom compile).
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def _force_loss(self, data, training):
         s, f, weight = keras.utils.unpack_x_y_sample_weight(data)
         s = tf.convert_to_tensor(s, dtype=self.compute_dtype)

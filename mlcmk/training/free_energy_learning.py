@@ -34,31 +34,16 @@ def _check_domain(domain):
     return domain
 
 
-def sample_boltzmann(log_prob_fn, initial_state, num_results, num_burnin=100, thin=1,
-                     step_size=0.1, temperatures=None, domain=None, seed=(0, 0)):
-    r"""Random-walk Metropolis chains (TensorFlow Probability) on `log_prob_fn / T`.
+def make_sampler(log_prob_fn, num_chains, num_results, num_burnin=100, thin=1, step_size=0.1,
+                 temperatures=None, domain=None, dtype="float64"):
+    """The compiled chain of `sample_boltzmann`: `(initial_state, seed) -> (states, accepted)`.
 
-    Args:
-        log_prob_fn: callable mapping states `(chains, d)` (tf tensor) to log densities
-            `(chains,)`, up to a constant.
-        initial_state: array `(chains, d)`.
-        num_results: states kept per chain.
-        num_burnin: steps discarded first.
-        thin: steps between kept states.
-        step_size: standard deviation of the Gaussian proposal at T = 1 (scaled by sqrt(T)).
-        temperatures: optional array `(chains,)`; chain c samples `exp(log_prob / T_c)`.
-        domain: optional `(d, 2)` box; the density is zero outside.
-        seed: stateless seed, a pair of ints.
-
-    Returns:
-        `(states, acceptance)`: array `(num_results, chains, d)` and the mean acceptance rate.
+    Build it once and call it many times (one trace), e.g. once per exploration.
     """
     import tensorflow_probability as tfp
 
-    state = tf.convert_to_tensor(initial_state)
-    dtype = state.dtype
-    chains = int(state.shape[0])
-    temps = tf.ones((chains,), dtype) if temperatures is None else tf.constant(
+    dtype = tf.as_dtype(dtype)
+    temps = tf.ones((num_chains,), dtype) if temperatures is None else tf.constant(
         np.asarray(temperatures), dtype=dtype)
     box = None if domain is None else tf.constant(_check_domain(domain), dtype=dtype)
 
@@ -81,7 +66,32 @@ def sample_boltzmann(log_prob_fn, initial_state, num_results, num_burnin=100, th
             num_burnin_steps=num_burnin, num_steps_between_results=thin - 1,
             trace_fn=lambda _, results: results.is_accepted, seed=stateless_seed)
 
-    states, accepted = run(state, tf.constant(seed, dtype=tf.int32))
+    return run
+
+
+def sample_boltzmann(log_prob_fn, initial_state, num_results, num_burnin=100, thin=1,
+                     step_size=0.1, temperatures=None, domain=None, seed=(0, 0)):
+    r"""Random-walk Metropolis chains (TensorFlow Probability) on `log_prob_fn / T`.
+
+    Args:
+        log_prob_fn: callable mapping states `(chains, d)` (tf tensor) to log densities
+            `(chains,)`, up to a constant.
+        initial_state: array `(chains, d)`.
+        num_results: states kept per chain.
+        num_burnin: steps discarded first.
+        thin: steps between kept states.
+        step_size: standard deviation of the Gaussian proposal at T = 1 (scaled by sqrt(T)).
+        temperatures: optional array `(chains,)`; chain c samples `exp(log_prob / T_c)`.
+        domain: optional `(d, 2)` box; the density is zero outside.
+        seed: stateless seed, a pair of ints.
+
+    Returns:
+        `(states, acceptance)`: array `(num_results, chains, d)` and the mean acceptance rate.
+    """
+    state = tf.convert_to_tensor(initial_state)
+    sampler = make_sampler(log_prob_fn, int(state.shape[0]), num_results, num_burnin, thin,
+                           step_size, temperatures, domain, state.dtype)
+    states, accepted = sampler(state, tf.constant(seed, dtype=tf.int32))
     return states.numpy(), float(tf.reduce_mean(tf.cast(accepted, tf.float64)))
 
 
@@ -122,6 +132,7 @@ class MCMCExplorer(Explorer):
         self.step_size = float(step_size)
         self.temperatures = temperatures
         self.acceptance = None
+        self._sampler = None
 
     def explore(self, iteration, seed):
         import keras
@@ -130,11 +141,15 @@ class MCMCExplorer(Explorer):
         low, high = self.domain[:, 0], self.domain[:, 1]
         start = rng.uniform(low, high, size=(self.num_chains, len(low)))
         temps = np.resize(self.temperatures, self.num_chains)
-        states, self.acceptance = sample_boltzmann(
-            self.log_prob_fn, start.astype(keras.config.floatx()), self.num_results,
-            num_burnin=self.num_burnin, thin=self.thin, step_size=self.step_size,
-            temperatures=temps, domain=self.domain,
-            seed=tuple(int(v) for v in rng.integers(0, 2**31 - 1, 2)))
+        if self._sampler is None:
+            self._sampler = make_sampler(
+                self.log_prob_fn, self.num_chains, self.num_results, self.num_burnin, self.thin,
+                self.step_size, temps, self.domain, keras.config.floatx())
+        seed_pair = tf.constant([int(v) for v in rng.integers(0, 2**31 - 1, 2)], tf.int32)
+        states, accepted = self._sampler(tf.constant(start.astype(keras.config.floatx())),
+                                         seed_pair)
+        self.acceptance = float(tf.reduce_mean(tf.cast(accepted, tf.float64)))
+        states = states.numpy()
         return states.reshape(-1, states.shape[-1])
 
 

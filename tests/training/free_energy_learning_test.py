@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import tensorflow as tf
 from scipy import integrate, stats
 
 from mlcmk import config
@@ -18,6 +19,7 @@ from mlcmk.training.free_energy_learning import (
     build_free_energy_learner,
     ensemble_log_prob,
     free_energy_errors,
+    sample_boltzmann,
 )
 
 
@@ -70,6 +72,11 @@ class MCMCExplorerTest(TestCase):
                                 num_results=20, num_burnin=10, thin=2, step_size=0.5)
         samples = explorer.explore(1, 3)
         self.assertTrue(np.all((samples >= [0, 2]) & (samples <= [1, 3])))
+        states, acceptance = sample_boltzmann(lambda s: -tf.reduce_sum(s**2, -1),
+                                              np.zeros((4, 3)), 5, num_burnin=3, thin=2,
+                                              domain=[(-1, 1)] * 3, seed=(1, 2))
+        self.assertEqual(states.shape, (5, 4, 3))
+        self.assertTrue(0 < acceptance <= 1 and np.all(np.abs(states) <= 1))
 
     def test_bad_input(self):
         with self.assertRaisesRegex(ValueError, "domain"):
