@@ -123,12 +123,17 @@ class FreeEnergyModel(keras.Model):
             1, use_bias=False, dtype=self.dtype_policy, name="free_energy",
             kernel_initializer=keras.initializers.GlorotUniform(seed=self.seed * 1000 + 999))
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        # The input width is known from the CVs: build now, so that weights can be loaded
+        # (e.g. by an ensemble resuming a run) before the first call.
+        self.build((None, d))
 
     @property
     def num_features(self):
         return int(np.sum(np.where(self._periodic, 2, 1)))
 
     def build(self, input_shape=None):
+        if self.built:
+            return
         width = self.num_features
         for layer in self.hidden_layers:
             layer.build((None, width))

@@ -149,3 +149,68 @@ class FreeEnergyPartsTest(TestCase):
             self.assertEqual(len(json.load(f)), 3)
         keys = {configuration_key(c) for c in learner.store.data().configurations}
         self.assertEqual(len(keys), labeller.calls)
+
+
+class KerasResumeTest(TestCase):
+    """Resume with a real Keras ensemble: the trainer's optimizer reset makes it exact."""
+
+    def setUp(self):
+        super().setUp()
+        config.set_precision("float64")
+
+    def _build(self, directory, kill_at=None):
+        from mlcmk.training.concurrent_learning import (
+            ConcurrentLearner,
+            EnsembleTrainer,
+            Explorer,
+            Labeller,
+        )
+
+        class Kill(BaseException):
+            pass
+
+        class Uniform(Explorer):
+            def explore(self, iteration, seed):
+                return np.random.default_rng([seed, iteration]).uniform(-1, 1, (12, 2))
+
+        class Exact(Labeller):
+            calls = 0
+
+            def label(self, s):
+                Exact.calls += 1
+                return {"mean_force": -np.array([np.cos(s[0]), -2 * s[1]])}
+
+        class KilledTrainer(EnsembleTrainer):
+            def train(self, data, iteration):
+                metrics = super().train(data, iteration)
+                if iteration == kill_at:
+                    raise Kill  # after fitting, before the learner saved the weights
+                return metrics
+
+        ensemble = Ensemble.from_factory(
+            lambda seed: FreeEnergyModel(["linear", "linear"], hidden_units=(8,), seed=seed),
+            num_members=2, output_fn=lambda m, s: m.mean_force(s))
+        trainer = KilledTrainer(ensemble, "mean_force", steps=15, batch_size=8)
+        learner = ConcurrentLearner(
+            Uniform(), EnsembleExaminer(ensemble), Exact(), trainer, directory,
+            trust_levels=(0.0, 1e9), max_iterations=2, max_labels_per_iteration=4,
+            converge_fraction=None, initial_configurations=np.array([[0.1, 0.2], [0.5, -0.5]]),
+            verbose=0)
+        return learner, ensemble, Exact, Kill
+
+    def test_killed_training_resumes_to_the_same_weights(self):
+        learner, reference, counter0, _ = self._build(self.get_temp_dir())
+        learner.run()
+        directory = self.get_temp_dir()
+        learner, _, counter, kill = self._build(directory, kill_at=1)
+        with self.assertRaises(kill):
+            learner.run()
+        learner, resumed, counter2, _ = self._build(directory)
+        log = learner.run()
+        for a, b in zip(reference.members, resumed.members, strict=True):
+            for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+                np.testing.assert_allclose(wb, wa, rtol=0, atol=1e-12)
+        # Labels of the killed run are kept; the resumed run asks for none of them again.
+        self.assertEqual(counter.calls + counter2.calls, counter0.calls)
+        self.assertEqual(log[-1]["total_labels"], 2 + 4 + 4)
+        self.assertEqual(counter0.calls, 10)
