@@ -41,6 +41,8 @@ from mlcmk.layers import (  # noqa: E402
 from mlcmk.models import (  # noqa: E402
     DeepBSDE,
     DeepPotential,
+    Ensemble,
+    FreeEnergyModel,
     ScaledResNet,
     TwoLayerNetwork,
     make_scaled_resnet,

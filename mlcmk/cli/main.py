@@ -15,6 +15,7 @@ COMMANDS = {
     "fit_barron": "mlcmk.cli.fit_barron",
     "potential": "mlcmk.cli.potential",
     "kinetic": "mlcmk.cli.kinetic",
+    "eelt": "mlcmk.cli.eelt",
 }
 
 _HELP = ("-h", "--help", "-help", "help")

@@ -2,6 +2,8 @@
 
 from mlcmk.models.deep_bsde import DeepBSDE
 from mlcmk.models.deep_potential import DeepPotential
+from mlcmk.models.ensemble import Ensemble, TrustLevels
+from mlcmk.models.free_energy import FreeEnergyModel
 from mlcmk.models.moment_autoencoder import MomentAutoencoder
 from mlcmk.models.moment_closure import MomentClosure
 from mlcmk.models.scaled_resnet import ScaledResNet, make_scaled_resnet

@@ -1,6 +1,14 @@
 """Training loops and callbacks."""
 
 from mlcmk.training.callbacks import ResumableCheckpoint, StopOnNonFiniteLoss, Y0Monitor
+from mlcmk.training.concurrent_learning import (
+    ConcurrentLearner,
+    EnsembleTrainer,
+    Examiner,
+    Explorer,
+    Labeller,
+    Trainer,
+)
 from mlcmk.training.extended_msa import ExtendedMSA, ResidualControlNetwork
 from mlcmk.training.particle_flow import ParticleRecorder, ParticleWassersteinFlow
 from mlcmk.training.path_norm import (
