@@ -4,6 +4,8 @@ Prints a table and writes `benchmarks/results/deep_bsde.json`. Full run: ~20 min
 
     python benchmarks/deep_bsde.py                       # all problems, 3 seeds
     python benchmarks/deep_bsde.py --problems hjb_lq --seeds 0
+    python benchmarks/deep_bsde.py --problems black_scholes_default_risk pricing_diff_rate \
+        --linear_check --output benchmarks/results/deep_bsde_option_problems.json
 """
 
 import argparse
@@ -44,6 +46,41 @@ def gradient_net_flops(batch, steps, dim, hidden):
     return 10 * batch * steps * (dim + 1) * hidden
 
 
+def risk_neutral_price(problem, num_paths=1_000_000, seed=0, chunk=50_000):
+    """e^{-rT} E_Q g(X_T) by plain Monte Carlo with exact GBM at drift r = R^l (the linear case
+    R^b = R^l of pricing_diff_rate); returns (value, standard error)."""
+    rng = np.random.default_rng(seed)
+    r, sigma, t = problem.rate_lend, problem.sigma_bar, problem.total_time
+    total, total_sq = 0.0, 0.0
+    for _ in range(num_paths // chunk):
+        x = problem.x0 * np.exp((r - 0.5 * sigma**2) * t
+                                + sigma * np.sqrt(t) * rng.standard_normal((chunk, problem.dim)))
+        g = np.asarray(problem.terminal(x), dtype="float64") * np.exp(-r * t)
+        total, total_sq = total + g.sum(), total_sq + (g**2).sum()
+    n = chunk * (num_paths // chunk)
+    mean = total / n
+    return mean, float(np.sqrt((total_sq / n - mean**2) / n))
+
+
+def linear_pricing_check(seed, iterations):
+    """pricing_diff_rate with R^b = R^l: a linear equation whose answer Monte Carlo knows."""
+    from mlcmk.problems.bsde import PricingDiffRate
+
+    problem = PricingDiffRate(rate_borrow=0.04)
+    value, stderr = risk_neutral_price(problem)
+    rows = {"monte_carlo": value, "monte_carlo_stderr": stderr}
+    for extremes in (True, False):
+        r, _ = solve(problem, iterations=iterations, learning_rate=1e-3, seed=seed, verbose=0,
+                     z_error_paths=0, extremes=extremes)
+        rows[f"extremes_{extremes}"] = {"y0": r["y0"], "relative_error": abs(r["y0"] - value)
+                                        / value, "loss_ratio": r["loss_ratio"]}
+        print(f"pricing, linear case (R^b = R^l), extremes={extremes}: y0 {r['y0']:.4f} vs "
+              f"Monte Carlo {value:.4f} +- {stderr:.4f}: rel.err "
+              f"{rows[f'extremes_{extremes}']['relative_error']:.2e}, loss/trivial "
+              f"{r['loss_ratio']:.3f}", flush=True)
+    return rows
+
+
 def summarise(rows, key):
     vals = [r[key] for r in rows if r.get(key) is not None]
     if not vals:
@@ -57,6 +94,8 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--skip_reference_arch", action="store_true")
+    parser.add_argument("--linear_check", action="store_true",
+                        help="also solve pricing_diff_rate with R^b = R^l against Monte Carlo")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results",
                                                         "deep_bsde.json"))
     args = parser.parse_args()
@@ -123,6 +162,9 @@ def main():
             print("speed-up over the original architecture (same run, medians): "
                   f"{rr['ms_per_iteration'] / ours:.2f}x; over the reference's 46 ms/iter "
                   f"(ANCHORS): {46.0 / ours:.2f}x median, {46.0 / ours_min:.2f}x fastest epoch")
+    if args.linear_check:
+        out["pricing_linear_check"] = linear_pricing_check(args.seeds[0],
+                                                           args.iterations or 4000)
     config.set_precision("float32")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
