@@ -1,5 +1,6 @@
 """Public models of mlcmk."""
 
+from mlcmk.models.control_policy_stack import ControlPolicyStack
 from mlcmk.models.deep_bsde import DeepBSDE
 from mlcmk.models.scaled_resnet import ScaledResNet, make_scaled_resnet
 from mlcmk.models.two_layer_network import TwoLayerNetwork
