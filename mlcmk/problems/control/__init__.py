@@ -11,9 +11,12 @@ from mlcmk.problems.control.constraints import (
     get_constraint,
     scaled_sigmoid,
 )
+from mlcmk.problems.control.energy_storage import EnergyStorage
 from mlcmk.problems.control.lq_regulator import LQRegulator, riccati_recursion
+from mlcmk.problems.control.merton_portfolio import MertonPortfolio
 
 __all__ = [
-    "Box", "ControlConstraint", "ControlProblem", "LQRegulator", "LinearConstraints", "Simplex",
-    "Unconstrained", "cap_sum", "get_constraint", "riccati_recursion", "scaled_sigmoid",
+    "Box", "ControlConstraint", "ControlProblem", "EnergyStorage", "LQRegulator",
+    "LinearConstraints", "MertonPortfolio", "Simplex", "Unconstrained", "cap_sum",
+    "get_constraint", "riccati_recursion", "scaled_sigmoid",
 ]
