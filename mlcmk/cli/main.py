@@ -13,6 +13,7 @@ COMMANDS = {
     "bsde": "mlcmk.cli.bsde",
     "list": "mlcmk.cli.list_command",
     "fit_barron": "mlcmk.cli.fit_barron",
+    "control": "mlcmk.cli.control",
 }
 
 _HELP = ("-h", "--help", "-help", "help")

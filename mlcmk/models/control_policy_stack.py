@@ -361,7 +361,10 @@ class ControlPolicyStack(keras.Model):
     # --- serving ------------------------------------------------------------------------------
     def policy_model(self):
         """A `keras.Model` sharing the weights: input (B, 1 + n) = [t, s], output a_t(s)."""
-        return ControlPolicy(self)
+        policy = ControlPolicy(self)
+        # Keras exports only models that have been called once.
+        policy(ops.zeros((1, 1 + self.problem.state_dim), self.compute_dtype))
+        return policy
 
     def export_policy(self, path):
         """Exports a SavedModel with the endpoint `policy(t, s)` (t: int32 scalar).
@@ -394,6 +397,9 @@ class ControlPolicy(keras.Model):
     def __init__(self, stack, **kwargs):
         super().__init__(dtype=stack.dtype_policy, **kwargs)
         self.stack = stack
+
+    def build(self, input_shape):
+        # The weights belong to `stack`, already built.
         self.built = True
 
     def call(self, inputs):

@@ -41,9 +41,10 @@ def cap_sum(a, cap, axis=-1):
     """
     total = ops.sum(a, axis=axis, keepdims=True)
     cap = ops.expand_dims(cap, axis) if len(ops.shape(cap)) < len(ops.shape(a)) else cap
-    tiny = ops.cast(1e-30, a.dtype)
-    factor = ops.minimum(ops.cast(1.0, a.dtype), cap / ops.maximum(total, tiny))
-    return a * factor
+    over = total > cap
+    # Both branches of `where` are differentiated: the unused one must stay finite.
+    safe_total = ops.where(over, total, ops.ones_like(total))
+    return a * ops.where(over, cap / safe_total, ops.ones_like(total))
 
 
 def _vector(name, value, dim, fill):
@@ -332,9 +333,10 @@ class LinearConstraints(ControlConstraint):
             # Radial retraction toward the centre: exact feasibility for any y.
             slack = b_red - ops.matmul(centre[None], ops.transpose(a_red))  # (1, m) > 0
             reach = ops.matmul(y - centre, ops.transpose(a_red))  # (B, m)
-            tiny = ops.cast(1e-300 if dtype == "float64" else 1e-30, dtype)
-            ratio = ops.where(reach > 0, slack / ops.maximum(reach, tiny),
-                              ops.ones_like(reach))
+            positive = reach > 0
+            # Both branches of `where` are differentiated: the unused one must stay finite.
+            safe_reach = ops.where(positive, reach, ops.ones_like(reach))
+            ratio = ops.where(positive, slack / safe_reach, ops.ones_like(reach))
             theta = ops.minimum(ops.cast(1.0, dtype), ops.min(ratio, axis=-1, keepdims=True))
             y = centre + theta * (y - centre)
         return ops.cast(self._a_p, dtype) + ops.matmul(y, ops.cast(self._null.T, dtype))
