@@ -50,6 +50,8 @@ def cap_sum(a, cap, axis=-1):
 def _vector(name, value, dim, fill):
     if value is None:
         return np.full(dim, fill, dtype="float64")
+    if isinstance(value, (list, tuple)):  # None entries: that side open
+        value = [fill if v is None else v for v in value]
     arr = np.asarray(value, dtype="float64")
     if arr.ndim == 0:
         arr = np.full(dim, float(arr))
