@@ -34,6 +34,7 @@ from mlcmk import (  # noqa: E402
 )
 from mlcmk.layers import BSDEStep, ScaledDense, ScaledResidualBlock  # noqa: E402
 from mlcmk.models import (  # noqa: E402
+    ControlPolicyStack,
     DeepBSDE,
     ScaledResNet,
     TwoLayerNetwork,

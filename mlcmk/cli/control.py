@@ -26,6 +26,8 @@ _EVAL_PATHS = flags.DEFINE_integer("eval_paths", 64, "Evaluation paths (one LP e
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/control", "Where result.json and "
                                   "control.png are written.")
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "SavedModel with policy(t, s).")
+_XLA = flags.DEFINE_bool("xla", True, "Compile the training step with XLA (faster steps, slower "
+                         "start); --noxla for short runs.")
 _VERBOSE = flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 bar, 2 lines.")
 
 
@@ -71,7 +73,7 @@ def main(argv):
             problem, iterations=_ITERATIONS.value, epochs=_EPOCHS.value,
             batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
             policy_network=_POLICY.value, precision=_PRECISION.value, seed=_SEED.value,
-            eval_paths=_EVAL_PATHS.value, export_dir=_EXPORT_DIR.value,
+            eval_paths=_EVAL_PATHS.value, jit_compile=_XLA.value, export_dir=_EXPORT_DIR.value,
             output_dir=_OUTPUT_DIR.value, verbose=_VERBOSE.value)
     except (ValueError, TypeError) as err:
         print(f"mlcmk control: error: {err}", file=sys.stderr)

@@ -419,7 +419,12 @@ def _check_dimensions(problem):
                          f"{tuple(a.shape)[1:]}, but control_dim={m}; the control dimension "
                          "must match")
     xi = ops.zeros((2, problem.noise_dim), dtype)
-    s_next = problem.step(0, s, a, xi)
+    try:
+        s_next = problem.step(0, s, a, xi)
+    except (ValueError, tf.errors.InvalidArgumentError) as err:
+        raise ValueError(f"{problem.name}: step failed on states of dimension state_dim={n} and "
+                         f"controls of dimension control_dim={m}; the dimensions must match "
+                         f"the dynamics: {err}") from err
     if tuple(s_next.shape) != (2, n):
         raise ValueError(f"{problem.name}: step returned states of shape "
                          f"{tuple(s_next.shape)[1:]}, but state_dim={n}; the state dimension "

@@ -10,7 +10,7 @@ def test_control_command_writes_result_plot_and_export(tmp_path):
     out, export = tmp_path / "run", tmp_path / "saved"
     result = run_cli("control", "--problem", "energy_storage", "--devices", "3", "--num_steps",
                      "6", "--iterations", "40", "--epochs", "2", "--eval_paths", "8",
-                     "--verbose", "0", f"--output_dir={out}", f"--export_dir={export}",
+                     "--verbose", "0", "--noxla", f"--output_dir={out}", f"--export_dir={export}",
                      timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
     with open(out / "result.json") as f:

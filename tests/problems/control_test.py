@@ -197,3 +197,22 @@ class ControlProblemsTest(TestCase):
         problem = LQRegulator(dim=2, num_steps=3)
         with self.assertRaisesRegex(ValueError, "state_dim=2"):
             problem.check_sample(tf.zeros((4, 3)), tf.zeros((4, 3, 2)))
+
+    def test_penalty_enters_the_cost_with_its_weight(self):
+        class Penalised(LQRegulator):
+            def constraint_penalty(self, t, s, a):
+                return tf.nn.relu(tf.reduce_sum(a**2, -1) - 1.0)
+
+        problem = Penalised(dim=2, num_steps=3)
+        s0, noise = problem.sample(32, (0, 0), "float64")
+
+        def policy(t, s):
+            return 2.0 * s
+
+        _, states, controls = problem.rollout(policy, s0, noise, return_paths=True)
+        penalty = sum(np.maximum(np.sum(np.asarray(controls)[:, t] ** 2, -1) - 1, 0)
+                      for t in range(3))
+        self.assertGreater(penalty.sum(), 0)
+        plain = np.asarray(problem.rollout(policy, s0, noise))
+        weighted = np.asarray(problem.rollout(policy, s0, noise, penalty_weight=10.0))
+        np.testing.assert_allclose(weighted - plain, 10.0 * penalty, rtol=1e-12)
