@@ -55,7 +55,8 @@ mlcmk.config.set_seed(0)
 # (`hidden_units=()`) can represent the optimum exactly, so the learned cost must reach it.
 
 # %%
-lq = mlcmk.problems.build_problem({"name": "lq_regulator", "dim": 3 if SMOKE else 10})
+lq = mlcmk.problems.build_problem({"name": "lq_regulator", "dim": 3 if SMOKE else 10,
+                                  "num_steps": 4 if SMOKE else 20})
 iterations = 100 if SMOKE else 1000
 model = ControlPolicyStack(lq, hidden_units=(), batch_size=256)
 model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(3e-2, iterations)),
@@ -87,10 +88,10 @@ print("relative error of the gain K_0:",
 # gives a lower reference.
 
 # %%
-spec = ({"name": "energy_storage", "num_devices": 3, "num_steps": 6} if SMOKE
+spec = ({"name": "energy_storage", "num_devices": 3, "num_steps": 4} if SMOKE
         else {"name": "energy_storage", "num_devices": 30})
-result, storage_model = solve_control(spec, iterations=40 if SMOKE else 1000,
-                                      epochs=2 if SMOKE else 10, eval_paths=8 if SMOKE else 64,
+result, storage_model = solve_control(spec, iterations=20 if SMOKE else 1000,
+                                      epochs=1 if SMOKE else 10, eval_paths=4 if SMOKE else 64,
                                       jit_compile=not SMOKE, verbose=0)
 print(f"reward relative to the perfect-foresight bound: learned "
       f"{result['relative_reward']:.3f}, rule-based {result['rule_relative_reward']:.3f}")
@@ -144,11 +145,11 @@ class Steering(ControlProblem):
         return 2.0 * tf.random.stateless_normal((num_paths, 2), seed, dtype=dtype)
 
 
-steer = ControlPolicyStack(Steering(), hidden_units=(16,))
+steer = ControlPolicyStack(Steering(num_steps=4 if SMOKE else 10), hidden_units=(16,))
 steer.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=not SMOKE)
-steer.fit(epochs=2, steps_per_epoch=20 if SMOKE else 300, verbose=0)
+steer.fit(epochs=1 if SMOKE else 2, steps_per_epoch=20 if SMOKE else 300, verbose=0)
 states = np.random.default_rng(0).normal(scale=10.0, size=(1000, 2))  # far outside training
-a = np.asarray(steer.policy(3, states))
-print("largest violation on 1000 far-away states:", steer.problem.constraint_violation(3, states,
+a = np.asarray(steer.policy(2, states))
+print("largest violation on 1000 far-away states:", steer.problem.constraint_violation(2, states,
                                                                                         a))
 print("mean cost:", float(steer.evaluate(verbose=0)))
