@@ -39,6 +39,7 @@ from mlcmk.layers import (  # noqa: E402
     SymmetricEmbedding,
 )
 from mlcmk.models import (  # noqa: E402
+    ControlPolicyStack,
     DeepBSDE,
     DeepPotential,
     Ensemble,

@@ -16,6 +16,7 @@ COMMANDS = {
     "potential": "mlcmk.cli.potential",
     "kinetic": "mlcmk.cli.kinetic",
     "eelt": "mlcmk.cli.eelt",
+    "control": "mlcmk.cli.control",
 }
 
 _HELP = ("-h", "--help", "-help", "help")

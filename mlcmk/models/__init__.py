@@ -1,5 +1,6 @@
 """Public models of mlcmk."""
 
+from mlcmk.models.control_policy_stack import ControlPolicyStack
 from mlcmk.models.deep_bsde import DeepBSDE
 from mlcmk.models.deep_potential import DeepPotential
 from mlcmk.models.ensemble import Ensemble, TrustLevels

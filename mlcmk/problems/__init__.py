@@ -1,6 +1,6 @@
 """Problem declarations and their registry."""
 
-from mlcmk.problems import bsde, free_energy, kinetic
+from mlcmk.problems import bsde, control, free_energy, kinetic
 from mlcmk.problems.base import Problem
 from mlcmk.problems.registry import (
     build_problem,
