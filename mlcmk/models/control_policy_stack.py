@@ -278,6 +278,13 @@ class ControlPolicyStack(keras.Model):
         kwargs.setdefault("steps_per_execution", 10)
         super().compile(optimizer=optimizer, **kwargs)
 
+    def compile_from_config(self, config):
+        # Keras skips models with a custom `compile` when loading a `.keras` file; replaying the
+        # stored (resolved) arguments restores the compiled state and the optimizer variables.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     @property
     def metrics(self):
         return [self.loss_tracker]

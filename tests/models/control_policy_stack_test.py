@@ -149,6 +149,8 @@ class ControlPolicyStackTest(TestCase):
         s0, noise = problem.sample(8, (0, 1), "float64")
         reloaded = self.run_model_saving_test(model, (s0, noise))
         self.assertEqual(reloaded.problem.get_config(), problem.get_config())
+        self.assertTrue(reloaded.compiled)
+        self.assertEqual(int(reloaded.optimizer.iterations), int(model.optimizer.iterations))
         np.testing.assert_allclose(np.asarray(reloaded.policy(2, s0)),
                                    np.asarray(model.policy(2, s0)), rtol=0, atol=0)
 
