@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from mlcmk.models.simulated_training import SimulatedTrainingModel
 from mlcmk.problems.bsde.base import deserialize_problem, serialize_problem
 from mlcmk.problems.control.base import ControlProblem
 
@@ -123,7 +124,7 @@ class PolicySubnetworks(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mlcmk")
-class ControlPolicyStack(keras.Model):
+class ControlPolicyStack(SimulatedTrainingModel):
     r"""Feedback controls $a_t = A_t(s_t)$ of a stochastic control problem, trained end to end.
 
     The dynamics $s_{t+1} = F_t(s_t, a_t, \xi_{t+1})$ of `problem` are simulated inside the
@@ -264,92 +265,23 @@ class ControlPolicyStack(keras.Model):
         s0, noise = inputs
         return self.simulate(s0, noise)
 
-    # --- training -----------------------------------------------------------------------------
-    def compile(self, optimizer="auto", **kwargs):
-        """`optimizer="auto"`: Adam, learning rate 1e-3 (1e-4 after 60% and 1e-5 after 85% of
-        `kwargs.pop("decay_steps", 4000)`); XLA without a strategy, ten steps per execution."""
-        decay_steps = int(kwargs.pop("decay_steps", 4000))
-        if optimizer == "auto":
-            schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-                [int(0.6 * decay_steps), int(0.85 * decay_steps)], [1e-3, 1e-4, 1e-5])
-            optimizer = keras.optimizers.Adam(schedule)
-        if kwargs.get("jit_compile", "auto") == "auto":
-            kwargs["jit_compile"] = self.distribute_strategy.num_replicas_in_sync == 1
-        kwargs.setdefault("steps_per_execution", 10)
-        super().compile(optimizer=optimizer, **kwargs)
+    # --- training (fresh noise each step: SimulatedTrainingModel) --------------------------
+    def draw_sample(self, num_paths, seed):
+        return self.problem.sample(num_paths, seed, dtype=self.compute_dtype)
 
-    def compile_from_config(self, config):
-        # Keras skips models with a custom `compile` when loading a `.keras` file; replaying the
-        # stored (resolved) arguments restores the compiled state and the optimizer variables.
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
+    def sample_loss(self, sample, training=False):
+        s0, noise = sample
+        return ops.mean(self.problem.rollout(self._control, s0, noise, self.penalty_weight))
 
-    @property
-    def metrics(self):
-        return [self.loss_tracker]
-
-    def _replica_info(self):
-        ctx = tf.distribute.get_replica_context()
-        if ctx is None:
-            return 0, 1
-        return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
-
-    def training_sample(self):
-        """Fresh `(s0, noise)` for this replica and step, `batch_size / replicas` paths.
-
-        Seeded by (seed, replica id, optimizer iteration): distinct across replicas and steps,
-        identical when a run is repeated or resumed.
-        """
-        replica, num_replicas = self._replica_info()
-        if self.batch_size % num_replicas:
-            raise ValueError(f"`batch_size`={self.batch_size} must be divisible by the number "
-                             f"of replicas ({num_replicas})")
-        local = self.batch_size // num_replicas
-        step = ops.cast(self.optimizer.iterations, "int32")
-        seed = ops.stack([ops.cast(self.seed * 4099 + replica, "int32"), step])
-        return self.problem.sample(local, seed, dtype=self.compute_dtype)
-
-    def train_step(self, data):
-        _, num_replicas = self._replica_info()
-        s0, noise = self.training_sample()
-        with tf.GradientTape() as tape:
-            loss = ops.mean(self.problem.rollout(self._control, s0, noise, self.penalty_weight))
-            scaled = loss / num_replicas
-        variables = self.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        finite = ops.all(ops.isfinite(loss))
-        grads = [None if g is None else ops.where(finite, g, ops.zeros_like(g)) for g in grads]
-        self.optimizer.apply(grads, variables)
-        self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
-
-    def test_step(self, data):
+    def validation_loss(self):
         costs = self.problem.rollout(self._control, ops.cast(self._val_s0, self.compute_dtype),
                                      ops.cast(self._val_noise, self.compute_dtype),
                                      self.penalty_weight)
-        self.loss_tracker.update_state(ops.mean(costs))
-        return {"loss": self.loss_tracker.result()}
+        return ops.mean(costs)
 
-    def _dummy_data(self):
-        replicas = self.distribute_strategy.num_replicas_in_sync
-        return tf.data.Dataset.from_tensors(tf.zeros((replicas, 1))).repeat()
-
-    def fit(self, x=None, y=None, *, epochs=1, steps_per_epoch=100, validation=True, **kwargs):
-        """Trains on fresh noise: `epochs * steps_per_epoch` steps of `batch_size` paths."""
-        if x is not None or y is not None:
-            raise ValueError("ControlPolicyStack draws its own noise: call fit() without x, y")
-        if validation:
-            kwargs.setdefault("validation_data", self._dummy_data())
-            kwargs.setdefault("validation_steps", 1)
-        kwargs.setdefault("shuffle", False)
-        return super().fit(self._dummy_data(), epochs=epochs, steps_per_epoch=steps_per_epoch,
-                           **kwargs)
-
-    def evaluate(self, x=None, y=None, **kwargs):
-        """Mean cost on the fixed validation sample."""
-        kwargs.setdefault("steps", 1)
-        return super().evaluate(self._dummy_data(), **kwargs)
+    def training_sample(self):
+        """Fresh `(s0, noise)` for this replica and step (see `replica_sample`)."""
+        return self.replica_sample()
 
     def validation_sample(self):
         """The fixed validation sample `(s0, noise)` as NumPy arrays."""

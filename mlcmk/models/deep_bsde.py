@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras import ops
 
 from mlcmk.layers.bsde_step import BSDEStep
+from mlcmk.models.simulated_training import SimulatedTrainingModel
 from mlcmk.problems.bsde.base import BSDEProblem, deserialize_problem, serialize_problem
 
 Z_NETWORKS = ("gradient", "shared", "per_step")
@@ -94,7 +95,7 @@ _EXTREME_UNITS = (32,)  # hidden widths of the network of the extreme features
 
 
 @keras.saving.register_keras_serializable(package="mlcmk")
-class DeepBSDE(keras.Model):
+class DeepBSDE(SimulatedTrainingModel):
     r"""Deep BSDE solver: learns $u(0, x_0)$ and $Z = \sigma^T \nabla u$ along the forward paths.
 
     The forward process X of `problem` is simulated on its grid $t_0 < \dots < t_N$; the model
@@ -518,108 +519,21 @@ class DeepBSDE(keras.Model):
         y_n, _ = self.simulate(x, dw, training=training)
         return ops.mean((self.problem.terminal(x[:, -1]) - y_n) ** 2)
 
-    # --- training -----------------------------------------------------------------------------
-    def compile(self, optimizer="auto", **kwargs):
-        """`optimizer="auto"`: Adam with a piecewise-constant learning-rate decay; XLA and ten
-        steps per execution unless given.
+    # --- training (fresh paths each step: SimulatedTrainingModel) --------------------------
+    def draw_sample(self, num_paths, seed):
+        return self.problem.sample_paths(num_paths, seed, dtype=self.compute_dtype)
 
-        Its schedule (1e-3, then 1e-4 after 60% and 1e-5 after 85% of `decay_steps`) uses
-        `kwargs.pop("decay_steps", 4000)`.
-        """
-        decay_steps = int(kwargs.pop("decay_steps", 4000))
-        if optimizer == "auto":
-            schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-                [int(0.6 * decay_steps), int(0.85 * decay_steps)], [1e-3, 1e-4, 1e-5])
-            optimizer = keras.optimizers.Adam(schedule)
-        if kwargs.get("jit_compile", "auto") == "auto":
-            # Keras' "auto" turns XLA off on CPU-only machines, where it still saves ~10% per
-            # step here; it stays off under a multi-replica strategy.
-            kwargs["jit_compile"] = self.distribute_strategy.num_replicas_in_sync == 1
-        # Ten steps per call into the compiled function: less Python per step (per-batch
-        # callbacks then see every tenth step).
-        kwargs.setdefault("steps_per_execution", 10)
-        super().compile(optimizer=optimizer, **kwargs)
+    def sample_loss(self, sample, training=False):
+        x, dw = sample
+        return self.path_loss(x, dw, training=training)
 
-    def compile_from_config(self, config):
-        # Keras skips models with a custom `compile`; the stored config holds the resolved
-        # optimizer and flags, so replaying it restores the compiled state of a `.keras` file and
-        # training resumes with the saved optimizer state.
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker]
-
-    def _replica_info(self):
-        ctx = tf.distribute.get_replica_context()
-        if ctx is None:
-            return 0, 1
-        return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
+    def validation_loss(self):
+        return self.path_loss(ops.cast(self._val_x, self.compute_dtype),
+                              ops.cast(self._val_dw, self.compute_dtype))
 
     def training_paths(self):
-        """Fresh training paths for this replica and step: `(x, dw)` of `batch_size / replicas`.
-
-        Seeded by (seed, replica id, optimizer iteration): distinct across replicas and steps,
-        identical when a run is repeated or resumed from a checkpoint.
-        """
-        replica, num_replicas = self._replica_info()
-        if self.batch_size % num_replicas:
-            raise ValueError(f"`batch_size`={self.batch_size} must be divisible by the number "
-                             f"of replicas ({num_replicas})")
-        local = self.batch_size // num_replicas
-        step = ops.cast(self.optimizer.iterations, "int32")
-        seed = ops.stack([ops.cast(self.seed * 4099 + replica, "int32"), step])
-        return self.problem.sample_paths(local, seed, dtype=self.compute_dtype)
-
-    def train_step(self, data):
-        _, num_replicas = self._replica_info()
-        x, dw = self.training_paths()
-        with tf.GradientTape() as tape:
-            loss = self.path_loss(x, dw, training=True)
-            scaled = loss / num_replicas
-        variables = self.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        # A non-finite loss must not reach the weights: the update is skipped for it.
-        finite = ops.all(ops.isfinite(loss))
-        grads = [None if g is None else ops.where(finite, g, ops.zeros_like(g)) for g in grads]
-        self.optimizer.apply(grads, variables)
-        self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
-
-    def test_step(self, data):
-        loss = self.path_loss(ops.cast(self._val_x, self.compute_dtype),
-                              ops.cast(self._val_dw, self.compute_dtype))
-        self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
-
-    def _dummy_data(self):
-        replicas = self.distribute_strategy.num_replicas_in_sync
-        return tf.data.Dataset.from_tensors(tf.zeros((replicas, 1))).repeat()
-
-    def fit(self, x=None, y=None, *, epochs=1, steps_per_epoch=100, validation=True, **kwargs):
-        """Trains on fresh paths: `epochs * steps_per_epoch` steps of `batch_size` paths.
-
-        Args:
-            epochs: number of epochs; each ends with the validation loss (`val_loss`).
-            steps_per_epoch: training steps per epoch.
-            validation: evaluate the fixed validation sample after each epoch.
-            **kwargs: passed to `keras.Model.fit` (callbacks, verbose, initial_epoch, ...).
-        """
-        if x is not None or y is not None:
-            raise ValueError("DeepBSDE draws its own paths: call fit() without x and y")
-        if validation:
-            kwargs.setdefault("validation_data", self._dummy_data())
-            kwargs.setdefault("validation_steps", 1)
-        kwargs.setdefault("shuffle", False)
-        return super().fit(self._dummy_data(), epochs=epochs, steps_per_epoch=steps_per_epoch,
-                           **kwargs)
-
-    def evaluate(self, x=None, y=None, **kwargs):
-        """Validation loss on the fixed validation sample."""
-        kwargs.setdefault("steps", 1)
-        return super().evaluate(self._dummy_data(), **kwargs)
+        """Fresh training paths `(x, dw)` for this replica and step (see `replica_sample`)."""
+        return self.replica_sample()
 
     # --- diagnostics --------------------------------------------------------------------------
     @property
