@@ -91,11 +91,12 @@ class ControlConstraint:
         return self.apply(raw)
 
     def apply(self, raw):
-        raise NotImplementedError
+        """Maps raw network outputs (..., raw_dim) to feasible controls (..., dim)."""
+        raise NotImplementedError(f"{type(self).__name__} must define apply(raw)")
 
     def violation(self, a):
         """Largest constraint violation of controls `a` (NumPy, shape (..., dim)); 0 if feasible."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define violation(a)")
 
     def get_config(self):
         return {"dim": self.dim}
