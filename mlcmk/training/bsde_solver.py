@@ -36,6 +36,20 @@ class _Clock(keras.callbacks.Callback):
         self.epoch_steps.append(now - self._t)
 
 
+def check_schedule(iterations, epochs):
+    """Validates a training length; returns `epochs` (default: one per 100 iterations, <= 40)."""
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"`iterations` must be a positive int; received iterations={iterations!r}")
+    if epochs is None:
+        epochs = max(1, min(40, iterations // 100))
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= iterations:
+        raise ValueError(f"`epochs` must be an int in [1, iterations={iterations}]; "
+                         f"received epochs={epochs!r}")
+    if iterations % epochs:
+        raise ValueError(f"`iterations`={iterations} must be a multiple of `epochs`={epochs}")
+    return epochs
+
+
 def learning_rate_schedule(learning_rate, iterations):
     """Piecewise constant: lr, lr/10 after 60% and lr/100 after 85% of the iterations."""
     return keras.optimizers.schedules.PiecewiseConstantDecay(
@@ -73,15 +87,7 @@ def solve(problem, *, iterations=4000, epochs=None, batch_size=64, learning_rate
         `ms_per_iteration` (median over epochs after the first; `ms_per_iteration_min` the
         fastest epoch), `wall_time_s`, `time_to_0.2%_s`, `iterations`, `seed`, `history`, ...
     """
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"`iterations` must be a positive int; received iterations={iterations!r}")
-    if epochs is None:
-        epochs = max(1, min(40, iterations // 100))
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= iterations:
-        raise ValueError(f"`epochs` must be an int in [1, iterations={iterations}]; "
-                         f"received epochs={epochs!r}")
-    if iterations % epochs:
-        raise ValueError(f"`iterations`={iterations} must be a multiple of `epochs`={epochs}")
+    epochs = check_schedule(iterations, epochs)
     if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < 1):
         raise ValueError(f"`learning_rate` must be in (0, 1); received {learning_rate!r}")
     problem = deserialize_problem(problem)

@@ -18,7 +18,7 @@ from mlcmk.io import write_json
 from mlcmk.models.control_policy_stack import ControlPolicyStack
 from mlcmk.problems.bsde.base import deserialize_problem
 from mlcmk.problems.control.base import ControlProblem
-from mlcmk.training.bsde_solver import _Clock, learning_rate_schedule
+from mlcmk.training.bsde_solver import _Clock, check_schedule, learning_rate_schedule
 from mlcmk.training.callbacks import StopOnNonFiniteLoss
 
 
@@ -57,14 +57,7 @@ def solve_control(problem, *, iterations=2000, epochs=None, batch_size=64, learn
         `rule_relative_reward`, `bound_holds` (bound >= both rewards on every path); also
         `ms_per_iteration` (median over epochs after the first), `history`, ...
     """
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"`iterations` must be a positive int; received iterations={iterations!r}")
-    if epochs is None:
-        epochs = max(1, min(40, iterations // 100))
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= iterations \
-            or iterations % epochs:
-        raise ValueError(f"`epochs` must be an int dividing iterations={iterations}; received "
-                         f"epochs={epochs!r}")
+    epochs = check_schedule(iterations, epochs)
     problem = deserialize_problem(problem)
     if not isinstance(problem, ControlProblem):
         raise TypeError(f"`problem` must be a ControlProblem; received {type(problem).__name__}")
