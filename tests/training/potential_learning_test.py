@@ -12,6 +12,7 @@ from mlcmk.models.ensemble import CANDIDATE, Ensemble
 from mlcmk.testing import TestCase
 from mlcmk.training.concurrent_learning import configuration_key
 from mlcmk.training.potential_learning import (
+    ASEMDExplorer,
     EMTLabeller,
     ForceDeviationExaminer,
     build_potential_learner,
@@ -52,6 +53,17 @@ def _build(directory, labeller=None, **kwargs):
                     sample_every=5, train_steps=20, converge_fraction=None, verbose=0, seed=3)
     settings.update(kwargs)
     return build_potential_learner(_atoms(), directory, labeller=labeller, **settings)
+
+
+def _system_of(configurations):
+    from mlcmk.data.deepmd import System
+
+    labeller = EMTLabeller(_atoms())
+    labels = [labeller.label(c) for c in configurations]
+    positions, cells = unpack_configuration(configurations, 8)
+    return System(coord=positions, box=cells, energy=np.array([x["energy"] for x in labels]),
+                  force=np.stack([x["force"] for x in labels]), virial=None,
+                  atom_types=np.zeros(8, np.int64), type_map=["Al"])
 
 
 class PotentialLearningTest(TestCase):
@@ -118,6 +130,24 @@ class PotentialLearningTest(TestCase):
         # Identical members: zero deviation.
         twin = Ensemble([ensemble.members[0], ensemble.members[0]])
         np.testing.assert_array_equal(ForceDeviationExaminer(twin, types).examine(x), np.zeros(4))
+
+    def test_explorer_seeded_and_mean_driver(self):
+        from mlcmk.models.deep_potential import DeepPotential
+
+        model = DeepPotential(["Al"], **TINY)
+        model.build()
+        model.set_statistics([_system_of(initial_configurations(_atoms(), 3, seed=5))])
+        kwargs = dict(num_trajectories=2, num_steps=10, sample_every=5)
+        first = ASEMDExplorer(Ensemble([model]), _atoms(), driver="first", **kwargs)
+        # The mean of two identical members is the member itself: the same trajectories.
+        mean = ASEMDExplorer(Ensemble([model, model]), _atoms(), driver="mean", **kwargs)
+        a, b = first.explore(1, seed=0), mean.explore(1, seed=0)
+        self.assertEqual(a.shape, (4, 33))
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(a, first.explore(1, seed=0))  # seeded
+        self.assertFalse(np.array_equal(a, first.explore(2, seed=0)))
+        with self.assertRaisesRegex(ValueError, "driver"):
+            ASEMDExplorer(Ensemble([model]), _atoms(), driver="median")
 
     def test_bad_trust_levels(self):
         with self.assertRaisesRegex(ValueError, "lo <= hi.*lo=0.2, hi=0.1"):
