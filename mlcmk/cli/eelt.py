@@ -1,10 +1,16 @@
-"""`mlcmk eelt free-energy`: concurrent learning (explore, examine, label, train) of a free energy.
+"""`mlcmk eelt`: concurrent learning (explore, examine, label, train).
 
     mlcmk eelt free-energy --system mueller_brown --output_dir runs/eelt
+    mlcmk eelt potential --structure fcc_al --output_dir runs/eelt_al
 
 Prints one line per iteration (explored / accurate / candidate / failed / labelled counts and
-the error against the exact free energy), writes `result.json`, `free_energy.png` and the
-run's state (`run/`) to --output_dir. Rerunning the same command resumes a killed run.
+the error against the exact free energy, or the force RMSE of the ensemble mean on held-out
+EMT frames), writes `result.json`, a plot (`free_energy.png`) and the run's state (`run/`) to
+--output_dir. Rerunning the same command resumes a killed run.
+
+`eelt potential` is DP-GEN for one structure: an ensemble of Deep Potentials, Langevin MD with
+member 0 over a temperature ladder in strained boxes, EMT labels of the candidates (force
+deviation between --lo and --hi, default 0.05 and 0.15 eV/Å).
 """
 
 from absl import flags
@@ -38,6 +44,88 @@ _MD_WALKERS = flags.DEFINE_integer("md_walkers", 16, "Walkers per restrained MD.
 _NUM_BATH = flags.DEFINE_integer("num_bath", 20, "Bath modes of mueller_brown.", lower_bound=0)
 _PRECISION = flags.DEFINE_enum("precision", "float64", ["float32", "float64"], "Float type.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the system, models, exploration and MD.")
+_STRUCTURE = flags.DEFINE_string("structure", "fcc_al", "`eelt potential`: structure, one of "
+                                 "fcc_al, fcc_cu, bcc_al.")
+_MODEL = flags.DEFINE_enum("model", "small", ["tiny", "small", "anchor"], "`eelt potential`: "
+                           "Deep Potential size (anchor: the DeePMD-kit comparison's).")
+_TRAJECTORIES = flags.DEFINE_integer("trajectories", 4, "`eelt potential`: MD trajectories per "
+                                     "iteration.", lower_bound=1)
+_SAMPLE_EVERY = flags.DEFINE_integer("sample_every", 10, "`eelt potential`: MD steps between "
+                                     "explored frames.", lower_bound=1)
+_TEST_FRAMES = flags.DEFINE_integer("test_frames", 50, "`eelt potential`: held-out EMT frames "
+                                    "for the force RMSE (0: none).", lower_bound=0)
+
+MODELS = {
+    "tiny": dict(rcut=4.5, rcut_smth=0.5, sel=24, neuron=(4, 8), axis_neuron=2,
+                 fitting_neuron=(8, 8)),
+    "small": dict(rcut=6.0, rcut_smth=0.5, sel=80, neuron=(8, 16, 32), axis_neuron=4,
+                  fitting_neuron=(32, 32, 32)),
+    "anchor": dict(rcut=6.0, rcut_smth=0.5, sel=80, neuron=(25, 50, 100), axis_neuron=16,
+                   fitting_neuron=(240, 240, 240)),
+}
+
+
+def _potential_main():
+    """`mlcmk eelt potential`."""
+    import os
+    import sys
+    import time
+
+    from mlcmk import config
+    from mlcmk.io import write_json
+    from mlcmk.training.potential_learning import STRUCTURES, build_potential_learner
+
+    if _STRUCTURE.value not in STRUCTURES:
+        print(f"mlcmk eelt: error: unknown --structure={_STRUCTURE.value!r}; expected one of "
+              f"{sorted(STRUCTURES)}", file=sys.stderr)
+        return 2
+    lo = _LO.value if _LO.present else 0.05
+    hi = _HI.value if _HI.present else 0.15
+    md_steps = _MD_STEPS.value if _MD_STEPS.present else 200
+    train_steps = _TRAIN_STEPS.value if _TRAIN_STEPS.present else 500
+    try:
+        config.set_precision(_PRECISION.value)
+        test_systems = None
+        element, _, _, repeats = STRUCTURES[_STRUCTURE.value]
+        if _TEST_FRAMES.value and _STRUCTURE.value.startswith("fcc"):
+            from mlcmk.data import emt, read_systems
+
+            # The held-out frames of `al_dataset` (same generator parameters, other seed and
+            # temperatures than any training set), for this element.
+            path = emt.generate_dataset(
+                elements=(element,), sizes=(repeats,), n_frames=_TEST_FRAMES.value,
+                seed=_SEED.value + 10_000, temperatures=(450.0, 750.0, 1050.0))
+            test_systems = read_systems(path)
+        start = time.perf_counter()
+        learner, ensemble, labeller = build_potential_learner(
+            _STRUCTURE.value, os.path.join(_OUTPUT_DIR.value, "run"),
+            num_members=_MEMBERS.value, model_kwargs=MODELS[_MODEL.value],
+            trust_levels=(lo, hi), max_iterations=_MAX_ITERATIONS.value,
+            min_iterations=_MIN_ITERATIONS.value,
+            max_labels_per_iteration=_LABELS.value, num_initial=_INITIAL.value,
+            converge_fraction=_CONVERGE.value, num_trajectories=_TRAJECTORIES.value,
+            md_steps=md_steps, sample_every=_SAMPLE_EVERY.value, train_steps=train_steps,
+            test_systems=test_systems, seed=_SEED.value)
+        print(f"mlcmk eelt potential: {_STRUCTURE.value}, {_MEMBERS.value} members "
+              f"({_MODEL.value}), trust levels {lo:g} / {hi:g} eV/Å")
+        log = learner.run()
+    except (ValueError, TypeError) as err:
+        print(f"mlcmk eelt: error: {err}", file=sys.stderr)
+        return 2
+    result = {"structure": _STRUCTURE.value, "model": _MODEL.value,
+              "iterations": log[-1]["iteration"], "converged": log[-1]["converged"],
+              "labels": log[-1]["total_labels"], "labelled_this_session": labeller.calls,
+              "explored": int(sum(r["explored"] for r in log if r["iteration"] > 0)),
+              "table": [{k: r[k] for k in ("iteration", "explored", "accurate", "candidate",
+                                           "failed", "labelled", "total_labels")}
+                        | r["evaluation"] for r in log],
+              "wall_time_s": time.perf_counter() - start, "seed": _SEED.value,
+              "trust_levels": [lo, hi]}
+    write_json(os.path.join(_OUTPUT_DIR.value, "result.json"), result)
+    print(f"{result['labels']} labels for {result['explored']} explored configurations, "
+          f"{result['iterations']} iterations, converged {result['converged']}; written "
+          f"{_OUTPUT_DIR.value}")
+    return 0
 
 
 def main(argv):
@@ -49,9 +137,7 @@ def main(argv):
               file=sys.stderr)
         return 2
     if args[0] == "potential":
-        print("mlcmk eelt: error: `eelt potential` (DP-GEN) needs the DeepPotential model, "
-              "which this build does not have yet", file=sys.stderr)
-        return 2
+        return _potential_main()
     if _SYSTEM.value not in SYSTEMS:
         print(f"mlcmk eelt: error: unknown --system={_SYSTEM.value!r}; expected one of "
               f"{SYSTEMS}", file=sys.stderr)

@@ -18,4 +18,5 @@ from mlcmk.training.path_norm import (
     rademacher_complexity,
     regularized_loss,
 )
+from mlcmk.training.potential_learning import build_potential_learner
 from mlcmk.training.potential_trainer import train_potential
