@@ -51,9 +51,45 @@ def test_hjb_hopf_cole_matches_quadrature_in_one_dimension():
     nodes, weights = np.polynomial.hermite_e.hermegauss(80)
     y = math.sqrt(2.0) * nodes
     exact = -math.log(np.sum(weights * 2.0 / (1.0 + y**2)) / math.sqrt(2 * math.pi))
-    ref = problem.reference_value()
-    assert ref.stderr > 0
-    assert abs(float(ref) - exact) < 4 * ref.stderr + 1e-12
+    value, stderr = problem.hopf_cole_value(0.0, problem.x0, num_samples=400_000)
+    assert stderr > 0
+    assert abs(value - exact) < 4 * stderr + 1e-12
+
+
+@pytest.mark.parametrize("dim,x,t,lam", [(1, [0.3], 0.0, 1.0), (1, [0.3], 0.0, 20.0),
+                                         (2, [0.5, -1.0], 0.4, 8.0), (2, [0.0, 0.0], 0.0, 0.0)])
+def test_hjb_radial_quadrature_matches_brute_force_integration(dim, x, t, lam):
+    # -1/lam ln E exp(-lam g(x + sqrt(2 tau) xi)) by a dense trapezoid rule over xi in R^dim.
+    problem = HJBLQ(dim=dim, lam=lam)
+    x, tau = np.asarray(x), problem.total_time - t
+    grid = np.linspace(-12, 12, 200_001 if dim == 1 else 2_401)
+    xi = np.stack(np.meshgrid(*[grid] * dim, indexing="ij"), axis=-1)
+    weight = np.exp(-0.5 * np.sum(xi**2, axis=-1)) / (2 * math.pi) ** (dim / 2)
+    g = np.log((1 + np.sum((x + math.sqrt(2 * tau) * xi) ** 2, axis=-1)) / 2)
+
+    def integrate(f):
+        for _ in range(dim):
+            f = np.trapezoid(f, grid, axis=0)
+        return f
+
+    exact = (integrate(g * weight) if lam == 0
+             else -math.log(integrate(np.exp(-lam * g) * weight)) / lam)
+    value, err = problem.radial_value(t, x)
+    assert err < 1e-8
+    assert value == pytest.approx(exact, rel=1e-8)
+
+
+def test_hjb_reference_is_the_quadrature_and_monte_carlo_fails_at_large_lambda():
+    problem = HJBLQ(lam=1.0)
+    mc, mc_err = problem.hopf_cole_value(0.0, problem.x0, num_samples=200_000)
+    assert abs(float(problem.reference_value()) - mc) < 4 * mc_err
+    assert "quadrature" in problem.reference_value().source
+    # At lambda = 50 the weight sits on paths with |X_T|^2 ~ 12 (typical: 200): Monte Carlo
+    # misses them and lands far above the exact value while reporting a small error bar.
+    problem = HJBLQ(lam=50.0)
+    exact = float(problem.reference_value())
+    mc, mc_err = problem.hopf_cole_value(0.0, problem.x0, num_samples=200_000)
+    assert mc - exact > 0.3 and mc_err < 0.01
 
 
 def test_hjb_exact_z_matches_finite_differences_of_hopf_cole():
