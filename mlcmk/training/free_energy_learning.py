@@ -250,13 +250,20 @@ def build_free_energy_learner(problem, directory, num_members=4, hidden_units=(6
                               min_iterations=4,
                               temperatures=(1.0, 2.0, 4.0), num_chains=48, num_results=10,
                               train_steps=1000, batch_size=64, learning_rate=3e-3,
-                              md_kwargs=None, threshold=10.0, seed=0, verbose=1):
+                              md_kwargs=None, threshold=10.0, seed=0, verbose=1,
+                              explorer="mcmc", explorer_kwargs=None):
     """Assembles a `ConcurrentLearner` for a 2-CV `free_energy` problem (e.g. `mueller_brown`).
 
     Ensemble of `FreeEnergyModel`s (inputs centred and scaled on the problem's domain; mean-force
     deviation); MCMC exploration of the ensemble-mean free energy over `temperatures`; labels by
     restrained MD; `num_initial` initial configurations from a short plain MD run
     (`problem.sample_cvs`).
+
+    `explorer="reinforced"` explores by reinforced dynamics instead
+    (`ReinforcedDynamicsExplorer` of the full system biased by the ensemble mean, switched by
+    the model deviation between `switch_levels`, default `(lo, 2 lo)` of the trust levels);
+    `explorer_kwargs` are passed to the explorer (then `temperatures`, `num_chains` and
+    `num_results` apply to MCMC only).
 
     Returns:
         `(learner, ensemble, labeller)`.
@@ -276,10 +283,20 @@ def build_free_energy_learner(problem, directory, num_members=4, hidden_units=(6
     ensemble = Ensemble.from_factory(factory, num_members=num_members,
                                      seeds=[seed * 100 + k for k in range(num_members)],
                                      output_fn=lambda m, s: m.mean_force(s))
-    explorer = MCMCExplorer(ensemble_log_prob(ensemble, beta=problem.beta), domain,
-                            num_chains=num_chains, num_results=num_results,
-                            temperatures=temperatures,
-                            step_size=0.05 * float(np.min(domain[:, 1] - domain[:, 0])))
+    if explorer == "mcmc":
+        explorer = MCMCExplorer(ensemble_log_prob(ensemble, beta=problem.beta), domain,
+                                **{"num_chains": num_chains, "num_results": num_results,
+                                   "temperatures": temperatures,
+                                   "step_size": 0.05 * float(np.min(domain[:, 1] - domain[:, 0])),
+                                   **(explorer_kwargs or {})})
+    elif explorer == "reinforced":
+        lo = float(trust_levels[0])
+        explorer = ReinforcedDynamicsExplorer(
+            problem, ensemble_bias(ensemble),
+            **{"switch_levels": (lo, 2 * lo), **(explorer_kwargs or {})})
+    else:
+        raise ValueError(f"`explorer` must be 'mcmc' or 'reinforced'; received "
+                         f"explorer={explorer!r}")
     labeller = RestrainedMDLabeller(problem, seed=seed, **(md_kwargs or {}))
     trainer = EnsembleTrainer(
         ensemble, target="mean_force", steps=train_steps, batch_size=batch_size,
@@ -334,3 +351,212 @@ def plot_free_energy(problem, ensemble, labels, path, threshold=10.0):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- reinforced dynamics
+def switching_function(deviation, lo, hi):
+    r"""The bias switch of reinforced dynamics: 1 below `lo`, 0 above `hi`, smooth between.
+
+    $$\sigma(\epsilon) = \begin{cases} 1 & \epsilon \le lo \\
+    \tfrac12\bigl(1 + \cos\frac{\pi(\epsilon - lo)}{hi - lo}\bigr) & lo < \epsilon < hi \\
+    0 & \epsilon \ge hi, \end{cases}$$
+    continuously differentiable and non-increasing; a non-finite deviation gives 0. With
+    `lo == hi` it is a step (1 below, 0 from `lo` on).
+
+    Args:
+        deviation: array of model deviations.
+        lo, hi: levels, `0 <= lo <= hi`.
+
+    Returns:
+        Array of the shape of `deviation`, values in [0, 1].
+    """
+    lo, hi = _check_levels(lo, hi, "switch_levels")
+    deviation = np.asarray(deviation, dtype=np.float64)
+    if hi > lo:
+        t = np.clip((deviation - lo) / (hi - lo), 0.0, 1.0)
+        sigma = 0.5 * (1.0 + np.cos(np.pi * t))
+    else:
+        sigma = (deviation < lo).astype(np.float64)
+    return np.where(np.isfinite(deviation), sigma, 0.0)
+
+
+def _check_levels(lo, hi, name):
+    try:
+        lo, hi = float(lo), float(hi)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be two numbers (lo, hi); received {name}="
+                         f"{(lo, hi)!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 <= lo <= hi):
+        raise ValueError(f"`{name}` must be finite numbers with 0 <= lo <= hi; received "
+                         f"{name}={(lo, hi)!r}")
+    return lo, hi
+
+
+def ensemble_bias(ensemble):
+    """`s -> (mean force, deviation)` of an `Ensemble` of `FreeEnergyModel`s, for the biased MD.
+
+    The members' outputs (`ensemble.output_fn`, which must be the mean force `-grad A` as in
+    `build_free_energy_learner`) are computed in one compiled graph; the mean force is their
+    average, the deviation `ensemble.deviation_fn` of them (the examiner's model deviation).
+    """
+    import keras
+
+    if not isinstance(ensemble, Ensemble):
+        raise TypeError(f"`ensemble` must be an Ensemble; received {type(ensemble).__name__}")
+    members, output_fn = ensemble.members, ensemble.output_fn
+
+    @tf.function(autograph=False, reduce_retracing=True)
+    def outputs(s):
+        return tf.stack([output_fn(m, s) for m in members])
+
+    def bias(s):
+        out = outputs(tf.constant(np.asarray(s, dtype=keras.config.floatx()))).numpy()
+        out = out.astype(np.float64)
+        mean = out[0] + np.mean(out - out[0], axis=0)
+        return mean, np.asarray(ensemble.deviation_fn(out), dtype=np.float64)
+
+    return bias
+
+
+class ReinforcedDynamicsExplorer(Explorer):
+    r"""Langevin dynamics of the full system, biased by the current free energy where trusted.
+
+    Reinforced dynamics (Zhang, Wang & E 2018): the walkers move in the potential U(q) of the
+    whole system (CVs and the other degrees of freedom) plus a bias on the collective variables
+    s that cancels the current estimate of the free energy where the ensemble agrees. The force
+    on the CVs is
+    $$F_s = -\nabla_s U(q) + \sigma(\epsilon(s))\,\nabla_s \bar A(s),$$
+    with $\bar A$ the ensemble mean and $\sigma$ the `switching_function` of the model deviation
+    $\epsilon$ (1 below `switch_levels[0]`, 0 above `switch_levels[1]`). Where the model is
+    right the walkers see a flat free-energy surface in s and diffuse over it freely; where it
+    is not trusted they feel the true barriers. The CVs reflect at the walls of `domain`.
+
+    The dynamics is overdamped Langevin at the problem's inverse temperature beta, in the
+    Leimkuhler–Matthews discretisation (second order for the invariant density):
+    $q_{n+1} = q_n + \Delta t\,F(q_n) + \sqrt{\Delta t / 2\beta}\,(\xi_n + \xi_{n+1})$.
+    `num_walkers` walkers start uniformly in `domain` (the other coordinates drawn by
+    `problem.initial_positions`), seeded by iteration; after `num_burnin` steps the CVs of every
+    walker are recorded every `sample_every` steps, `num_results` times.
+
+    Args:
+        problem: the full system, e.g. `MuellerBrownBath`: `gradient(q)` of U for coordinates
+            `q` `(n, dim)` whose first `d = len(collective_variables)` entries are the CVs,
+            `beta`, `collective_variables` and `initial_positions(centers, num_walkers, rng)`;
+            and `curvature_bound()` unless `dt` is given.
+        bias: callable `s (n, d) -> (mean_force (n, d), deviation (n,))` of the current model,
+            e.g. `ensemble_bias(ensemble)`; None: no bias (plain Langevin dynamics).
+        domain: `(d, 2)` box of the CVs (default `problem.domain`).
+        switch_levels: `(lo, hi)` of the switching function, in units of the deviation.
+        num_walkers, num_results, sample_every, num_burnin: see above.
+        dt: time step (default `1 / problem.curvature_bound()`, a stable step for U; a learned
+            bias of similar curvature keeps it stable).
+
+    After `explore`, `bias_fraction` is the mean of sigma at the recorded steps and
+    `mean_deviation` the mean model deviation there.
+    Reference: L. Zhang, H. Wang, W. E, "Reinforced dynamics for enhanced sampling in large
+    atomic and molecular systems", J. Chem. Phys. 148, 124113 (2018).
+    """
+
+    def __init__(self, problem, bias=None, domain=None, switch_levels=(2.0, 4.0),
+                 num_walkers=48, num_results=10, sample_every=100, num_burnin=500, dt=None):
+        for method in ("gradient", "initial_positions"):
+            if not callable(getattr(problem, method, None)):
+                raise TypeError(f"`problem` must have a {method} method; received "
+                                f"{type(problem).__name__}")
+        if bias is not None and not callable(bias):
+            raise TypeError(f"`bias` must be callable or None; received {bias!r}")
+        self.num_cvs = len(problem.collective_variables)
+        if domain is None:
+            domain = getattr(problem, "domain", None)
+            if domain is None:
+                raise ValueError("`domain` must be given for a problem without a domain")
+        self.domain = _check_domain(domain)
+        if len(self.domain) != self.num_cvs:
+            raise ValueError(f"`domain` must have one (low, high) pair per collective variable "
+                             f"({self.num_cvs}); received domain={self.domain.tolist()!r}")
+        if not isinstance(switch_levels, (tuple, list)) or len(switch_levels) != 2:
+            raise ValueError(f"`switch_levels` must be a pair (lo, hi); received "
+                             f"switch_levels={switch_levels!r}")
+        self.switch_levels = _check_levels(*switch_levels, "switch_levels")
+        for name, value, low in (("num_walkers", num_walkers, 1), ("num_results", num_results, 1),
+                                 ("sample_every", sample_every, 1),
+                                 ("num_burnin", num_burnin, 0)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                    or value < low:
+                raise ValueError(f"`{name}` must be an int >= {low}; received {name}={value!r}")
+        if dt is None:
+            if not callable(getattr(problem, "curvature_bound", None)):
+                raise ValueError("`dt` must be given for a problem without curvature_bound")
+            dt = 1.0 / float(problem.curvature_bound())
+        if isinstance(dt, bool) or not np.isfinite(dt) or dt <= 0:
+            raise ValueError(f"`dt` must be a finite number > 0; received dt={dt!r}")
+        beta = float(problem.beta)
+        if not np.isfinite(beta) or beta <= 0:
+            raise ValueError(f"`problem.beta` must be a finite number > 0; received {beta!r}")
+        self.problem = problem
+        self.bias = bias
+        self.beta = beta
+        self.num_walkers = int(num_walkers)
+        self.num_results = int(num_results)
+        self.sample_every = int(sample_every)
+        self.num_burnin = int(num_burnin)
+        self.dt = float(dt)
+        self.bias_fraction = None
+        self.mean_deviation = None
+
+    @property
+    def num_steps(self):
+        """Steps per exploration."""
+        return self.num_burnin + self.num_results * self.sample_every
+
+    def _reflect(self, s):
+        low, width = self.domain[:, 0], self.domain[:, 1] - self.domain[:, 0]
+        y = np.mod(s - low, 2 * width)
+        return low + width - np.abs(y - width)
+
+    def force(self, q):
+        """`(force, sigma, deviation)` at coordinates `q` `(n, dim)`: the biased force."""
+        d = self.num_cvs
+        force = -np.asarray(self.problem.gradient(q), dtype=np.float64)
+        if self.bias is None:
+            zeros = np.zeros(len(q))
+            return force, zeros, zeros
+        mean_force, deviation = self.bias(q[:, :d])
+        mean_force = np.asarray(mean_force, dtype=np.float64).reshape(len(q), d)
+        deviation = np.asarray(deviation, dtype=np.float64).reshape(len(q))
+        sigma = switching_function(deviation, *self.switch_levels)
+        # mean force = -grad A, so the bias force +sigma grad A is -sigma * mean force.
+        force[:, :d] -= sigma[:, None] * np.where(sigma[:, None] > 0, mean_force, 0.0)
+        return force, sigma, deviation
+
+    def run(self, iteration, seed):
+        """The trajectory: `(num_results, num_walkers, dim)` recorded coordinates."""
+        rng = np.random.default_rng([seed, iteration, 11])
+        low, high = self.domain[:, 0], self.domain[:, 1]
+        start = rng.uniform(low, high, size=(self.num_walkers, self.num_cvs))
+        q = np.concatenate([self.problem.initial_positions(c[None], 1, rng)[0]
+                            for c in start]).astype(np.float64)
+        d = self.num_cvs
+        scale = np.sqrt(self.dt / (2.0 * self.beta))
+        noise = rng.standard_normal(q.shape)
+        frames, sigmas, deviations = [], [], []
+        for step in range(1, self.num_steps + 1):
+            force, sigma, deviation = self.force(q)
+            new_noise = rng.standard_normal(q.shape)
+            q = q + self.dt * force + scale * (noise + new_noise)
+            noise = new_noise
+            q[:, :d] = self._reflect(q[:, :d])
+            if not np.all(np.isfinite(q)):
+                raise FloatingPointError(f"reinforced dynamics went non-finite at step {step}; "
+                                         f"lower dt={self.dt!r}")
+            if step > self.num_burnin and (step - self.num_burnin) % self.sample_every == 0:
+                frames.append(q.copy())
+                sigmas.append(sigma)
+                deviations.append(deviation)
+        self.bias_fraction = float(np.mean(sigmas))
+        self.mean_deviation = float(np.mean(deviations))
+        return np.stack(frames)
+
+    def explore(self, iteration, seed):
+        frames = self.run(iteration, seed)
+        return frames[..., :self.num_cvs].reshape(-1, self.num_cvs)
