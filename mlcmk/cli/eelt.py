@@ -1,6 +1,7 @@
 """`mlcmk eelt`: concurrent learning (explore, examine, label, train).
 
     mlcmk eelt free-energy --system mueller_brown --output_dir runs/eelt
+    mlcmk eelt free-energy --explorer reinforced --output_dir runs/eelt_rid
     mlcmk eelt potential --structure fcc_al --output_dir runs/eelt_al
 
 Prints one line per iteration (explored / accurate / candidate / failed / labelled counts and
@@ -128,6 +129,11 @@ def _potential_main():
     return 0
 
 
+_EXPLORER = flags.DEFINE_enum("explorer", "mcmc", ["mcmc", "reinforced"], "`eelt free-energy`: "
+                              "MCMC on exp(-A/kT) of the ensemble mean, or reinforced dynamics "
+                              "(MD biased by the ensemble-mean A where its spread is below lo).")
+
+
 def main(argv):
     import sys
 
@@ -170,8 +176,9 @@ def main(argv):
             trust_levels=(_LO.value, _HI.value), max_iterations=_MAX_ITERATIONS.value,
             min_iterations=_MIN_ITERATIONS.value, max_labels_per_iteration=_LABELS.value,
             num_initial=_INITIAL.value, converge_fraction=_CONVERGE.value,
-            train_steps=_TRAIN_STEPS.value, md_kwargs=md, seed=_SEED.value)
-        print(f"mlcmk eelt free-energy: {problem!r}")
+            train_steps=_TRAIN_STEPS.value, md_kwargs=md, seed=_SEED.value,
+            explorer=_EXPLORER.value)
+        print(f"mlcmk eelt free-energy: {problem!r}, {_EXPLORER.value} explorer")
         log = learner.run()
     except (ValueError, TypeError) as err:
         print(f"mlcmk eelt: error: {err}", file=sys.stderr)
