@@ -10,6 +10,11 @@ from mlcmk.training.concurrent_learning import (
     Trainer,
 )
 from mlcmk.training.extended_msa import ExtendedMSA, ResidualControlNetwork
+from mlcmk.training.free_energy_learning import (
+    MCMCExplorer,
+    ReinforcedDynamicsExplorer,
+    build_free_energy_learner,
+)
 from mlcmk.training.particle_flow import ParticleRecorder, ParticleWassersteinFlow
 from mlcmk.training.path_norm import (
     PathNormRegularized,
