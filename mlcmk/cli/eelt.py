@@ -189,7 +189,8 @@ def main(argv):
               "labels": log[-1]["total_labels"], "labelled_this_session": labeller.calls,
               "explored": int(sum(r["explored"] for r in log)),
               "a_rmse_kT": errors["a_rmse"], "force_rmse": errors["force_rmse"],
-              "wall_time_s": time.perf_counter() - start, "seed": _SEED.value}
+              "wall_time_s": time.perf_counter() - start, "seed": _SEED.value,
+              "explorer": _EXPLORER.value}
     write_json(os.path.join(_OUTPUT_DIR.value, "result.json"), result)
     plot_free_energy(problem, ensemble, learner.store.data().configurations,
                      os.path.join(_OUTPUT_DIR.value, "free_energy.png"))

@@ -12,6 +12,8 @@ def test_reinforced_explorer_flag(tmp_path):
                      f"--output_dir={out}", timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "reinforced explorer" in result.stdout
+    with open(out / "result.json") as f:
+        assert json.load(f)["explorer"] == "reinforced"
     with open(out / "run" / "log.json") as f:
         log = json.load(f)
     # The explorer's defaults: 48 walkers x 10 frames.
