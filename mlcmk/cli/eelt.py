@@ -2,6 +2,7 @@
 
     mlcmk eelt free-energy --system mueller_brown --output_dir runs/eelt
     mlcmk eelt free-energy --explorer reinforced --output_dir runs/eelt_rid
+    mlcmk eelt free-energy --system alanine_dipeptide --output_dir runs/eelt_ala2
     mlcmk eelt potential --structure fcc_al --output_dir runs/eelt_al
 
 Prints one line per iteration (explored / accurate / candidate / failed / labelled counts and
@@ -12,6 +13,13 @@ EMT frames), writes `result.json`, a plot (`free_energy.png`) and the run's stat
 `eelt potential` is DP-GEN for one structure: an ensemble of Deep Potentials, Langevin MD with
 member 0 over a temperature ladder in strained boxes, EMT labels of the candidates (force
 deviation between --lo and --hi, default 0.05 and 0.15 eV/Å).
+
+`--system alanine_dipeptide` (needs the `openmm` extra) learns A(phi, psi) of alanine dipeptide
+(Amber ff99SB, vacuum or --solvent obc2, 300 K) from restrained OpenMM MD; energies in kJ/mol,
+angles in rad (--kappa in kJ/mol/rad^2, --lo / --hi in kJ/mol/rad; defaults 500, 5, inf, and
+--md_steps 10000). Its reference surface (umbrella sampling on a --reference_windows^2 grid +
+WHAM) is computed first and cached under $MLCMK_CACHE_DIR/free_energy (or
+~/.cache/mlcmk/free_energy); errors are over the region within 20 kJ/mol of its minimum.
 """
 
 from absl import flags
@@ -149,9 +157,7 @@ def main(argv):
               f"{SYSTEMS}", file=sys.stderr)
         return 2
     if _SYSTEM.value == "alanine_dipeptide":
-        print("mlcmk eelt: error: --system=alanine_dipeptide needs OpenMM, which this build "
-              "does not support yet; use --system=mueller_brown", file=sys.stderr)
-        return 2
+        return _alanine_main()
 
     import os
     import time
@@ -195,6 +201,107 @@ def main(argv):
     plot_free_energy(problem, ensemble, learner.store.data().configurations,
                      os.path.join(_OUTPUT_DIR.value, "free_energy.png"))
     print(f"A RMS error {errors['a_rmse']:.3f} kT over A < 10 kT, {result['labels']} labels, "
+          f"{result['iterations']} iterations, converged {result['converged']}; written "
+          f"{_OUTPUT_DIR.value}")
+    return 0
+
+
+# `--system alanine_dipeptide` only.
+_SOLVENT = flags.DEFINE_enum("solvent", "vacuum", ["vacuum", "obc2"], "alanine_dipeptide: "
+                             "vacuum or OBC2 implicit solvent.")
+_REF_WINDOWS = flags.DEFINE_integer("reference_windows", 24, "alanine_dipeptide: umbrella "
+                                    "windows per dihedral of the reference.", lower_bound=2)
+_REF_STEPS = flags.DEFINE_integer("reference_steps", 10000, "alanine_dipeptide: MD steps per "
+                                  "umbrella window of the reference.", lower_bound=10)
+_REF_BINS = flags.DEFINE_integer("reference_bins", 60, "alanine_dipeptide: WHAM bins per "
+                                 "dihedral (the grid of the reported errors).", lower_bound=4)
+_THRESHOLD = flags.DEFINE_float("threshold", 20.0, "alanine_dipeptide: errors over reference "
+                                "A < threshold (kJ/mol).")
+
+
+def _alanine_main():
+    """`mlcmk eelt free-energy --system alanine_dipeptide`."""
+    import os
+    import sys
+    import time
+
+    import numpy as np
+
+    from mlcmk import config
+    from mlcmk.io import write_json
+    from mlcmk.training.free_energy_learning import build_free_energy_learner
+
+    try:
+        import openmm  # noqa: F401
+    except ImportError:
+        print("mlcmk eelt: error: --system=alanine_dipeptide needs OpenMM; "
+              'pip install "mlcmk[openmm]"', file=sys.stderr)
+        return 2
+    from mlcmk.problems.free_energy.alanine_dipeptide import (
+        AlanineDipeptide,
+        compare_surfaces,
+        plot_free_energy_surface,
+    )
+
+    kappa = _KAPPA.value if _KAPPA.present else 500.0
+    lo = _LO.value if _LO.present else 5.0
+    hi = _HI.value
+    md_steps = _MD_STEPS.value if _MD_STEPS.present else 10000
+    try:
+        config.set_precision(_PRECISION.value)
+        if not lo <= hi:
+            raise ValueError(f"trust levels must satisfy lo <= hi; received --lo={lo} "
+                             f"--hi={hi}")
+        problem = AlanineDipeptide(solvent=_SOLVENT.value)
+        print(f"mlcmk eelt free-energy: {problem!r}; {problem.steps_per_second():.0f} MD "
+              f"steps/s", flush=True)
+        ref_steps = _REF_STEPS.value
+        reference = problem.load_reference(
+            num_windows=_REF_WINDOWS.value, kappa=200.0, num_steps=ref_steps,
+            num_burnin=max(ref_steps // 20, 10), sample_every=min(20, ref_steps // 10),
+            num_bins=_REF_BINS.value, seed=_SEED.value, verbose=1)
+        print(f"reference: {_REF_WINDOWS.value}^2 umbrella windows x {ref_steps} steps + WHAM, "
+              f"{reference['wall_time_s']:.0f} s (cached in {reference['path']})", flush=True)
+        md = {"kappa": kappa, "num_steps": md_steps, "num_burnin": max(md_steps // 10, 10),
+              "sample_every": min(10, md_steps // 10), "num_blocks": 10}
+        start = time.perf_counter()
+        learner, ensemble, labeller = build_free_energy_learner(
+            problem, os.path.join(_OUTPUT_DIR.value, "run"), num_members=_MEMBERS.value,
+            trust_levels=(lo, hi), max_iterations=_MAX_ITERATIONS.value,
+            min_iterations=_MIN_ITERATIONS.value, max_labels_per_iteration=_LABELS.value,
+            num_initial=_INITIAL.value, converge_fraction=_CONVERGE.value,
+            train_steps=_TRAIN_STEPS.value, md_kwargs=md, threshold=_THRESHOLD.value,
+            seed=_SEED.value)
+        log = learner.run()
+    except (ValueError, TypeError) as err:
+        print(f"mlcmk eelt: error: {err}", file=sys.stderr)
+        return 2
+    grid = problem.grid(_REF_BINS.value).reshape(-1, 2)
+    learned = np.mean([np.asarray(m(grid))[:, 0] for m in ensemble.members], axis=0)
+    ref = reference["free_energy"]
+    errors = compare_surfaces(ref, learned.reshape(ref.shape), threshold=_THRESHOLD.value)
+    result = {"system": _SYSTEM.value, "problem": problem.get_config(),
+              "energy_unit": "kJ/mol", "kT": problem.kT,
+              "iterations": log[-1]["iteration"], "converged": log[-1]["converged"],
+              "labels": log[-1]["total_labels"], "labelled_this_session": labeller.calls,
+              "explored": int(sum(r["explored"] for r in log)),
+              "a_rmse_kj_mol": errors["a_rmse"], "a_max_error_kj_mol": errors["a_max_error"],
+              "threshold_kj_mol": _THRESHOLD.value, "basins": errors["basins"],
+              "table": [{k: r[k] for k in ("iteration", "explored", "accurate", "candidate",
+                                           "failed", "labelled", "total_labels")}
+                        | r["evaluation"] for r in log],
+              "reference": {"windows": _REF_WINDOWS.value, "steps": ref_steps,
+                            "bins": _REF_BINS.value, "wall_time_s": reference["wall_time_s"]},
+              "trust_levels": [lo, hi], "kappa": kappa, "md_steps": md_steps,
+              "wall_time_s": time.perf_counter() - start, "seed": _SEED.value}
+    write_json(os.path.join(_OUTPUT_DIR.value, "result.json"), result)
+    plot_free_energy_surface(ref, learned.reshape(ref.shape),
+                             os.path.join(_OUTPUT_DIR.value, "free_energy.png"),
+                             labels=learner.store.data().configurations,
+                             threshold=_THRESHOLD.value)
+    found = sum(b["found"] for b in errors["basins"])
+    print(f"A RMS error {errors['a_rmse']:.2f} kJ/mol over A < {_THRESHOLD.value:g} kJ/mol, "
+          f"{found}/{len(errors['basins'])} basins found, {result['labels']} labels, "
           f"{result['iterations']} iterations, converged {result['converged']}; written "
           f"{_OUTPUT_DIR.value}")
     return 0

@@ -272,7 +272,10 @@ def build_free_energy_learner(problem, directory, num_members=4, hidden_units=(6
 
     domain = np.asarray(problem.domain, dtype=np.float64)
     center, scale = domain.mean(axis=1), (domain[:, 1] - domain[:, 0]) / 2
-    kinds = [{"name": n, "kind": "linear"} for n in problem.collective_variables]
+    # Angles (a problem's `cv_kinds`, e.g. alanine dipeptide's phi, psi) enter periodically.
+    cv_kinds = getattr(problem, "cv_kinds", ("linear",) * len(problem.collective_variables))
+    kinds = [{"name": n, "kind": k} for n, k in zip(problem.collective_variables, cv_kinds,
+                                                    strict=True)]
 
     def factory(member_seed):
         model = FreeEnergyModel(kinds, hidden_units=hidden_units, center=center, scale=scale,

@@ -35,7 +35,6 @@ def test_free_energy_command_writes_result_and_resumes(tmp_path):
 
 def test_eelt_command_rejects_bad_input(tmp_path):
     for args, message in ((("eelt",), "expected one action"),
-                          (("eelt", "free-energy", "--system", "alanine_dipeptide"), "OpenMM"),
                           (("eelt", "free-energy", "--lo", "3", "--hi", "1",
                             f"--output_dir={tmp_path}"), "lo <= hi")):
         result = run_cli(*args, timeout=300)
