@@ -6,6 +6,8 @@ Prints a table and writes `benchmarks/results/deep_bsde.json`. Full run: ~20 min
     python benchmarks/deep_bsde.py --problems hjb_lq --seeds 0
     python benchmarks/deep_bsde.py --problems black_scholes_default_risk pricing_diff_rate \
         --linear_check --output benchmarks/results/deep_bsde_option_problems.json
+    python benchmarks/deep_bsde.py --problems --measure_check \
+        --output benchmarks/results/deep_bsde_pricing_measures.json
 """
 
 import argparse
@@ -81,6 +83,61 @@ def linear_pricing_check(seed, iterations):
     return rows
 
 
+def switching_policy_price(problem, threshold, num_paths=200_000, num_steps=50, seed=0,
+                           chunk=50_000):
+    """A lower bound on u(0, x0) of pricing_diff_rate, independent of Deep BSDE.
+
+    The generator is the larger of two linear ones, f = max_r [-r y + (r - mu) s] over
+    r in {R^l, R^b}, so u(0, x0) = sup over adapted r_t of E[exp(-int r dt) g(X_T)] with
+    dX = r_t X dt + sigma X dW. Any policy gives a lower bound; this one borrows (r = R^b) while
+    max_i X_i < threshold and lends above it. Exact GBM steps with the policy frozen over each of
+    `num_steps` steps. Returns (value, standard error).
+    """
+    rng = np.random.default_rng(seed)
+    dt = problem.total_time / num_steps
+    sig = problem.sigma_bar
+    values = []
+    for _ in range(num_paths // chunk):
+        logx = np.full((chunk, problem.dim), np.log(problem.x0[0]))
+        discount = np.zeros(chunk)
+        for _ in range(num_steps):
+            r = np.where(np.exp(logx.max(axis=1)) < threshold, problem.rate_borrow,
+                         problem.rate_lend)
+            discount += r * dt
+            logx += ((r - 0.5 * sig**2) * dt)[:, None] \
+                + sig * np.sqrt(dt) * rng.standard_normal(logx.shape)
+        g = np.asarray(problem.terminal(np.exp(logx)), dtype="float64")
+        values.append(np.exp(-discount) * g)
+    v = np.concatenate(values)
+    return float(v.mean()), float(v.std() / np.sqrt(len(v)))
+
+
+def measure_check(seeds, iterations):
+    """pricing_diff_rate solved under two measures (the same PDE), and policy lower bounds."""
+    from mlcmk.problems.bsde import PricingDiffRate
+
+    rows = {}
+    for measure in ("physical", "lending"):
+        runs = []
+        for seed in seeds:
+            r, _ = solve(PricingDiffRate(measure=measure), iterations=iterations,
+                         learning_rate=1e-3, seed=seed, verbose=0, z_error_paths=0)
+            runs.append({k: r[k] for k in ("seed", "y0", "relative_error", "loss_ratio")})
+            print(f"pricing_diff_rate, paths under the {measure} measure, seed {seed}: y0 "
+                  f"{r['y0']:.4f} (reference 21.299: rel.err {r['relative_error']:.2e}), "
+                  f"loss/trivial {r['loss_ratio']:.3f}", flush=True)
+        rows[measure] = runs
+    problem = PricingDiffRate()
+    bounds = []
+    for threshold in (np.inf, 160.0, 150.0, 145.0, 140.0):
+        value, stderr = switching_policy_price(problem, threshold)
+        bounds.append({"threshold": threshold, "lower_bound": value, "stderr": stderr})
+        print(f"switching policy (borrow while max_i X_i < {threshold}): lower bound "
+              f"{value:.4f} +- {stderr:.4f}", flush=True)
+    rows["policy_lower_bounds"] = bounds
+    return rows
+
+
 def summarise(rows, key):
     vals = [r[key] for r in rows if r.get(key) is not None]
     if not vals:
@@ -90,12 +147,15 @@ def summarise(rows, key):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--problems", nargs="+", default=list(DEFAULTS))
+    parser.add_argument("--problems", nargs="*", default=list(DEFAULTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--skip_reference_arch", action="store_true")
     parser.add_argument("--linear_check", action="store_true",
                         help="also solve pricing_diff_rate with R^b = R^l against Monte Carlo")
+    parser.add_argument("--measure_check", action="store_true",
+                        help="also solve pricing_diff_rate with paths under the lending measure "
+                             "and compute switching-policy lower bounds")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results",
                                                         "deep_bsde.json"))
     args = parser.parse_args()
@@ -165,6 +225,8 @@ def main():
     if args.linear_check:
         out["pricing_linear_check"] = linear_pricing_check(args.seeds[0],
                                                            args.iterations or 4000)
+    if args.measure_check:
+        out["pricing_measure_check"] = measure_check(args.seeds, args.iterations or 4000)
     config.set_precision("float32")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:

@@ -167,3 +167,61 @@ def test_different_rates_generator_charges_the_borrowing_rate():
     expected = -0.04 * y - 0.02 * s + 0.02 * np.maximum(s - y, 0)
     np.testing.assert_allclose(f, expected, rtol=1e-12)
     assert f[1] > -0.04 * y[1] - 0.02 * s[1]  # borrowing costs more than lending
+
+
+def _first_order_part(problem, t, x, y, grad):
+    """mu . grad u + f(t, x, y, sigma grad u): what a change of measure must leave unchanged."""
+    sig = np.broadcast_to(np.asarray(problem.diffusion(t, x), dtype="float64"), x.shape)
+    mu = np.asarray(problem.drift(t, x), dtype="float64")
+    f = np.asarray(problem.generator(t, x, y, sig * grad), dtype="float64")
+    return np.sum(mu * grad, axis=-1) + f
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: build_problem({"name": "pricing_diff_rate", "dim": 3, **kw}),
+    lambda **kw: HJBLQ(dim=3, lam=5.0, **kw)])
+def test_change_of_measure_leaves_the_pde_unchanged(make):
+    # Simulating X with another drift b changes the BSDE but must not change the PDE: the
+    # generator gains (mu - b) . grad u, so mu . grad u + f is the same for every choice.
+    rng = np.random.default_rng(3)
+    x = rng.uniform(80.0, 130.0, size=(6, 3))
+    y = rng.uniform(5.0, 30.0, size=6)
+    grad = rng.normal(0.0, 0.5, size=(6, 3))
+    variants = ([{"measure": m} for m in ("physical", "lending", "borrowing")]
+                if "measure" in make().get_config() else [{"pull": c} for c in (0.0, 0.7, 3.0)])
+    parts = [_first_order_part(make(**kw), 0.1, x, y, grad) for kw in variants]
+    for other in parts[1:]:
+        np.testing.assert_allclose(other, parts[0], rtol=1e-12, atol=1e-12)
+    drifts = [np.asarray(make(**kw).drift(0.1, x)) for kw in variants]
+    assert not np.allclose(drifts[0], drifts[1]) and not np.allclose(drifts[1], drifts[2])
+
+
+def test_borrowing_measure_removes_z_where_the_hedge_borrows():
+    problem = build_problem({"name": "pricing_diff_rate", "dim": 2, "measure": "borrowing"})
+    x = np.full((2, 2), 100.0)
+    y = np.array([10.0, 10.0])
+    z = np.array([[0.5, 0.5], [1.5, 1.5]])  # s = 5 (lends), s = 15 (borrows)
+    f = np.asarray(problem.generator(0.0, x, y, z))
+    np.testing.assert_allclose(f, [-0.04 * 10 - 0.02 * 5, -0.06 * 10], rtol=1e-12)
+    x_paths, dw = problem.sample_paths(4, (0, 1), dtype="float64")
+    w_t = np.sum(np.asarray(dw), axis=1)
+    expected = 100.0 * np.exp((0.06 - 0.02) * 0.5 + 0.2 * w_t)
+    np.testing.assert_allclose(np.asarray(x_paths)[:, -1], expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="measure"):
+        build_problem({"name": "pricing_diff_rate", "dim": 2, "measure": "risk_neutral"})
+
+
+def test_pulled_hjb_paths():
+    problem = HJBLQ(dim=3, num_steps=5, lam=5.0, pull=2.0, x0=1.0)
+    x, dw = problem.sample_paths(4, (2, 3), dtype="float64")
+    x, dw = np.asarray(x), np.asarray(dw)
+    decay = math.exp(-2.0 * problem.dt)
+    expected = decay**5 * 1.0 + math.sqrt(2.0) * sum(decay ** (4 - n) * dw[:, n]
+                                                      for n in range(5))
+    np.testing.assert_allclose(x[:, -1], expected, rtol=1e-12, atol=1e-12)
+    # Pulling changes the paths, not the equation's reference.
+    assert float(problem.reference_value()) == float(
+        HJBLQ(dim=3, num_steps=5, lam=5.0, x0=1.0).reference_value())
+    for bad in (-1.0, "auto", float("nan"), True):
+        with pytest.raises(ValueError, match="pull"):
+            HJBLQ(dim=2, pull=bad)

@@ -17,15 +17,21 @@ class _GeometricBrownianMotion(BSDEProblem):
         self.mu_bar = float(mu_bar)
         self.sigma_bar = float(sigma_bar)
 
+    @property
+    def path_drift(self):
+        """The drift rate at which the paths are simulated; `mu_bar` unless a subclass changes
+        the measure (and corrects its generator)."""
+        return self.mu_bar
+
     def drift(self, t, x):
-        return self.mu_bar * x
+        return self.path_drift * x
 
     def diffusion(self, t, x):
         return self.sigma_bar * x
 
     def sample_step(self, t, x, dw):
         # Exact solution of the linear SDE over one step: no discretisation error in X.
-        return x * ops.exp((self.mu_bar - 0.5 * self.sigma_bar**2) * self.dt
+        return x * ops.exp((self.path_drift - 0.5 * self.sigma_bar**2) * self.dt
                            + self.sigma_bar * dw)
 
     def get_config(self):
@@ -89,14 +95,34 @@ class PricingDiffRate(_GeometricBrownianMotion):
 
     extremal_terminal = True
 
+    MEASURES = ("physical", "lending", "borrowing")
+
     def __init__(self, dim=100, total_time=0.5, num_steps=20, x0=100.0, x0_spread=0.0,
-                 mu_bar=0.06, sigma_bar=0.2, rate_lend=0.04, rate_borrow=0.06):
+                 mu_bar=0.06, sigma_bar=0.2, rate_lend=0.04, rate_borrow=0.06,
+                 measure="physical"):
         super().__init__(dim, total_time, num_steps, x0, x0_spread, mu_bar, sigma_bar)
         self.rate_lend, self.rate_borrow = float(rate_lend), float(rate_borrow)
+        if measure not in self.MEASURES:
+            raise ValueError(f"`measure` must be one of {self.MEASURES}; received "
+                             f"measure={measure!r}")
+        self.measure = measure
+
+    @property
+    def path_drift(self):
+        """The drift rate of the simulated X: mu_bar ("physical"), R^l ("lending") or R^b
+        ("borrowing").
+
+        Changing the drift from mu_bar to p leaves u unchanged if the generator gains
+        (mu_bar - p) x . grad u = (mu_bar - p) s (Girsanov): the same PDE, another BSDE. Under
+        "borrowing" the generator is -R^l y - (R^b - R^l) min(y, s), which no longer depends on
+        Z where the hedge borrows (s > y), so an error in the learned Z biases Y_0 less.
+        """
+        return {"physical": self.mu_bar, "lending": self.rate_lend,
+                "borrowing": self.rate_borrow}[self.measure]
 
     def generator(self, t, x, y, z):
         s = ops.sum(z, axis=-1) / self.sigma_bar
-        return (-self.rate_lend * y - (self.mu_bar - self.rate_lend) * s
+        return (-self.rate_lend * y - (self.path_drift - self.rate_lend) * s
                 + (self.rate_borrow - self.rate_lend) * ops.maximum(s - y, 0.0))
 
     def terminal(self, x):
@@ -111,7 +137,7 @@ class PricingDiffRate(_GeometricBrownianMotion):
 
     def get_config(self):
         return {**super().get_config(), "rate_lend": self.rate_lend,
-                "rate_borrow": self.rate_borrow}
+                "rate_borrow": self.rate_borrow, "measure": self.measure}
 
 
 @register_problem("black_scholes_barenblatt", "bsb", kind="bsde")
