@@ -56,7 +56,7 @@ _TEST_FRAMES = flags.DEFINE_integer("test_frames", 50, "`eelt potential`: held-o
                                     "for the force RMSE (0: none).", lower_bound=0)
 
 MODELS = {
-    "tiny": dict(rcut=4.5, rcut_smth=0.5, sel=24, neuron=(4, 8), axis_neuron=2,
+    "tiny": dict(rcut=4.5, rcut_smth=0.5, sel=48, neuron=(4, 8), axis_neuron=2,
                  fitting_neuron=(8, 8)),
     "small": dict(rcut=6.0, rcut_smth=0.5, sel=80, neuron=(8, 16, 32), axis_neuron=4,
                   fitting_neuron=(32, 32, 32)),
