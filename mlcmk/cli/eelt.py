@@ -107,16 +107,24 @@ def _potential_main():
     try:
         config.set_precision(_PRECISION.value)
         test_systems = None
-        element, _, _, repeats = STRUCTURES[_STRUCTURE.value]
-        if _TEST_FRAMES.value and _STRUCTURE.value.startswith("fcc"):
+        kind, *args = STRUCTURES[_STRUCTURE.value][1]
+        if _TEST_FRAMES.value and _STRUCTURE.value in ("fcc_al", "fcc_cu"):
             from mlcmk.data import emt, read_systems
 
+            element, _, _, repeats = args
             # The held-out frames of `al_dataset` (same generator parameters, other seed and
             # temperatures than any training set), for this element.
             path = emt.generate_dataset(
                 elements=(element,), sizes=(repeats,), n_frames=_TEST_FRAMES.value,
                 seed=_SEED.value + 10_000, temperatures=(450.0, 750.0, 1050.0))
             test_systems = read_systems(path)
+        elif _TEST_FRAMES.value:
+            from mlcmk.training.multi_potential_learning import emt_md_frames
+
+            # Held-out EMT MD frames (other temperatures and seed than the exploration's).
+            test_systems = [emt_md_frames(_STRUCTURE.value, _TEST_FRAMES.value,
+                                          temperatures=(450.0, 750.0, 1050.0),
+                                          seed=_SEED.value + 10_000)]
         start = time.perf_counter()
         learner, ensemble, labeller = build_potential_learner(
             _STRUCTURE.value, os.path.join(_OUTPUT_DIR.value, "run"),
