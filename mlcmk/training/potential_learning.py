@@ -11,6 +11,7 @@ The parts plug into `ConcurrentLearner`:
   each iteration continuing from the previous weights.
 `build_potential_learner` assembles them for one structure (`STRUCTURES`, or any periodic
 `ase.Atoms`) with trust levels 0.05 / 0.15 eV/Å (DP-GEN's usual values, see ANCHORS.md).
+Several structures with one shared ensemble: `mlcmk.training.multi_potential_learning`.
 
 Configurations. A learner handles one structure: a fixed number of atoms `natoms` with fixed
 atom types (in a fixed order) and periodic boundaries. A configuration is one packed float64
