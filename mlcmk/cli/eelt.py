@@ -12,7 +12,15 @@ EMT frames), writes `result.json`, a plot (`free_energy.png`) and the run's stat
 
 `eelt potential` is DP-GEN for one structure: an ensemble of Deep Potentials, Langevin MD with
 member 0 over a temperature ladder in strained boxes, EMT labels of the candidates (force
-deviation between --lo and --hi, default 0.05 and 0.15 eV/Å).
+deviation between --lo and --hi, default 0.05 and 0.15 eV/Å). With several structures
+
+    mlcmk eelt potential --structures all --output_dir runs/eelt_all
+    mlcmk eelt potential --structures fcc_al,hcp_al,b2_alcu --output_dir runs/eelt_3
+
+one ensemble (types Al, Cu) is shared by all and trained on the union of their labels; each
+iteration explores every structure, and prints the per-structure table (explored / accurate /
+candidate / failed / labelled, test force RMSE on held-out EMT MD frames of each structure);
+`result.json` holds it per iteration with totals, `figure2.png` plots it.
 
 `--system alanine_dipeptide` (needs the `openmm` extra) learns A(phi, psi) of alanine dipeptide
 (Amber ff99SB, vacuum or --solvent obc2, 300 K) from restrained OpenMM MD; energies in kJ/mol,
@@ -54,7 +62,18 @@ _NUM_BATH = flags.DEFINE_integer("num_bath", 20, "Bath modes of mueller_brown.",
 _PRECISION = flags.DEFINE_enum("precision", "float64", ["float32", "float64"], "Float type.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the system, models, exploration and MD.")
 _STRUCTURE = flags.DEFINE_string("structure", "fcc_al", "`eelt potential`: structure, one of "
-                                 "fcc_al, fcc_cu, bcc_al.")
+                                 "fcc_al, fcc_cu, bcc_al, hcp_al, fcc111_al, fcc100_al, "
+                                 "l12_cu3al, b2_alcu; 'all' or a comma-separated list: one "
+                                 "ensemble for several structures (as --structures).")
+_STRUCTURES = flags.DEFINE_string("structures", None, "`eelt potential`: comma-separated "
+                                  "structures sharing one ensemble, or 'all' (Al fcc, bcc, hcp, "
+                                  "fcc(111) and (100) slabs, L1_2 Cu3Al, B2 AlCu).")
+_LABELS_PER_STRUCTURE = flags.DEFINE_integer(
+    "labels_per_structure", 10, "`eelt potential` with several structures: most labels per "
+    "structure and iteration.", lower_bound=1)
+_INITIAL_PER_STRUCTURE = flags.DEFINE_integer(
+    "initial_per_structure", 5, "`eelt potential` with several structures: labelled frames of "
+    "iteration 0 per structure.", lower_bound=1)
 _MODEL = flags.DEFINE_enum("model", "small", ["tiny", "small", "anchor"], "`eelt potential`: "
                            "Deep Potential size (anchor: the DeePMD-kit comparison's).")
 _TRAJECTORIES = flags.DEFINE_integer("trajectories", 4, "`eelt potential`: MD trajectories per "
@@ -65,7 +84,7 @@ _TEST_FRAMES = flags.DEFINE_integer("test_frames", 50, "`eelt potential`: held-o
                                     "for the force RMSE (0: none).", lower_bound=0)
 
 MODELS = {
-    "tiny": dict(rcut=4.5, rcut_smth=0.5, sel=24, neuron=(4, 8), axis_neuron=2,
+    "tiny": dict(rcut=4.5, rcut_smth=0.5, sel=48, neuron=(4, 8), axis_neuron=2,
                  fitting_neuron=(8, 8)),
     "small": dict(rcut=6.0, rcut_smth=0.5, sel=80, neuron=(8, 16, 32), axis_neuron=4,
                   fitting_neuron=(32, 32, 32)),
@@ -84,6 +103,8 @@ def _potential_main():
     from mlcmk.io import write_json
     from mlcmk.training.potential_learning import STRUCTURES, build_potential_learner
 
+    if _STRUCTURES.value is not None or _STRUCTURE.value == "all" or "," in _STRUCTURE.value:
+        return _multi_potential_main()
     if _STRUCTURE.value not in STRUCTURES:
         print(f"mlcmk eelt: error: unknown --structure={_STRUCTURE.value!r}; expected one of "
               f"{sorted(STRUCTURES)}", file=sys.stderr)
@@ -95,16 +116,24 @@ def _potential_main():
     try:
         config.set_precision(_PRECISION.value)
         test_systems = None
-        element, _, _, repeats = STRUCTURES[_STRUCTURE.value]
-        if _TEST_FRAMES.value and _STRUCTURE.value.startswith("fcc"):
+        kind, *args = STRUCTURES[_STRUCTURE.value][1]
+        if _TEST_FRAMES.value and _STRUCTURE.value in ("fcc_al", "fcc_cu"):
             from mlcmk.data import emt, read_systems
 
+            element, _, _, repeats = args
             # The held-out frames of `al_dataset` (same generator parameters, other seed and
             # temperatures than any training set), for this element.
             path = emt.generate_dataset(
                 elements=(element,), sizes=(repeats,), n_frames=_TEST_FRAMES.value,
                 seed=_SEED.value + 10_000, temperatures=(450.0, 750.0, 1050.0))
             test_systems = read_systems(path)
+        elif _TEST_FRAMES.value:
+            from mlcmk.training.multi_potential_learning import emt_md_frames
+
+            # Held-out EMT MD frames (other temperatures and seed than the exploration's).
+            test_systems = [emt_md_frames(_STRUCTURE.value, _TEST_FRAMES.value,
+                                          temperatures=(450.0, 750.0, 1050.0),
+                                          seed=_SEED.value + 10_000)]
         start = time.perf_counter()
         learner, ensemble, labeller = build_potential_learner(
             _STRUCTURE.value, os.path.join(_OUTPUT_DIR.value, "run"),
@@ -140,6 +169,82 @@ def _potential_main():
 _EXPLORER = flags.DEFINE_enum("explorer", "mcmc", ["mcmc", "reinforced"], "`eelt free-energy`: "
                               "MCMC on exp(-A/kT) of the ensemble mean, or reinforced dynamics "
                               "(MD biased by the ensemble-mean A where its spread is below lo).")
+
+
+def _multi_potential_main():
+    """`mlcmk eelt potential --structures ...`: one ensemble for several structures."""
+    import os
+    import sys
+    import time
+
+    from mlcmk import config
+    from mlcmk.io import write_json
+    from mlcmk.training.multi_potential_learning import (
+        StructureSet,
+        build_multi_potential_learner,
+        emt_md_frames,
+        plot_structure_table,
+        structure_table,
+    )
+
+    lo = _LO.value if _LO.present else 0.05
+    hi = _HI.value if _HI.present else 0.15
+    md_steps = _MD_STEPS.value if _MD_STEPS.present else 100
+    train_steps = _TRAIN_STEPS.value if _TRAIN_STEPS.present else 500
+    requested = _STRUCTURES.value if _STRUCTURES.value is not None else _STRUCTURE.value
+    try:
+        config.set_precision(_PRECISION.value)
+        structure_set = StructureSet(requested)
+        names = structure_set.names
+        test_systems = None
+        if _TEST_FRAMES.value:
+            # Held-out EMT MD frames per structure (other temperatures and seeds than the
+            # exploration's).
+            test_systems = {name: emt_md_frames(
+                name, _TEST_FRAMES.value, temperatures=(450.0, 750.0, 1050.0),
+                type_map=structure_set.type_map, seed=_SEED.value + 10_000 + s)
+                for s, name in enumerate(names)}
+        start = time.perf_counter()
+        learner, ensemble, labeller = build_multi_potential_learner(
+            names, os.path.join(_OUTPUT_DIR.value, "run"), num_members=_MEMBERS.value,
+            model_kwargs=MODELS[_MODEL.value], trust_levels=(lo, hi),
+            max_iterations=_MAX_ITERATIONS.value, min_iterations=_MIN_ITERATIONS.value,
+            labels_per_structure=_LABELS_PER_STRUCTURE.value,
+            num_initial_per_structure=_INITIAL_PER_STRUCTURE.value,
+            converge_fraction=_CONVERGE.value, num_trajectories=_TRAJECTORIES.value,
+            md_steps=md_steps, sample_every=_SAMPLE_EVERY.value, train_steps=train_steps,
+            test_systems=test_systems, seed=_SEED.value)
+        print(f"mlcmk eelt potential: {len(names)} structures ({', '.join(names)}), one "
+              f"ensemble of {_MEMBERS.value} ({_MODEL.value}, types "
+              f"{structure_set.type_map}), trust levels {lo:g} / {hi:g} eV/Å", flush=True)
+        log = learner.run()
+    except (ValueError, TypeError) as err:
+        print(f"mlcmk eelt: error: {err}", file=sys.stderr)
+        return 2
+    rows, totals = structure_table(log, structure_set)
+    result = {"structures": names, "type_map": structure_set.type_map, "model": _MODEL.value,
+              "iterations": log[-1]["iteration"], "converged": log[-1]["converged"],
+              "labels": log[-1]["total_labels"], "labelled_this_session": labeller.calls,
+              "explored": int(sum(r["explored"] for r in log if r["iteration"] > 0)),
+              "table": [{k: r[k] for k in ("iteration", "explored", "accurate", "candidate",
+                                           "failed", "labelled", "total_labels")}
+                        | {k: v for k, v in r["evaluation"].items() if k != "structures"}
+                        for r in log],
+              "structure_table": rows, "totals": totals,
+              "wall_time_s": time.perf_counter() - start, "seed": _SEED.value,
+              "trust_levels": [lo, hi]}
+    write_json(os.path.join(_OUTPUT_DIR.value, "result.json"), result)
+    plot = plot_structure_table(log, structure_set,
+                                os.path.join(_OUTPUT_DIR.value, "figure2.png"))
+    print(f"\n{'structure':<11} {'explored':>8} {'labels':>6} {'test F RMSE (meV/Å)':>20}")
+    for name in names:
+        t = totals[name]
+        rmse = f"{1e3 * t['test_force_rmse']:.1f}" if "test_force_rmse" in t else "-"
+        print(f"{name:<11} {t['explored']:8d} {t['total_labels']:6d} {rmse:>20}")
+    print(f"{result['labels']} labels for {result['explored']} explored configurations, "
+          f"{result['iterations']} iterations, converged {result['converged']}; written "
+          f"{_OUTPUT_DIR.value} ({os.path.basename(plot)})")
+    return 0
 
 
 def main(argv):

@@ -11,6 +11,7 @@ The parts plug into `ConcurrentLearner`:
   each iteration continuing from the previous weights.
 `build_potential_learner` assembles them for one structure (`STRUCTURES`, or any periodic
 `ase.Atoms`) with trust levels 0.05 / 0.15 eV/Å (DP-GEN's usual values, see ANCHORS.md).
+Several structures with one shared ensemble: `mlcmk.training.multi_potential_learning`.
 
 Configurations. A learner handles one structure: a fixed number of atoms `natoms` with fixed
 atom types (in a fixed order) and periodic boundaries. A configuration is one packed float64
@@ -25,6 +26,8 @@ of reliable deep learning based potential energy models", Comput. Phys. Commun. 
 L. Zhang, D.-Y. Lin, H. Wang, R. Car, W. E, Phys. Rev. Materials 3, 023804 (2019).
 """
 
+import weakref
+
 import numpy as np
 
 from mlcmk.data.deepmd import System
@@ -38,24 +41,56 @@ from mlcmk.training.concurrent_learning import (
     Trainer,
 )
 
-# name -> (element, lattice, lattice constant Å, repeats of the cubic cell)
+# name -> (description, arguments of `_build_structure`). Cells of 16-32 atoms; slabs have
+# 4 layers and 8 Å of vacuum between periodic images (more than any model's rcut here).
 STRUCTURES = {
-    "fcc_al": ("Al", "fcc", 4.05, (2, 2, 2)),
-    "fcc_cu": ("Cu", "fcc", 3.61, (2, 2, 2)),
-    "bcc_al": ("Al", "bcc", 3.24, (3, 3, 3)),
+    "fcc_al": ("Al fcc bulk, 32 atoms", ("bulk", "Al", "fcc", 4.05, (2, 2, 2))),
+    "fcc_cu": ("Cu fcc bulk, 32 atoms", ("bulk", "Cu", "fcc", 3.61, (2, 2, 2))),
+    "bcc_al": ("Al bcc bulk, 16 atoms", ("bulk", "Al", "bcc", 3.20, (2, 2, 2))),
+    "hcp_al": ("Al hcp bulk (ideal c/a), 16 atoms", ("hcp", "Al", 2.864, (2, 1, 2))),
+    "fcc111_al": ("Al fcc(111) slab, 2x2x4, 8 Å vacuum, 16 atoms",
+                  ("fcc111", "Al", 4.05, (2, 2, 4))),
+    "fcc100_al": ("Al fcc(100) slab, 2x2x4, 8 Å vacuum, 16 atoms",
+                  ("fcc100", "Al", 4.05, (2, 2, 4))),
+    "l12_cu3al": ("Cu3Al L1_2 bulk, 32 atoms", ("l12", ("Cu", "Al"), 3.71, (2, 2, 2))),
+    "b2_alcu": ("AlCu B2 (CsCl) bulk, 16 atoms", ("b2", ("Al", "Cu"), 3.05, (2, 2, 2))),
 }
+SLAB_VACUUM = 4.0  # Å on each side of a slab: 8 Å between periodic images
+
+
+def _build_structure(kind, *args):
+    import ase.build
+
+    if kind == "bulk":
+        element, lattice, a, repeats = args
+        return ase.build.bulk(element, lattice, a=a, cubic=True).repeat(repeats)
+    if kind == "hcp":
+        element, a, repeats = args
+        return ase.build.bulk(element, "hcp", a=a, c=a * np.sqrt(8 / 3),
+                              orthorhombic=True).repeat(repeats)
+    if kind in ("fcc111", "fcc100"):
+        element, a, size = args
+        build = getattr(ase.build, kind)
+        return build(element, size=size, a=a, vacuum=SLAB_VACUUM, periodic=True)
+    if kind == "l12":  # A3B: B at the cube corner, A at the face centres
+        (a_element, b_element), a, repeats = args
+        atoms = ase.build.bulk(a_element, "fcc", a=a, cubic=True)
+        atoms.symbols[0] = b_element
+        return atoms.repeat(repeats)
+    if kind == "b2":
+        (a_element, b_element), a, repeats = args
+        return ase.build.bulk(a_element + b_element, "cesiumchloride", a=a).repeat(repeats)
+    raise ValueError(f"unknown structure kind {kind!r}")
 
 
 def structure_atoms(structure):
     """The perfect periodic crystal of a `STRUCTURES` name, or a copy of a periodic `ase.Atoms`."""
     from ase import Atoms
-    from ase.build import bulk
 
     if isinstance(structure, Atoms):
         atoms = structure.copy()
     elif isinstance(structure, str) and structure in STRUCTURES:
-        element, lattice, a, repeats = STRUCTURES[structure]
-        atoms = bulk(element, lattice, a=a, cubic=True).repeat(repeats)
+        atoms = _build_structure(*STRUCTURES[structure][1])
     else:
         raise ValueError(f"`structure` must be one of {sorted(STRUCTURES)} or an ase.Atoms; "
                          f"received structure={structure!r}")
@@ -105,21 +140,51 @@ def _positive_int(name, value):
     return int(value)
 
 
-def _member_forces(members, positions, cells, atom_types, batch_size):
-    """Stacked forces `(K, n, natoms, 3)` of every member."""
+_COMPUTE_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def _compute_function(member):
+    """`member.compute` as a `tf.function` (one per member, shapes relaxed), cached."""
+    fn = _COMPUTE_FUNCTIONS.get(member)
+    if fn is None:
+        import tensorflow as tf
+
+        ref = weakref.ref(member)  # the cache must not keep the member alive
+
+        @tf.function(reduce_retracing=True)
+        def fn(coord, atom_types, box):
+            out = ref().compute(coord, atom_types, box)
+            return {"energy": out["energy"], "force": out["force"]}
+
+        _COMPUTE_FUNCTIONS[member] = fn
+    return fn
+
+
+def _member_predictions(members, positions, cells, atom_types, batch_size):
+    """Stacked energies `(K, n)` and forces `(K, n, natoms, 3)` of every member."""
     import keras
+    import tensorflow as tf
 
     dtype = keras.config.floatx()
-    out = []
+    energies, forces = [], []
     for member in members:
-        parts = []
+        fn = _compute_function(member)
+        e_parts, f_parts = [], []
         for start in range(0, len(positions), batch_size):
-            coord = positions[start:start + batch_size].astype(dtype)
-            box = cells[start:start + batch_size].astype(dtype)
-            types = np.tile(atom_types, (len(coord), 1)).astype(np.int32)
-            parts.append(np.asarray(member.compute(coord, types, box)["force"]))
-        out.append(np.concatenate(parts))
-    return np.stack(out)
+            coord = tf.constant(positions[start:start + batch_size], dtype)
+            box = tf.constant(cells[start:start + batch_size], dtype)
+            types = tf.constant(np.tile(atom_types, (len(coord), 1)), tf.int32)
+            out = fn(coord, types, box)
+            e_parts.append(out["energy"].numpy())
+            f_parts.append(out["force"].numpy())
+        energies.append(np.concatenate(e_parts))
+        forces.append(np.concatenate(f_parts))
+    return np.stack(energies), np.stack(forces)
+
+
+def _member_forces(members, positions, cells, atom_types, batch_size):
+    """Stacked forces `(K, n, natoms, 3)` of every member."""
+    return _member_predictions(members, positions, cells, atom_types, batch_size)[1]
 
 
 # ---------------------------------------------------------------------------- explorer
@@ -342,9 +407,10 @@ class PotentialEnsembleTrainer(Trainer):
 
     The first training (of a model that was neither trained nor loaded) sets each member's
     descriptor statistics and energy bias from the labels (`set_statistics`); afterwards they
-    stay fixed (they are saved with the weights). Every call compiles each member afresh
-    (DeePMD's exponential learning-rate decay from `learning_rate` to `stop_learning_rate` over
-    `steps`, a new Adam state) and runs `steps` batches of `batch_size` frames, shuffled with a
+    stay fixed (they are saved with the weights). Every call starts each member from a fresh
+    optimizer (DeePMD's exponential learning-rate decay from `learning_rate` to
+    `stop_learning_rate` over `steps`, a zero Adam state: compiled once, reset afterwards while
+    `steps` stays the same) and runs `steps` batches of `batch_size` frames, shuffled with a
     seed of `(seed, iteration, member)`; a resumed run therefore trains as an uninterrupted one.
 
     Args:
@@ -373,6 +439,7 @@ class PotentialEnsembleTrainer(Trainer):
         self.stop_learning_rate = float(stop_learning_rate)
         self.seed = int(seed)
         self._has_statistics = False
+        self._compiled = {}  # member -> (steps, learning rates) of its last compile
 
     def system(self, data):
         """The labels as one `System`."""
@@ -382,19 +449,32 @@ class PotentialEnsembleTrainer(Trainer):
                       virial=np.asarray(data.labels["virial"]) if "virial" in data.labels
                       else None, atom_types=self.atom_types, type_map=self.type_map)
 
+    def systems(self, data):
+        """The labels as a list of `System`s (one here; one per structure in subclasses)."""
+        return [self.system(data)]
+
     def train(self, data, iteration):
         steps = int(self.steps(iteration) if callable(self.steps) else self.steps)
-        system = self.system(data)
+        systems = self.systems(data)
         if not self._has_statistics:
             for member in self.ensemble.members:
-                member.set_statistics([system])
+                member.set_statistics(systems)
             self._has_statistics = True
         results = {"force_rmse": [], "energy_rmse_per_atom": []}
         for k, member in enumerate(self.ensemble.members):
-            member.compile(total_steps=steps, learning_rate=self.learning_rate,
-                           stop_learning_rate=self.stop_learning_rate,
-                           decay_steps=max(steps // 20, 1))
-            dataset = make_dataset([system], min(self.batch_size, len(data.keys)),
+            schedule = (steps, self.learning_rate, self.stop_learning_rate)
+            if self._compiled.get(k) == schedule and member.optimizer is not None:
+                # A fresh optimizer state (step count and moments), as a new compile gives,
+                # keeping the traced train function (retracing costs more than short fits).
+                for variable in member.optimizer.variables:
+                    if variable.name != "learning_rate":
+                        variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+            else:
+                member.compile(total_steps=steps, learning_rate=self.learning_rate,
+                               stop_learning_rate=self.stop_learning_rate,
+                               decay_steps=max(steps // 20, 1))
+                self._compiled[k] = schedule
+            dataset = make_dataset(systems, min(self.batch_size, len(data.keys)),
                                    seed=(self.seed * 1_000_003 + iteration * 1009 + k) % 2**31)
             history = member.fit(dataset, epochs=1, steps_per_epoch=steps, shuffle=False,
                                  verbose=0)
@@ -436,16 +516,9 @@ def ensemble_errors(ensemble, systems, batch_size=16):
         coord = np.asarray(system.coord)
         box = np.asarray(system.box)
         natoms = len(system.atom_types)
-        forces = _member_forces(ensemble.members, coord, box, system.atom_types, batch_size)
-        energies = []
-        for member in ensemble.members:
-            parts = []
-            for s in range(0, len(coord), batch_size):
-                types = np.tile(system.atom_types, (len(coord[s:s + batch_size]), 1))
-                parts.append(np.asarray(member.compute(coord[s:s + batch_size], types,
-                                                       box[s:s + batch_size])["energy"]))
-            energies.append(np.concatenate(parts))
-        de.append((np.mean(energies, axis=0) - system.energy) / natoms)
+        energies, forces = _member_predictions(ensemble.members, coord, box, system.atom_types,
+                                               batch_size)
+        de.append((energies.mean(axis=0) - system.energy) / natoms)
         df.append((forces.mean(axis=0) - system.force).ravel())
     de, df = np.concatenate(de), np.concatenate(df)
     return {"energy_rmse_per_atom": float(np.sqrt(np.mean(de**2))),
@@ -463,7 +536,8 @@ def build_potential_learner(structure, directory, *, num_members=4, model_kwargs
     """Assembles a DP-GEN-style `ConcurrentLearner` for one periodic structure.
 
     Args:
-        structure: a `STRUCTURES` name ("fcc_al", "fcc_cu", "bcc_al") or a periodic `ase.Atoms`.
+        structure: a `STRUCTURES` name (e.g. "fcc_al", "hcp_al", "fcc111_al", "b2_alcu") or a
+            periodic `ase.Atoms`.
         directory: run directory (an existing run is resumed).
         num_members: ensemble size K (members seeded `seed * 100 + k`).
         model_kwargs: `DeepPotential` arguments (rcut, sel, neuron, fitting_neuron, ...).

@@ -1,0 +1,175 @@
+"""DP-GEN over several structures (Al bulk, Al surfaces, Al-Cu alloys; EMT labels) against
+random MD frames: the seed's figure-2 table per structure, labels used, test force RMSE.
+
+EELT: `build_multi_potential_learner` on fcc / bcc / hcp Al, Al fcc(111) and (100) slabs,
+L1_2 Cu3Al and B2 AlCu (16-32 atoms each), one ensemble of Deep Potentials (types Al, Cu) shared
+by all, Langevin MD driven by member 0 at 300-1200 K in boxes strained up to 3 %, trust levels
+0.05 / 0.15 eV/Å, EMT labels of at most --labels_per_structure candidates per structure and
+iteration, from --num_initial_per_structure strained and displaced crystals per structure.
+
+Baselines, one model of the same size, as many optimizer steps as one EELT member received in
+total: (1) trained on ~1000 random frames of EMT MD of the same structures (the same temperature
+ladder and strains as the exploration, other seeds); (2) on as many random frames as EELT used
+labels (drawn from that pool, the same share per structure as EELT's labels).
+
+Test: held-out EMT MD frames of every structure at 450 / 750 / 1050 K (other seeds). Force RMSE
+per structure for the EELT ensemble mean, EELT member 0 alone, and both baselines.
+Writes `benchmarks/results/dpgen_structures.json` and the figure-2 plot
+`benchmarks/results/dpgen_structures.png`. ~15-25 min on 2 busy cores.
+
+    nice -n 10 python benchmarks/dpgen_structures.py
+"""
+
+import argparse
+import os
+import shutil
+import time
+
+import numpy as np
+
+from mlcmk import config
+from mlcmk.cli.eelt import MODELS
+from mlcmk.io import write_json
+from mlcmk.models.ensemble import Ensemble
+from mlcmk.training.multi_potential_learning import (
+    DEFAULT_STRUCTURES,
+    StructureSet,
+    build_multi_potential_learner,
+    emt_md_frames,
+    format_structure_table,
+    plot_structure_table,
+    structure_table,
+)
+from mlcmk.training.potential_learning import ensemble_errors
+from mlcmk.training.potential_trainer import train_potential
+
+
+def _per_structure_errors(ensemble, tests):
+    out = {name: ensemble_errors(ensemble, [system]) for name, system in tests.items()}
+    out["all"] = ensemble_errors(ensemble, list(tests.values()))
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--structures", default=",".join(DEFAULT_STRUCTURES))
+    parser.add_argument("--members", type=int, default=4)
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--train_steps", type=int, default=400)
+    parser.add_argument("--num_initial_per_structure", type=int, default=4)
+    parser.add_argument("--labels_per_structure", type=int, default=8)
+    parser.add_argument("--trajectories", type=int, default=2)
+    parser.add_argument("--md_steps", type=int, default=100)
+    parser.add_argument("--random_frames", type=int, default=1000)
+    parser.add_argument("--test_frames", type=int, default=40, help="per structure")
+    parser.add_argument("--model", default="small", choices=sorted(MODELS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run_dir", default="/tmp/mlcmk_dpgen_structures")
+    parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results",
+                                                         "dpgen_structures.json"))
+    args = parser.parse_args()
+    config.set_precision("float64")
+    structure_set = StructureSet(args.structures)
+    names = structure_set.names
+    type_map = structure_set.type_map
+
+    t = time.perf_counter()
+    tests = {name: emt_md_frames(name, args.test_frames, temperatures=(450.0, 750.0, 1050.0),
+                                 type_map=type_map, seed=args.seed + 10_000 + s)
+             for s, name in enumerate(names)}
+    per_structure = -(-args.random_frames // len(names))
+    pool = {name: emt_md_frames(name, per_structure, type_map=type_map,
+                                seed=args.seed + 20_000 + s)
+            for s, name in enumerate(names)}
+    data_seconds = time.perf_counter() - t
+    print(f"EMT reference data: {args.test_frames} test frames and {per_structure} random "
+          f"frames per structure ({data_seconds:.0f} s)")
+
+    shutil.rmtree(args.run_dir, ignore_errors=True)
+    start = time.perf_counter()
+    learner, ensemble, labeller = build_multi_potential_learner(
+        names, args.run_dir, num_members=args.members, model_kwargs=MODELS[args.model],
+        trust_levels=(0.05, 0.15), max_iterations=args.iterations,
+        labels_per_structure=args.labels_per_structure,
+        num_initial_per_structure=args.num_initial_per_structure, converge_fraction=None,
+        num_trajectories=args.trajectories, md_steps=args.md_steps, sample_every=10,
+        train_steps=args.train_steps, test_systems=tests, seed=args.seed)
+    log = learner.run()
+    eelt_seconds = time.perf_counter() - start
+    rows, totals = structure_table(log, structure_set)
+    labels = log[-1]["total_labels"]
+    explored = sum(r["explored"] for r in log if r["iteration"] > 0)
+    steps = args.train_steps * (args.iterations + 1)
+    eelt_test = _per_structure_errors(ensemble, tests)
+    member0_test = _per_structure_errors(Ensemble([ensemble.members[0]]), tests)
+
+    def baseline(systems):
+        t0 = time.perf_counter()
+        model, _ = train_potential(
+            systems, None, type_map=type_map, steps=steps, model_kwargs=MODELS[args.model],
+            learning_rate=1e-3, stop_learning_rate=1e-5, decay_steps=max(steps // 20, 1),
+            seed=args.seed, verbose=0)
+        return _per_structure_errors(Ensemble([model]), tests), time.perf_counter() - t0
+
+    random_all, random_all_seconds = baseline(list(pool.values()))
+    rng = np.random.default_rng(args.seed)
+    same = []
+    for name in names:
+        n = min(totals[name]["total_labels"], pool[name].nframes)
+        same.append(pool[name].subset(np.sort(rng.choice(pool[name].nframes, n, replace=False))))
+    random_same, random_same_seconds = baseline(same)
+    pool_size = sum(s.nframes for s in pool.values())
+
+    print(f"\nDP-GEN over {len(names)} structures, {args.members} members ({args.model}), trust "
+          f"0.05/0.15 eV/Å, {args.train_steps} steps per member and iteration, seed {args.seed}")
+    for r in log:
+        print(f"iteration {r['iteration']}: explored {r['explored']}, accurate {r['accurate']}, "
+              f"candidate {r['candidate']}, failed {r['failed']}, labelled {r['labelled']}, "
+              f"labels {r['total_labels']}, test F RMSE "
+              f"{1e3 * r['evaluation']['test_force_rmse']:.1f} meV/Å")
+        print(format_structure_table(r, structure_set))
+    print(f"\n{'structure':<11} {'explored':>8} {'labels':>6} {'EELT':>7} {'member0':>8} "
+          f"{'rand~1000':>9} {'rand=N':>7}   (test force RMSE, meV/Å)")
+    for name in [*names, "all"]:
+        e = totals[name]["explored"] if name != "all" else explored
+        n = totals[name]["total_labels"] if name != "all" else labels
+        print(f"{name:<11} {e:8d} {n:6d} {1e3 * eelt_test[name]['force_rmse']:7.1f} "
+              f"{1e3 * member0_test[name]['force_rmse']:8.1f} "
+              f"{1e3 * random_all[name]['force_rmse']:9.1f} "
+              f"{1e3 * random_same[name]['force_rmse']:7.1f}")
+    ratio = labels / pool_size
+    met = eelt_test["all"]["force_rmse"] <= random_all["all"]["force_rmse"] and ratio <= 0.2
+    print(f"EELT: {labels} labels ({labeller.calls} EMT calls) for {explored} explored, "
+          f"{eelt_seconds:.0f} s; random: {pool_size} frames ({random_all_seconds:.0f} s), "
+          f"{sum(s.nframes for s in same)} frames ({random_same_seconds:.0f} s); "
+          f"labels EELT / random = {ratio:.3f}; target (EELT ensemble RMSE <= random-{pool_size} "
+          f"RMSE with <= 20 % of the labels) met: {met}")
+    plot = os.path.splitext(args.output)[0] + ".png"
+    plot_structure_table(log, structure_set, plot)
+    out = {"structures": names, "members": args.members, "model": args.model,
+           "model_kwargs": MODELS[args.model], "train_steps_per_iteration": args.train_steps,
+           "baseline_steps": steps, "seed": args.seed, "trust_levels": [0.05, 0.15],
+           "labels_per_structure": args.labels_per_structure,
+           "num_initial_per_structure": args.num_initial_per_structure,
+           "table": rows, "totals": totals,
+           "iterations": [{k: r[k] for k in ("iteration", "explored", "accurate", "candidate",
+                                             "failed", "labelled", "total_labels")}
+                          | {k: v for k, v in r["evaluation"].items() if k != "structures"}
+                          | {"times": r["times"]} for r in log],
+           "labels": labels, "emt_calls": labeller.calls, "explored": explored,
+           "eelt_test": eelt_test, "eelt_member0_test": member0_test,
+           "random_all": {"labels": pool_size, "test": random_all,
+                          "seconds": random_all_seconds},
+           "random_same": {"labels": sum(s.nframes for s in same), "test": random_same,
+                           "seconds": random_same_seconds},
+           "labels_ratio_eelt_over_random": ratio, "target_met": bool(met),
+           "eelt_seconds": eelt_seconds, "data_seconds": data_seconds,
+           "test_frames_per_structure": args.test_frames,
+           "note": "small models and step budgets on a contended 2-core machine; baselines "
+                   "get as many optimizer steps as one EELT member in total"}
+    write_json(args.output, out)
+    print(f"written {args.output} and {plot}")
+
+
+if __name__ == "__main__":
+    main()
