@@ -4,8 +4,9 @@ random MD frames: the seed's figure-2 table per structure, labels used, test for
 EELT: `build_multi_potential_learner` on fcc / bcc / hcp Al, Al fcc(111) and (100) slabs,
 L1_2 Cu3Al and B2 AlCu (16-32 atoms each), one ensemble of Deep Potentials (types Al, Cu) shared
 by all, Langevin MD driven by member 0 at 300-1200 K in boxes strained up to 3 %, trust levels
-0.05 / 0.15 eV/Å, EMT labels of at most --labels_per_structure candidates per structure and
-iteration, from --num_initial_per_structure strained and displaced crystals per structure.
+--lo / --hi (default 0.05 / 0.15 eV/Å), EMT labels of at most --labels_per_structure candidates
+per structure and iteration, from --num_initial_per_structure strained and displaced crystals
+per structure.
 
 Baselines, one model of the same size, as many optimizer steps as one EELT member received in
 total: (1) trained on ~1000 random frames of EMT MD of the same structures (the same temperature
@@ -63,6 +64,8 @@ def main():
     parser.add_argument("--random_frames", type=int, default=1000)
     parser.add_argument("--test_frames", type=int, default=40, help="per structure")
     parser.add_argument("--model", default="small", choices=sorted(MODELS))
+    parser.add_argument("--lo", type=float, default=0.05, help="trust level lo, eV/Å")
+    parser.add_argument("--hi", type=float, default=0.15, help="trust level hi, eV/Å")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run_dir", default="/tmp/mlcmk_dpgen_structures")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results",
@@ -89,7 +92,7 @@ def main():
     start = time.perf_counter()
     learner, ensemble, labeller = build_multi_potential_learner(
         names, args.run_dir, num_members=args.members, model_kwargs=MODELS[args.model],
-        trust_levels=(0.05, 0.15), max_iterations=args.iterations,
+        trust_levels=(args.lo, args.hi), max_iterations=args.iterations,
         labels_per_structure=args.labels_per_structure,
         num_initial_per_structure=args.num_initial_per_structure, converge_fraction=None,
         num_trajectories=args.trajectories, md_steps=args.md_steps, sample_every=10,
@@ -121,7 +124,8 @@ def main():
     pool_size = sum(s.nframes for s in pool.values())
 
     print(f"\nDP-GEN over {len(names)} structures, {args.members} members ({args.model}), trust "
-          f"0.05/0.15 eV/Å, {args.train_steps} steps per member and iteration, seed {args.seed}")
+          f"{args.lo:g}/{args.hi:g} eV/Å, {args.train_steps} steps per member and iteration, "
+          f"seed {args.seed}")
     for r in log:
         print(f"iteration {r['iteration']}: explored {r['explored']}, accurate {r['accurate']}, "
               f"candidate {r['candidate']}, failed {r['failed']}, labelled {r['labelled']}, "
@@ -148,7 +152,7 @@ def main():
     plot_structure_table(log, structure_set, plot)
     out = {"structures": names, "members": args.members, "model": args.model,
            "model_kwargs": MODELS[args.model], "train_steps_per_iteration": args.train_steps,
-           "baseline_steps": steps, "seed": args.seed, "trust_levels": [0.05, 0.15],
+           "baseline_steps": steps, "seed": args.seed, "trust_levels": [args.lo, args.hi],
            "labels_per_structure": args.labels_per_structure,
            "num_initial_per_structure": args.num_initial_per_structure,
            "table": rows, "totals": totals,
