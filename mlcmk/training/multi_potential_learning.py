@@ -50,6 +50,7 @@ from mlcmk.training.potential_learning import (
     PotentialEnsembleTrainer,
     _member_forces,
     _positive_int,
+    check_trust_levels,
     ensemble_errors,
     initial_configurations,
     pack_configuration,
@@ -489,12 +490,7 @@ def build_multi_potential_learner(structures, directory, *, num_members=4, model
     """
     import keras
 
-    if not isinstance(trust_levels, (tuple, list)) or len(trust_levels) != 2:
-        raise ValueError(f"`trust_levels` must be a (lo, hi) pair; received "
-                         f"trust_levels={trust_levels!r}")
-    lo, hi = trust_levels
-    if lo > hi:
-        raise ValueError(f"Trust levels need lo <= hi; received lo={lo!r}, hi={hi!r}")
+    lo, hi = check_trust_levels(trust_levels)
     structure_set = StructureSet(structures, type_map=type_map)
     labels_per_structure = _positive_int("labels_per_structure", labels_per_structure)
     num_initial_per_structure = _positive_int("num_initial_per_structure",

@@ -134,6 +134,17 @@ def unpack_configuration(configurations, natoms):
     return x[:, :natoms * 3].reshape(-1, natoms, 3), x[:, natoms * 3:].reshape(-1, 3, 3)
 
 
+def check_trust_levels(trust_levels):
+    """`(lo, hi)` from a pair with lo <= hi, else a ValueError naming the argument."""
+    if not isinstance(trust_levels, (tuple, list)) or len(trust_levels) != 2:
+        raise ValueError(f"`trust_levels` must be a (lo, hi) pair; received "
+                         f"trust_levels={trust_levels!r}")
+    lo, hi = trust_levels
+    if lo > hi:
+        raise ValueError(f"Trust levels need lo <= hi; received lo={lo!r}, hi={hi!r}")
+    return lo, hi
+
+
 def _positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
@@ -557,12 +568,7 @@ def build_potential_learner(structure, directory, *, num_members=4, model_kwargs
     """
     import keras
 
-    if not isinstance(trust_levels, (tuple, list)) or len(trust_levels) != 2:
-        raise ValueError(f"`trust_levels` must be a (lo, hi) pair; received "
-                         f"trust_levels={trust_levels!r}")
-    lo, hi = trust_levels
-    if lo > hi:
-        raise ValueError(f"Trust levels need lo <= hi; received lo={lo!r}, hi={hi!r}")
+    lo, hi = check_trust_levels(trust_levels)
     atoms = structure_atoms(structure)
     type_map = sorted(set(atoms.get_chemical_symbols()))
     atom_types = np.array([type_map.index(s) for s in atoms.get_chemical_symbols()], np.int64)
