@@ -9,8 +9,9 @@ float64. Measures
 - held-out energy / force RMSE after a fixed step budget (default 2000, one seed),
 - training ms per step,
 - the same budget with a non-symmetric descriptor (raw sorted neighbour coordinates; seed fig. 3),
-- MD inference in us per atom per step for 32, 256, 864 atoms (float64 and float32), with ASE's
-  EMT measured in the same run,
+- MD speed in us per atom per velocity-Verlet step for 32, 256, 864 atoms (float64, float32,
+  float32 with the tabulated embedding, and float32 without Verlet skin and XLA), with ASE's EMT
+  measured in the same run,
 - NVE energy drift (velocity Verlet, 32 atoms, 2 fs steps) with the trained model over 2 ps by
   default: the 10 ps of the issue take ~4x longer here (--nve_ps 10).
 
@@ -20,6 +21,7 @@ data are cached (generating them adds ~2 min for Al and ~3 min for Al-Cu, once).
     python benchmarks/deep_potential.py
     python benchmarks/deep_potential.py --steps 500 --skip_alcu --nve_ps 1     # quick look
     python benchmarks/deep_potential.py --nve_only --nve_ps 10                  # adds nve_10ps
+    python benchmarks/deep_potential.py --md_only                               # MD speed, NVE
 """
 
 import argparse
@@ -61,36 +63,58 @@ def train(name, train_sys, test_sys, steps, seed, descriptor="se_e2_a", out_dir=
     return model, summary
 
 
-def md_speed(model, repeats=(2, 4, 6), steps=(20, 8, 4)):
-    """Force-call time per atom and step (the MD cost) for the model and for EMT, same run."""
+MD_VARIANTS = {  # name -> DeepPotentialCalculator options
+    "deep_potential_float64": {},
+    "deep_potential_float32": {"precision": "float32"},
+    "deep_potential_float32_compressed": {"precision": "float32", "compress": True},
+    "deep_potential_float32_plain": {"precision": "float32", "skin": 0.0, "jit_compile": False},
+}
+
+
+def md_speed(model, repeats=(2, 4, 6), steps=(10, 4, 2), rounds=7):
+    """Wall time per atom and MD step (velocity Verlet, 2 fs, 600 K) for the model and for EMT.
+
+    All variants run side by side: `rounds` rounds of `steps` MD steps each, in turn, so that a
+    change of load on a shared machine hits them alike; medians over the rounds of the time and
+    of the per-round ratio to EMT. Default calculator: Verlet skin 0.5 Å and XLA; `_plain` is
+    neither (the neighbour list is rebuilt every step and the graph runs without XLA).
+    """
+    from ase import units
     from ase.build import bulk
     from ase.calculators.emt import EMT
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
 
     from mlcmk.md import DeepPotentialCalculator
 
-    calcs = {"deep_potential_float64": DeepPotentialCalculator(model),
-             "deep_potential_float32": DeepPotentialCalculator(model, precision="float32"),
-             "emt": EMT()}
     out = {}
     for rep, n in zip(repeats, steps, strict=True):
-        atoms = bulk("Al", "fcc", a=4.05, cubic=True).repeat(rep)
-        atoms.rattle(0.05, seed=rep)
-        row = {}
-        for name, calc in calcs.items():
-            atoms.calc = calc
-            atoms.get_forces()  # warm-up (tracing)
-            times = []
-            for _ in range(n):
-                atoms.positions[0, 0] += 1e-4
+        dyns = {}
+        for name in ("emt", *MD_VARIANTS):
+            atoms = bulk("Al", "fcc", a=4.05, cubic=True).repeat(rep)
+            MaxwellBoltzmannDistribution(atoms, temperature_K=600.0,
+                                         rng=np.random.default_rng(rep))
+            atoms.calc = EMT() if name == "emt" else DeepPotentialCalculator(
+                model, **MD_VARIANTS[name])
+            dyns[name] = VelocityVerlet(atoms, timestep=2.0 * units.fs)
+            dyns[name].run(3)  # warm-up: tracing and XLA compilation
+        natoms = len(atoms)
+        times = {name: [] for name in dyns}
+        for _ in range(rounds):
+            for name, dyn in dyns.items():
                 t = time.perf_counter()
-                atoms.get_forces()
-                times.append(time.perf_counter() - t)
-            row[name] = 1e6 * float(np.median(times)) / len(atoms)
-        row["ratio_float64_to_emt"] = row["deep_potential_float64"] / row["emt"]
-        row["ratio_float32_to_emt"] = row["deep_potential_float32"] / row["emt"]
-        out[str(len(atoms))] = row
-        print(f"  {len(atoms):4d} atoms: DP f64 {row['deep_potential_float64']:.0f}, "
-              f"DP f32 {row['deep_potential_float32']:.0f}, EMT {row['emt']:.0f} us/atom/step")
+                dyn.run(n)
+                times[name].append(1e6 * (time.perf_counter() - t) / n / natoms)
+        row = {name: float(np.median(v)) for name, v in times.items()}
+        for name in MD_VARIANTS:
+            ratios = np.array(times[name]) / np.array(times["emt"])
+            row[f"ratio_{name.removeprefix('deep_potential_')}_to_emt"] = float(np.median(ratios))
+        row["rounds"], row["steps_per_round"] = rounds, n
+        out[str(natoms)] = row
+        print(f"  {natoms:4d} atoms, us/atom/step: EMT {row['emt']:.0f}, " + ", ".join(
+            f"{name.removeprefix('deep_potential_')} {row[name]:.0f} "
+            f"({row['ratio_' + name.removeprefix('deep_potential_') + '_to_emt']:.2f}x)"
+            for name in MD_VARIANTS), flush=True)
     return out
 
 
@@ -133,6 +157,9 @@ def main():
     parser.add_argument("--nve_only", action="store_true",
                         help="train the Al model, run NVE for --nve_ps and add the result as "
                              "`nve_<ps>ps` to the existing JSON")
+    parser.add_argument("--md_only", action="store_true",
+                        help="train the Al model, measure MD speed and NVE (--nve_ps) and "
+                             "replace those entries of the existing JSON")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results",
                                                          "deep_potential.json"))
     args = parser.parse_args()
@@ -150,12 +177,18 @@ def main():
     results["al_data"] = {"train": al.train, "test": al.test, "seconds": time.perf_counter() - t,
                           "train_frames": sum(len(s.energy) for s in al_train),
                           "test_frames": sum(len(s.energy) for s in al_test)}
-    if args.nve_only:
+    if args.nve_only or args.md_only:
         model, summary = train("al", al_train, al_test, args.steps, args.seed)
         with open(args.output) as f:
             previous = json.load(f)
-        previous[f"nve_{args.nve_ps:g}ps"] = {
-            **nve_drift(model, args.nve_ps, args.timestep_fs, 600.0), "model": summary}
+        if args.md_only:
+            print("\n== MD speed (velocity Verlet steps), us per atom per step")
+            previous["md_speed_us_per_atom_per_step"] = md_speed(model)
+            previous["nve"] = {**nve_drift(model, args.nve_ps, args.timestep_fs, 600.0),
+                               "model": summary}
+        else:
+            previous[f"nve_{args.nve_ps:g}ps"] = {
+                **nve_drift(model, args.nve_ps, args.timestep_fs, 600.0), "model": summary}
         write_json(args.output, previous)
         print(f"updated {args.output}")
         return
@@ -170,7 +203,7 @@ def main():
             "energy_rmse_ratio_raw_to_se_e2_a":
                 results["al_raw_sorted"]["test_energy_rmse_meV_per_atom"]
                 / results["al"]["test_energy_rmse_meV_per_atom"]}
-    print("\n== MD inference (force call), us per atom per step")
+    print("\n== MD speed (velocity Verlet steps), us per atom per step")
     results["md_speed_us_per_atom_per_step"] = md_speed(model)
     print("\n== NVE")
     results["nve"] = nve_drift(model, args.nve_ps, args.timestep_fs, 600.0)

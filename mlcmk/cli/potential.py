@@ -43,6 +43,10 @@ _TIMESTEP = flags.DEFINE_float("timestep_fs", 1.0, "`md`: time step (fs).")
 _TEMPERATURE = flags.DEFINE_float("temperature", 300.0, "`md`: initial temperature (K).")
 _MD_PRECISION = flags.DEFINE_enum("md_precision", None, ["float32", "float64"],
                                   "`md`: evaluate the model in this float type.")
+_COMPRESS = flags.DEFINE_boolean("compress", False, "`md`: tabulate the embedding nets "
+                                 "(DeepPotential.compressed).")
+_SKIN = flags.DEFINE_float("skin", 0.5, "`md`: Verlet skin of the neighbour list (Å).",
+                           lower_bound=0.0)
 _VERBOSE = flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress lines.")
 
 ACTIONS = ("train", "test", "md")
@@ -153,7 +157,8 @@ def _md():
         from ase.build import bulk
 
         atoms = bulk(_ELEMENT.value, "fcc", a=_LATTICE.value, cubic=True).repeat(_REPEAT.value)
-    calc = DeepPotentialCalculator(model, precision=_MD_PRECISION.value)
+    calc = DeepPotentialCalculator(model, precision=_MD_PRECISION.value,
+                                   compress=_COMPRESS.value, skin=_SKIN.value)
     every = max(1, _MD_STEPS.value // 20)
 
     def progress(step, a):
@@ -168,6 +173,7 @@ def _md():
     seconds = time.perf_counter() - start
     result = {"natoms": len(atoms), "steps": _MD_STEPS.value, "timestep_fs": _TIMESTEP.value,
               "temperature_K": _TEMPERATURE.value, "seconds": seconds,
+              "neighbor_list_builds": calc.neighbor_builds, "compress": _COMPRESS.value,
               "us_per_atom_per_step": 1e6 * seconds / (len(atoms) * _MD_STEPS.value),
               "drift_meV_per_atom_per_ps": out["drift_meV_per_atom_per_ps"],
               "final_temperature_K": float(out["temperature"][-1]),

@@ -22,6 +22,14 @@ class DeepPotentialCalculator(Calculator):
         precision: None (the model's float type), "float32" or "float64": evaluate a copy of the
             model in this precision (float32 is ~2-3x faster on CPUs; forces then carry ~1e-6
             relative rounding).
+        compress: evaluate a copy whose embedding nets are tabulated
+            (`DeepPotential.compressed`; same energies to ~1e-12 relative in float64).
+        skin: Verlet skin in Å: the neighbour list is built out to `rcut + skin` and reused
+            until an atom has moved more than `skin / 2` (or the cell, the atoms or their
+            elements change). Neighbours beyond `rcut` contribute exactly like empty slots, so
+            results do not depend on the skin. If the wider list does not fit in `sel`, the
+            calculator falls back to an exact list rebuilt every call.
+        jit_compile: compile the force call with XLA (one compilation per system size).
 
     Stress is ASE's convention `(1/V) dE/d(strain)` = `-virial / V`, in eV/Å^3 (Voigt order
     xx, yy, zz, yz, xz, xy).
@@ -29,7 +37,8 @@ class DeepPotentialCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, model, precision=None, **kwargs):
+    def __init__(self, model, precision=None, compress=False, skin=0.5, jit_compile=True,
+                 **kwargs):
         super().__init__(**kwargs)
         if isinstance(model, str):
             import keras
@@ -38,18 +47,49 @@ class DeepPotentialCalculator(Calculator):
         if precision not in (None, "float32", "float64"):
             raise ValueError(f"`precision` must be None, 'float32' or 'float64'; received "
                              f"precision={precision!r}")
-        if precision is not None and precision != model.compute_dtype:
-            model = _with_precision(model, precision)
+        if not isinstance(skin, (int, float)) or not 0 <= skin < model.rcut:
+            raise ValueError(f"`skin` must be a number in [0, rcut={model.rcut}) (Å); received "
+                             f"skin={skin!r}")
+        if compress:
+            model = model.compressed(dtype=precision)
+        elif precision is not None and precision != model.compute_dtype:
+            model = model.copy(precision)
         self.model = model
         self.type_map = list(model.type_map)
+        self.skin = float(skin)
         dtype = model.compute_dtype
         self._dtype = dtype
+        self._neighbors = None  # (key, reference positions, reusable, index, image tensors)
+        self.neighbor_builds = 0
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, jit_compile=bool(jit_compile))
         def evaluate(coord, box, atom_types, index, image):
             return model.compute(coord, atom_types, box, index=index, image=image)
 
         self._evaluate = evaluate
+
+    def _neighbor_list(self, coord, box, types):
+        """`(index, image)` tensors, rebuilt only when the Verlet skin is used up."""
+        key = (types.tobytes(), None if box is None else box.tobytes())
+        cached = self._neighbors
+        if cached is not None and cached[0] == key and cached[2] and np.max(
+                np.sum((coord - cached[1]) ** 2, axis=1)) < (0.5 * self.skin) ** 2:
+            return cached[3], cached[4]
+        reusable = self.skin > 0
+        try:
+            index, image = neighbor_list_numpy(coord, box, types,
+                                               rcut=self.model.rcut + self.skin,
+                                               sel=self.model.sel)
+        except ValueError:
+            if not reusable:
+                raise
+            reusable = False  # the skin overflows sel: exact list, rebuilt every call
+            index, image = neighbor_list_numpy(coord, box, types, rcut=self.model.rcut,
+                                               sel=self.model.sel)
+        self.neighbor_builds += 1
+        tensors = tf.constant(index[None]), tf.constant(image[None], self._dtype)
+        self._neighbors = (key, coord.copy(), reusable, *tensors)
+        return tensors
 
     def _types(self, atoms):
         unknown = sorted(set(atoms.get_chemical_symbols()) - set(self.type_map))
@@ -67,13 +107,11 @@ class DeepPotentialCalculator(Calculator):
         coord = atoms.get_positions()
         periodic = bool(all(atoms.pbc))
         box = atoms.cell.array if periodic else None
-        index, image = neighbor_list_numpy(coord, box, types, rcut=self.model.rcut,
-                                           sel=self.model.sel)
+        index, image = self._neighbor_list(coord, box, types)
         out = self._evaluate(
             tf.constant(coord[None], self._dtype),
             tf.constant((box if periodic else np.zeros((3, 3)))[None], self._dtype),
-            tf.constant(types[None]), tf.constant(index[None]),
-            tf.constant(image[None], self._dtype))
+            tf.constant(types[None]), index, image)
         energy = float(out["energy"].numpy()[0])
         self.results["energy"] = self.results["free_energy"] = energy
         self.results["energies"] = out["atom_energy"].numpy()[0].astype(np.float64)
@@ -86,15 +124,6 @@ class DeepPotentialCalculator(Calculator):
             from ase.calculators.calculator import PropertyNotImplementedError
 
             raise PropertyNotImplementedError("stress needs periodic boundaries")
-
-
-def _with_precision(model, dtype):
-    """A copy of `model` whose weights and computations are in `dtype`."""
-    config = {**model.get_config(), "dtype": dtype}
-    copy = model.__class__.from_config(config)
-    copy.build()
-    copy.set_weights([np.asarray(w).astype(dtype) for w in model.get_weights()])
-    return copy
 
 
 def run_nve(atoms, calculator, *, steps, timestep_fs=1.0, temperature_K=None, seed=0,

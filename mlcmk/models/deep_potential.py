@@ -202,6 +202,41 @@ class DeepPotential(keras.Model):
                                            initializer="zeros", trainable=False)
         self.built = True
 
+    # --- inference copies ---------------------------------------------------------------------
+    def copy(self, dtype=None):
+        """A new model with the same config and weights, in `dtype` (default: this model's)."""
+        if not self.built:
+            self.build()
+        config = self.get_config()
+        if dtype is not None:
+            config["dtype"] = dtype
+        copy = self.__class__.from_config(config)
+        copy.build()
+        copy.set_weights([np.asarray(w).astype(copy.compute_dtype)
+                          if np.issubdtype(np.asarray(w).dtype, np.floating) else np.asarray(w)
+                          for w in self.get_weights()])
+        return copy
+
+    def compressed(self, stride=0.01, r_min=0.5, dtype=None):
+        """An inference copy whose embedding nets are piecewise quintic tables.
+
+        See `SymmetricEmbedding.tabulate`: energies and forces agree with this model to ~1e-10
+        relative at the default `stride` (float64). The copy is for evaluation (MD,
+        `compute`): its tables are not trained and not saved. Whether it is faster depends on
+        the size (a gather of `6 neuron[-1]` numbers per neighbour replaces three dense layers;
+        see benchmarks/deep_potential.py).
+
+        Args:
+            stride: grid spacing of the normalised switch value. r_min: smallest neighbour
+                distance covered by the table (Å). dtype: precision of the copy.
+        """
+        if self.descriptor_type != "se_e2_a":
+            raise ValueError(f"Only the se_e2_a descriptor can be compressed; this model has "
+                             f"descriptor={self.descriptor_type!r}")
+        copy = self.copy(dtype)
+        copy.descriptor.tabulate(stride=stride, r_min=r_min)
+        return copy
+
     # --- physics ------------------------------------------------------------------------------
     def neighbor_list(self, coord, box, atom_types):
         """In-graph neighbour list `(index, image)` for this model's rcut and sel."""

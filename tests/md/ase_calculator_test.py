@@ -73,3 +73,56 @@ class CalculatorTest(TestCase):
         np.testing.assert_allclose(atoms.get_forces(), f64, atol=1e-4 * np.abs(f64).max())
         with self.assertRaisesRegex(ValueError, "precision"):
             DeepPotentialCalculator(self.model, precision="float16")
+
+    def test_verlet_skin_reuses_the_list_and_changes_nothing(self):
+        atoms = self.atoms()
+        exact = DeepPotentialCalculator(self.model, skin=0.0, jit_compile=False)
+        reused = DeepPotentialCalculator(self.model, skin=0.5)
+        rng = np.random.default_rng(3)
+        for step in range(8):
+            # Small moves reuse the list; the jump at step 5 (0.4 Å > skin / 2) rebuilds it.
+            atoms.positions += rng.normal(0, 0.4 if step == 5 else 0.01, atoms.positions.shape)
+            forces = []
+            for calc in (exact, reused):
+                atoms.calc = calc
+                forces.append(atoms.get_forces())
+            np.testing.assert_allclose(forces[1], forces[0], atol=1e-10)
+        self.assertEqual(exact.neighbor_builds, 8)
+        self.assertEqual(reused.neighbor_builds, 2)
+
+    def test_skin_overflowing_sel_falls_back_to_the_exact_list(self):
+        from mlcmk.models.deep_potential_neighbors import neighbor_list_numpy
+
+        atoms = self.atoms()
+        types = np.array([self.system.type_map.index(s) for s in atoms.get_chemical_symbols()])
+        index, _ = neighbor_list_numpy(atoms.positions, atoms.cell.array, types, rcut=4.5,
+                                       sel=[60, 60])
+        tight = [int((index[:, :60] >= 0).sum(1).max()), int((index[:, 60:] >= 0).sum(1).max())]
+        model = DeepPotential(["Al", "Cu"], **{**SMALL, "sel": tight})
+        model.set_statistics([self.system])
+        exact = DeepPotentialCalculator(model, skin=0.0)
+        reused = DeepPotentialCalculator(model, skin=1.0)
+        for _ in range(3):
+            atoms.positions[0, 0] += 0.01
+            atoms.calc = exact
+            f0 = atoms.get_forces()
+            atoms.calc = reused
+            np.testing.assert_allclose(atoms.get_forces(), f0, atol=1e-10)
+        self.assertEqual(reused.neighbor_builds, 3)  # nothing reused: the wide list overflows
+        with self.assertRaisesRegex(ValueError, "skin"):
+            DeepPotentialCalculator(model, skin=-0.1)
+
+    def test_compressed_copy_agrees(self):
+        atoms = self.atoms(1)
+        atoms.calc = DeepPotentialCalculator(self.model)
+        energy, forces, stress = (atoms.get_potential_energy(), atoms.get_forces(),
+                                  atoms.get_stress())
+        atoms.calc = DeepPotentialCalculator(self.model, compress=True)
+        self.assertTrue(atoms.calc.model.descriptor.tabulated)
+        self.assertFalse(self.model.descriptor.tabulated)
+        self.assertAlmostEqual(atoms.get_potential_energy(), energy, delta=1e-9)
+        np.testing.assert_allclose(atoms.get_forces(), forces, atol=1e-10 * np.abs(forces).max())
+        np.testing.assert_allclose(atoms.get_stress(), stress, atol=1e-10 * np.abs(stress).max())
+        raw = DeepPotential(["Al", "Cu"], descriptor="raw_sorted", **SMALL)
+        with self.assertRaisesRegex(ValueError, "se_e2_a"):
+            raw.compressed()
