@@ -9,6 +9,7 @@ from mlcmk.training.concurrent_learning import (
     Labeller,
     Trainer,
 )
+from mlcmk.training.curvature import gauss_newton_max_eigenvalue
 from mlcmk.training.extended_msa import ExtendedMSA, ResidualControlNetwork
 from mlcmk.training.free_energy_learning import (
     MCMCExplorer,
