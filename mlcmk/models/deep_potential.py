@@ -11,7 +11,7 @@ import tensorflow as tf
 from keras import ops
 
 from mlcmk.layers.symmetric_embedding import SymmetricEmbedding, _check_positive_int_list
-from mlcmk.models.deep_potential_neighbors import neighbor_list
+from mlcmk.models.deep_potential_neighbors import neighbor_list, neighbor_list_numpy
 
 DESCRIPTORS = ("se_e2_a", "raw_sorted")
 
@@ -282,7 +282,8 @@ class DeepPotential(keras.Model):
                 "virial": -grad_strain}
 
     def call(self, inputs, training=False):
-        return self.compute(inputs["coord"], inputs["atom_types"], inputs.get("box"))
+        return self.compute(inputs["coord"], inputs["atom_types"], inputs.get("box"),
+                            index=inputs.get("index"), image=inputs.get("image"))
 
     # --- statistics -------------------------------------------------------------------------
     def set_statistics(self, systems, max_frames=200):
@@ -373,7 +374,8 @@ class DeepPotential(keras.Model):
             schedule = keras.optimizers.schedules.ExponentialDecay(
                 learning_rate, decay_steps, rate, staircase=True)
             optimizer = keras.optimizers.Adam(schedule)
-        # Dynamic shapes (systems of different sizes, image counts) keep XLA out.
+        # The in-graph neighbour list has dynamic shapes (image counts) and an overflow check
+        # that XLA cannot compile: XLA only with `make_dataset(..., neighbors=model)`.
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
         # lr0 of the prefactor rule: the schedule at step 0, or the constant rate.
@@ -471,7 +473,8 @@ class DeepPotential(keras.Model):
         return filepath
 
 
-def make_dataset(systems, batch_size=1, *, shuffle=True, seed=0, repeat=True, type_map=None):
+def make_dataset(systems, batch_size=1, *, shuffle=True, seed=0, repeat=True, type_map=None,
+                 neighbors=None):
     """`tf.data` of per-system batches (frames of one system share their atom count).
 
     Args:
@@ -484,6 +487,11 @@ def make_dataset(systems, batch_size=1, *, shuffle=True, seed=0, repeat=True, ty
         repeat: repeat forever (use `steps_per_epoch` in `fit`).
         type_map: optional list of element names; each system's `type_map` must equal it
             (read the systems with `read_systems(..., type_map=...)`).
+        neighbors: optional `DeepPotential` (or `(rcut, sel)`): each frame's neighbour list is
+            computed once on the host (`neighbor_list_numpy`) and added to the inputs as
+            `index`/`image`, so the model skips its in-graph list and the training step can be
+            compiled with XLA (`compile(jit_compile=True)`). Overflowing `sel` is a ValueError
+            here, naming the system and frame.
 
     Returns:
         A `tf.data.Dataset` of `(x, y)` dicts for `DeepPotential.fit`.
@@ -493,6 +501,9 @@ def make_dataset(systems, batch_size=1, *, shuffle=True, seed=0, repeat=True, ty
     systems = list(systems)
     if not systems:
         raise ValueError("`systems` is empty")
+    if neighbors is not None:
+        rcut, sel = (neighbors.rcut, neighbors.sel) if isinstance(neighbors, DeepPotential) \
+            else neighbors
     datasets, weights = [], []
     dtype = keras.config.floatx()
     for number, system in enumerate(systems):
@@ -508,6 +519,17 @@ def make_dataset(systems, batch_size=1, *, shuffle=True, seed=0, repeat=True, ty
         virial = np.zeros((nframes, 3, 3), dtype) if virial is None else np.asarray(virial, dtype)
         types = np.tile(np.asarray(system.atom_types, np.int32), (nframes, 1))
         x = {"coord": coord, "box": box, "atom_types": types}
+        if neighbors is not None:
+            lists = []
+            for frame in range(nframes):
+                try:
+                    lists.append(neighbor_list_numpy(
+                        coord[frame], None if system.box is None else box[frame], types[0],
+                        rcut=rcut, sel=sel))
+                except ValueError as err:
+                    raise ValueError(f"system {number}, frame {frame}: {err}") from err
+            x["index"] = np.stack([index for index, _ in lists]).astype(np.int32)
+            x["image"] = np.stack([image for _, image in lists]).astype(dtype)
         y = {"energy": np.asarray(system.energy, dtype),
              "force": np.asarray(system.force, dtype).reshape(nframes, natoms, 3),
              "virial": virial, "find_virial": find_virial}

@@ -71,6 +71,20 @@ def plot_parity(systems, predictions, path, title=""):
     return path
 
 
+class _EpochTimes(keras.callbacks.Callback):
+    """Wall time of every epoch (the first one holds tracing and XLA compilation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
 class _Progress(keras.callbacks.Callback):
     def __init__(self, every, total, printer=print):
         super().__init__()
@@ -93,7 +107,7 @@ class _Progress(keras.callbacks.Callback):
 def train_potential(train_systems, test_systems=None, *, type_map=None, steps=2000,
                     batch_size=1, learning_rate=1e-3, stop_learning_rate=1e-5, decay_steps=100,
                     model_kwargs=None, precision="float64", seed=0, output_dir=None,
-                    log_every=None, verbose=1, printer=print):
+                    log_every=None, verbose=1, printer=print, jit_compile=True):
     """Builds, fits and evaluates a `DeepPotential`; writes model.keras, result.json, parity.png.
 
     Args:
@@ -105,6 +119,9 @@ def train_potential(train_systems, test_systems=None, *, type_map=None, steps=20
         precision: "float64" (default) or "float32". seed: weights and batch order.
         output_dir: where the files go (None: nothing written).
         log_every: steps between progress lines (default steps / 10).
+        jit_compile: neighbour lists computed once per frame on the host and the training
+            step compiled with XLA (one compilation per system size); False: in-graph lists,
+            no XLA.
 
     Returns:
         `(model, result)`: the trained model and a JSON-ready dict of metrics and timings.
@@ -119,18 +136,26 @@ def train_potential(train_systems, test_systems=None, *, type_map=None, steps=20
     model = DeepPotential(type_map, **(model_kwargs or {}))
     stats = model.set_statistics(train_systems)
     model.compile(total_steps=steps, learning_rate=learning_rate,
-                  stop_learning_rate=stop_learning_rate, decay_steps=decay_steps)
+                  stop_learning_rate=stop_learning_rate, decay_steps=decay_steps,
+                  jit_compile=bool(jit_compile))
     log_every = max(1, min(steps, log_every or max(steps // 10, 1)))
     epochs = max(1, steps // log_every)
-    callbacks = [_Progress(log_every, epochs * log_every, printer)] if verbose else []
+    timer = _EpochTimes()
+    callbacks = [timer] + ([_Progress(log_every, epochs * log_every, printer)] if verbose else [])
     start = time.perf_counter()
-    history = model.fit(make_dataset(train_systems, batch_size, seed=seed), epochs=epochs,
+    dataset = make_dataset(train_systems, batch_size, seed=seed,
+                           neighbors=model if jit_compile else None)
+    history = model.fit(dataset, epochs=epochs,
                         steps_per_epoch=log_every, verbose=0, callbacks=callbacks)
     train_seconds = time.perf_counter() - start
     steps_done = epochs * log_every
     result = {"type_map": type_map, "steps": steps_done, "batch_size": batch_size,
               "precision": precision, "seed": seed, "train_seconds": train_seconds,
               "ms_per_step": 1e3 * train_seconds / steps_done,
+              # After the first epoch (tracing, XLA compilation): the cost of a step.
+              "ms_per_step_steady": 1e3 * float(np.median(timer.seconds[1:] or timer.seconds))
+              / log_every,
+              "first_epoch_seconds": timer.seconds[0],
               "energy_bias": stats["energy_bias"], "model_config": model.get_config(),
               "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
               "train": error_metrics(train_systems, predict_systems(model, train_systems))}

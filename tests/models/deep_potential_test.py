@@ -198,6 +198,25 @@ class DeepPotentialTest(TestCase):
         self.assertLess(after["force_rmse"], 0.8 * before["force_rmse"])
         self.assertIn("energy_rmse_per_atom", after)
 
+    def test_host_neighbor_lists_and_xla_fit_match_the_in_graph_path(self):
+        pure = emt_system(("Al",), nframes=6, seed=3, repeat=(1, 1, 2))
+        results = []
+        for jit in (False, True):
+            keras.utils.set_random_seed(5)
+            model = DeepPotential(["Al", "Cu"], **SMALL)
+            model.set_statistics([self.system, pure])
+            model.compile(total_steps=8, jit_compile=jit)
+            ds = make_dataset([self.system, pure], 2, seed=1,
+                              neighbors=model if jit else None)
+            history = model.fit(ds, epochs=2, steps_per_epoch=4, verbose=0)
+            results.append((history.history["loss"], [w.numpy() for w in model.weights]))
+        (h1, w1), (h2, w2) = results
+        np.testing.assert_allclose(h2, h1, rtol=1e-9)
+        for a, b in zip(w1, w2, strict=True):
+            np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-12)
+        with self.assertRaisesRegex(ValueError, "system 0, frame 0: .*sel"):
+            make_dataset([self.system], 1, neighbors=(4.5, [2, 2]))
+
     def test_keras_round_trip(self):
         coord, box, types = self.frame()
         inputs = {"coord": coord[None], "box": box[None], "atom_types": types[None]}
