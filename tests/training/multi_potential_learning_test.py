@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 from ase.calculators.emt import EMT
+from tests.training.counting_labeller import Counting, Kill
 
 from mlcmk import config
 from mlcmk.models.deep_potential import DeepPotential
@@ -35,23 +36,8 @@ TINY = dict(rcut=4.5, rcut_smth=0.5, sel=48, neuron=(4, 8), axis_neuron=2, fitti
 PAIR = ("b2_alcu", "l12_cu3al")  # 16 and 32 atoms
 
 
-class Kill(BaseException):
-    """Stands for the process being killed."""
-
-
-class CountingLabeller(MultiStructureLabeller):
+class CountingLabeller(Counting, MultiStructureLabeller):
     """EMT labels; records every configuration key it labels; optionally killed."""
-
-    def __init__(self, structure_set, kill_after=None):
-        super().__init__(structure_set)
-        self.keys = []
-        self.kill_after = kill_after
-
-    def label(self, configuration):
-        if self.kill_after is not None and len(self.keys) >= self.kill_after:
-            raise Kill
-        self.keys.append(configuration_key(configuration))
-        return super().label(configuration)
 
 
 def _kill(*args, **kwargs):

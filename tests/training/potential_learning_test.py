@@ -6,6 +6,7 @@ import os
 import numpy as np
 from ase.build import bulk
 from ase.calculators.emt import EMT
+from tests.training.counting_labeller import Counting, Kill
 
 from mlcmk import config
 from mlcmk.models.ensemble import CANDIDATE, Ensemble
@@ -28,23 +29,8 @@ def _atoms():
     return bulk("Al", "fcc", a=4.05, cubic=True).repeat((1, 1, 2))  # 8 atoms
 
 
-class Kill(BaseException):
-    """Stands for the process being killed."""
-
-
-class CountingLabeller(EMTLabeller):
+class CountingLabeller(Counting, EMTLabeller):
     """EMT labels; records every configuration key it labels; optionally killed."""
-
-    def __init__(self, atoms, kill_after=None):
-        super().__init__(atoms)
-        self.keys = []
-        self.kill_after = kill_after
-
-    def label(self, configuration):
-        if self.kill_after is not None and len(self.keys) >= self.kill_after:
-            raise Kill
-        self.keys.append(configuration_key(configuration))
-        return super().label(configuration)
 
 
 def _build(directory, labeller=None, **kwargs):
