@@ -120,7 +120,7 @@ def euler_solve(f0, dx, t_end, grid_moments, cfl=0.4):
 def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epochs=200,
                        max_autoencoder_samples=4000, batch_size=128,
                        closure_batch_size=256, learning_rate=3e-3,
-                       seed=0, verbose=0):
+                       seed=0, verbose=0, heat_flux_moment=False):
     """Fits the autoencoder and the closure on kinetic data (from `generate_kinetic_data`).
 
     Returns:
@@ -134,7 +134,8 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     f = f[rng.permutation(len(f))[:max_autoencoder_samples]]
     info = {}
     start = time.perf_counter()
-    autoencoder = MomentAutoencoder(v_max=v_max, num_v=nv, num_moments=num_moments)
+    autoencoder = MomentAutoencoder(v_max=v_max, num_v=nv, num_moments=num_moments,
+                                    heat_flux_moment=heat_flux_moment)
     autoencoder.build((None, nv))
     autoencoder.adapt(f)
     autoencoder.compile(optimizer=keras.optimizers.Adam(_cosine(learning_rate,
@@ -145,7 +146,7 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     info["autoencoder_fit_s"] = time.perf_counter() - start
     start = time.perf_counter()
     x, y = closure_training_data(autoencoder, data)
-    closure = MomentClosure(num_moments=num_moments)
+    closure = MomentClosure(num_moments=num_moments, heat_flux_moment=heat_flux_moment)
     closure.build((None, 4 + num_moments))
     closure.adapt(x, y, autoencoder.maxwellian_moments(), autoencoder.maxwellian_closure())
     steps = closure_epochs * math.ceil(len(x) / closure_batch_size)
