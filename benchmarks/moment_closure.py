@@ -36,6 +36,8 @@ def main():
     parser.add_argument("--num_moments", type=int, default=2)
     parser.add_argument("--autoencoder_epochs", type=int, default=15)
     parser.add_argument("--closure_epochs", type=int, default=60)
+    parser.add_argument("--heat_flux_moment", type=int, default=0,
+                        help="1: the first odd generalised moment is the heat flux (exact)")
     parser.add_argument("--num_x", type=int, default=100)
     parser.add_argument("--num_v", type=int, default=64)
     parser.add_argument("--t_end", type=float, default=0.1)
@@ -51,7 +53,8 @@ def main():
     data_s = time.perf_counter() - start
     model, info = train_moment_model(data, num_moments=args.num_moments,
                                      autoencoder_epochs=args.autoencoder_epochs,
-                                     closure_epochs=args.closure_epochs, seed=0)
+                                     closure_epochs=args.closure_epochs, seed=0,
+                                     heat_flux_moment=bool(args.heat_flux_moment))
     print(f"data {data_s:.1f} s ({args.train_runs} runs), training "
           f"{info['autoencoder_fit_s'] + info['closure_fit_s']:.1f} s, closure loss "
           f"{info['closure_loss']:.3g}")

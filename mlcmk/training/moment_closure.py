@@ -14,7 +14,7 @@ import numpy as np
 from mlcmk.models.moment_autoencoder import MomentAutoencoder
 from mlcmk.models.moment_closure import MomentClosure
 from mlcmk.problems.kinetic.bgk import primitive_from_conserved
-from mlcmk.problems.kinetic.moment_solver import MomentSolver
+from mlcmk.problems.kinetic.moment_solver import MomentSolver, relaxation_speed_factor
 
 
 def _batched(fn, x, batch_size=4096):
@@ -65,9 +65,20 @@ def closure_training_data(autoencoder, data):
 
 
 class LearnedMomentModel:
-    """A trained autoencoder + closure, with the moment-system solve from a distribution."""
+    """A trained autoencoder + closure, with the moment-system solve from a distribution.
 
-    def __init__(self, autoencoder, closure, speed_factor=3.0, cfl=0.4):
+    Args:
+        autoencoder, closure: trained `MomentAutoencoder` and `MomentClosure`.
+        speed_factor: `c` of the wave-speed bound `|u| + c sqrt(T)` of the solver; `None`
+            (default) for `relaxation_speed_factor(eps, dx, frozen_speed_factor)`, which is
+            Euler's `sqrt(3)` at small eps.
+        cfl: CFL number of the solver.
+        frozen_speed_factor: the bound at large eps when `speed_factor` is None.
+    """
+
+    def __init__(self, autoencoder, closure, speed_factor=None, cfl=0.4,
+                 frozen_speed_factor=3.0):
+        self.frozen_speed_factor = frozen_speed_factor
         self.autoencoder = autoencoder
         self.closure = closure
         self.speed_factor = speed_factor
@@ -84,7 +95,8 @@ class LearnedMomentModel:
         self.autoencoder.save(os.path.join(directory, "autoencoder.keras"))
         self.closure.save(os.path.join(directory, "closure.keras"))
         write_json(os.path.join(directory, "solver.json"),
-                   {"speed_factor": self.speed_factor, "cfl": self.cfl})
+                   {"speed_factor": self.speed_factor, "cfl": self.cfl,
+                    "frozen_speed_factor": self.frozen_speed_factor})
 
     @classmethod
     def load(cls, directory):
@@ -106,8 +118,11 @@ class LearnedMomentModel:
     def solve(self, f0, eps, dx, t_end):
         """Learned moment solve from `f0`; returns `(rho, u, T, W)` at `t_end`."""
         rho, u, T, W = self.initial_moments(f0)
+        speed_factor = self.speed_factor
+        if speed_factor is None:
+            speed_factor = relaxation_speed_factor(eps, dx, self.frozen_speed_factor)
         solver = MomentSolver(dx, closure=self.numpy_closure, eps=eps, cfl=self.cfl,
-                              speed_factor=self.speed_factor)
+                              speed_factor=speed_factor)
         return solver.solve(rho, u, T, W, t_end=t_end)
 
 

@@ -11,7 +11,8 @@ $(\rho, T, W; \varepsilon)$ and $W_M$ is the Maxwellian value of $W$. With no $W
 $q = 0$ this is the Euler system with $\gamma = 3$ (the Maxwellian closure of the
 1-D-velocity BGK equation).
 
-Scheme: MUSCL reconstruction of $(\rho, u, T, W)$ with minmod slopes, local Lax–Friedrichs flux
+Scheme: the closure is evaluated once per cell; MUSCL reconstruction of
+$(\rho, u, T, W, \hat q, \hat G)$ with minmod slopes, local Lax–Friedrichs flux
 (speed $|u| + c\sqrt T$), central differences for the gradients in the non-conservative source
 of $W$, SSP-RK2; the stiff relaxation is integrated exactly after each stage ($\rho$ is
 constant during it), so the scheme stays stable and becomes Euler's as $\varepsilon \to 0$.
@@ -30,6 +31,22 @@ from mlcmk.problems.kinetic.bgk import (
 )
 
 _SQRT3 = math.sqrt(3.0)  # Euler sound speed over sqrt(T) for gamma = 3
+
+
+def relaxation_speed_factor(eps, dx, frozen=3.0):
+    r"""Wave-speed factor `c` of the Lax–Friedrichs flux of a relaxation moment system.
+
+    $c = \sqrt3 + (c_f - \sqrt3)\,\varepsilon / (\varepsilon + \Delta x)$: Euler's sound
+    speed when the relaxation time $\varepsilon$ is short against the time $\Delta x$ a unit
+    thermal speed takes to cross a cell (the generalised moments are then relaxed to
+    equilibrium within every step and the system is Euler's), the frozen bound $c_f$ when it is
+    long. A frozen bound at small $\varepsilon$ only adds numerical diffusion (it smears
+    shocks that Euler's bound resolves).
+    """
+    eps = _positive_number("eps", eps)
+    dx = _positive_number("dx", dx)
+    frozen = _positive_number("frozen", frozen)
+    return _SQRT3 + (frozen - _SQRT3) * eps / (eps + dx)
 
 
 class EulerClosure:
