@@ -5,10 +5,13 @@ initial data, eps log-uniform in [1e-3, 10], training seed 0) with a SMALL train
 then, for eps in {1e-3, 1e-2, 1e-1, 1, 10} and initial data not seen in training (seeds from
 1000 on), reports the relative L2 errors of rho, u, T at t = 0.1 against the kinetic solver for
 the learned model and for Euler, and the wall time of the learned moment solve against the
-kinetic solve on the same grid (both single-threaded BLAS, same process).
+kinetic solve on the same grid (both single-threaded BLAS, same process). The learned solve
+uses the eps-dependent wave-speed bound `relaxation_speed_factor` (Euler's at small eps).
+`--heat_flux_moment 1` makes the first odd generalised moment the heat flux itself (exact
+energy flux; the closure then supplies its flux, the fourth moment).
 
-Writes `benchmarks/results/moment_closure.json` and `moment_closure.png`. ~5-10 min on 2 busy
-cores.
+Writes `benchmarks/results/moment_closure.json` and `moment_closure.png`. ~5 min alone on 2
+cores, ~15 min on 2 busy ones.
 
     python benchmarks/moment_closure.py
     python benchmarks/moment_closure.py --train_runs 64 --closure_epochs 300
