@@ -247,9 +247,10 @@ class NumpyClosure:
                             W], axis=1)
         z = (z - self._shift) * self._scale
         z_eq = np.concatenate([z[:, :3], np.zeros_like(z[:, 3:])], axis=1)
-        both = self._net(np.concatenate([z, self._p_in * z, z_eq, self._p_in * z_eq], axis=0))
-        h = 0.5 * (both[:n] + self._p_out * both[n:2 * n])
-        h -= 0.5 * (both[2 * n:3 * n] + self._p_out * both[3 * n:])
+        # The reflection leaves z_eq unchanged (its W part is 0, the rest even): one pass.
+        out = self._net(np.concatenate([z, self._p_in * z, z_eq], axis=0))
+        h = 0.5 * (out[:n] + self._p_out * out[n:2 * n])
+        h -= 0.5 * (1.0 + self._p_out) * out[2 * n:]
         h = self._out_eq + h * self._out_scale
         if self.heat_flux_moment:
             h[:, 0] = W[:, self.num_even]
