@@ -41,6 +41,8 @@ def main():
     parser.add_argument("--closure_epochs", type=int, default=60)
     parser.add_argument("--heat_flux_moment", type=int, default=0,
                         help="1: the first odd generalised moment is the heat flux (exact)")
+    parser.add_argument("--frozen_speed_factor", type=float, default=3.0,
+                        help="wave-speed bound c of the learned solve at large eps")
     parser.add_argument("--num_x", type=int, default=100)
     parser.add_argument("--num_v", type=int, default=64)
     parser.add_argument("--t_end", type=float, default=0.1)
@@ -58,6 +60,7 @@ def main():
                                      autoencoder_epochs=args.autoencoder_epochs,
                                      closure_epochs=args.closure_epochs, seed=0,
                                      heat_flux_moment=bool(args.heat_flux_moment))
+    model.frozen_speed_factor = args.frozen_speed_factor
     print(f"data {data_s:.1f} s ({args.train_runs} runs), training "
           f"{info['autoencoder_fit_s'] + info['closure_fit_s']:.1f} s, closure loss "
           f"{info['closure_loss']:.3g}")
