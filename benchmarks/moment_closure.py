@@ -5,10 +5,13 @@ initial data, eps log-uniform in [1e-3, 10], training seed 0) with a SMALL train
 then, for eps in {1e-3, 1e-2, 1e-1, 1, 10} and initial data not seen in training (seeds from
 1000 on), reports the relative L2 errors of rho, u, T at t = 0.1 against the kinetic solver for
 the learned model and for Euler, and the wall time of the learned moment solve against the
-kinetic solve on the same grid (both single-threaded BLAS, same process).
+kinetic solve on the same grid (both single-threaded BLAS, same process). The learned solve
+uses the eps-dependent wave-speed bound `relaxation_speed_factor` (Euler's at small eps).
+`--heat_flux_moment 1` makes the first odd generalised moment the heat flux itself (exact
+energy flux; the closure then supplies its flux, the fourth moment).
 
-Writes `benchmarks/results/moment_closure.json` and `moment_closure.png`. ~5-10 min on 2 busy
-cores.
+Writes `benchmarks/results/moment_closure.json` and `moment_closure.png`. ~5 min alone on 2
+cores, ~15 min on 2 busy ones.
 
     python benchmarks/moment_closure.py
     python benchmarks/moment_closure.py --train_runs 64 --closure_epochs 300
@@ -36,6 +39,10 @@ def main():
     parser.add_argument("--num_moments", type=int, default=2)
     parser.add_argument("--autoencoder_epochs", type=int, default=15)
     parser.add_argument("--closure_epochs", type=int, default=60)
+    parser.add_argument("--heat_flux_moment", type=int, default=0,
+                        help="1: the first odd generalised moment is the heat flux (exact)")
+    parser.add_argument("--frozen_speed_factor", type=float, default=3.0,
+                        help="wave-speed bound c of the learned solve at large eps")
     parser.add_argument("--num_x", type=int, default=100)
     parser.add_argument("--num_v", type=int, default=64)
     parser.add_argument("--t_end", type=float, default=0.1)
@@ -51,7 +58,9 @@ def main():
     data_s = time.perf_counter() - start
     model, info = train_moment_model(data, num_moments=args.num_moments,
                                      autoencoder_epochs=args.autoencoder_epochs,
-                                     closure_epochs=args.closure_epochs, seed=0)
+                                     closure_epochs=args.closure_epochs, seed=0,
+                                     heat_flux_moment=bool(args.heat_flux_moment))
+    model.frozen_speed_factor = args.frozen_speed_factor
     print(f"data {data_s:.1f} s ({args.train_runs} runs), training "
           f"{info['autoencoder_fit_s'] + info['closure_fit_s']:.1f} s, closure loss "
           f"{info['closure_loss']:.3g}")

@@ -47,13 +47,16 @@ class MomentAutoencoder(keras.Model):
         encoder_units: hidden widths of the weight network `w(xi)`.
         decoder_units: hidden widths of the decoder network `n(xi, W)`.
         activation: hidden activation.
+        heat_flux_moment: bool; if True (needs K >= 2), the first odd weight is fixed to
+            `(xi^3 - 3 xi) / 2`, so that this moment is the normalised heat flux
+            `q / (rho T^{3/2})` and the energy flux of the moment system needs no closure.
 
     Input shape: `(batch, num_v)` distributions. Output shape: `(batch, num_v)` reconstructions.
     `encode` gives `(batch, 3 + K)` = `(rho, rho u, E, W)`; `decode` inverts it.
     """
 
     def __init__(self, v_max=8.0, num_v=64, num_moments=4, encoder_units=(32, 32),
-                 decoder_units=(64, 64), activation="tanh", **kwargs):
+                 decoder_units=(64, 64), activation="tanh", heat_flux_moment=False, **kwargs):
         if isinstance(v_max, bool) or not isinstance(v_max, (int, float)) or v_max <= 0:
             raise ValueError(f"`v_max` must be a positive number; received v_max={v_max!r}")
         if isinstance(num_v, bool) or not isinstance(num_v, int) or num_v < 8:
@@ -61,8 +64,13 @@ class MomentAutoencoder(keras.Model):
         if isinstance(num_moments, bool) or not isinstance(num_moments, int) or num_moments < 1:
             raise ValueError(f"`num_moments` must be a positive int; received "
                              f"num_moments={num_moments!r}")
+        if not isinstance(heat_flux_moment, bool) or (heat_flux_moment and num_moments < 2):
+            raise ValueError(f"`heat_flux_moment` must be a bool, True only with num_moments >= "
+                             f"2; received heat_flux_moment={heat_flux_moment!r}, "
+                             f"num_moments={num_moments!r}")
         super().__init__(**kwargs)
         # === Config ===
+        self.heat_flux_moment = heat_flux_moment
         self.v_max = float(v_max)
         self.num_v = num_v
         self.num_moments = num_moments
@@ -116,12 +124,19 @@ class MomentAutoencoder(keras.Model):
         return ops.convert_to_tensor(self._v, dtype=self.compute_dtype)
 
     def weight_functions(self, xi):
-        """`w(xi)`: `(...,)` -> `(..., K)`; the first `ceil(K/2)` even, the rest odd."""
+        """`w(xi)`: `(...,)` -> `(..., K)`; the first `ceil(K/2)` even, the rest odd.
+
+        With `heat_flux_moment`, `w_{ceil(K/2)+1} = (xi^3 - 3 xi) / 2` (fixed).
+        """
         xi = ops.convert_to_tensor(xi, dtype=self.compute_dtype)
         shape = ops.shape(xi)
         flat = ops.reshape(xi, (-1, 1))
         parity = ops.convert_to_tensor(self._parity, dtype=self.compute_dtype)
         w = 0.5 * (self.weight_net(flat) + parity * self.weight_net(-flat))
+        if self.heat_flux_moment:
+            Ke = self.num_even
+            heat = 0.5 * (flat**3 - 3.0 * flat)
+            w = ops.concatenate([w[:, :Ke], heat, w[:, Ke + 1:]], axis=1)
         return ops.reshape(w, (*shape, self.num_moments))
 
     def weight_derivatives(self, xi):
@@ -215,4 +230,5 @@ class MomentAutoencoder(keras.Model):
     def get_config(self):
         return {**super().get_config(), "v_max": self.v_max, "num_v": self.num_v,
                 "num_moments": self.num_moments, "encoder_units": self.encoder_units,
-                "decoder_units": self.decoder_units, "activation": self.activation}
+                "decoder_units": self.decoder_units, "activation": self.activation,
+                "heat_flux_moment": self.heat_flux_moment}

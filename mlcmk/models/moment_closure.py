@@ -70,9 +70,13 @@ class MomentClosure(keras.Model):
         units: hidden widths.
         activation: hidden activation (one of tanh, relu, softplus, silu, sigmoid, so that
             `numpy_closure` can evaluate it).
+        heat_flux_moment: bool; True when the first odd moment is the normalised heat flux
+            (`MomentAutoencoder(heat_flux_moment=True)`): `q_hat` is then that input, exactly,
+            and the network's `q_hat` output is unused.
     """
 
-    def __init__(self, num_moments=4, units=(64, 64), activation="tanh", **kwargs):
+    def __init__(self, num_moments=4, units=(64, 64), activation="tanh", heat_flux_moment=False,
+                 **kwargs):
         if isinstance(num_moments, bool) or not isinstance(num_moments, int) or num_moments < 1:
             raise ValueError(f"`num_moments` must be a positive int; received "
                              f"num_moments={num_moments!r}")
@@ -82,8 +86,13 @@ class MomentClosure(keras.Model):
         if activation not in _NUMPY_ACTIVATIONS:
             raise ValueError(f"`activation` must be one of {sorted(_NUMPY_ACTIVATIONS)}; "
                              f"received activation={activation!r}")
+        if not isinstance(heat_flux_moment, bool) or (heat_flux_moment and num_moments < 2):
+            raise ValueError(f"`heat_flux_moment` must be a bool, True only with num_moments >= "
+                             f"2; received heat_flux_moment={heat_flux_moment!r}, "
+                             f"num_moments={num_moments!r}")
         super().__init__(**kwargs)
         # === Config ===
+        self.heat_flux_moment = heat_flux_moment
         self.num_moments = num_moments
         self.units = list(units)
         self.activation = activation
@@ -180,7 +189,10 @@ class MomentClosure(keras.Model):
         z_eq = ops.concatenate([z[:, :3], ops.zeros_like(z[:, 3:])], axis=1)
         # Exactly the Maxwellian values at W = W_M; learned deviations elsewhere.
         deviation = self._symmetric(z) - self._symmetric(z_eq)
-        return self.output_equilibrium + deviation * self.output_scale
+        out = self.output_equilibrium + deviation * self.output_scale
+        if self.heat_flux_moment:
+            out = ops.concatenate([x[:, 3 + self.num_even:4 + self.num_even], out[:, 1:]], axis=1)
+        return out
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean squared error of the outputs in units of their RMS over the training data."""
@@ -198,7 +210,7 @@ class MomentClosure(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), "num_moments": self.num_moments, "units": self.units,
-                "activation": self.activation}
+                "activation": self.activation, "heat_flux_moment": self.heat_flux_moment}
 
 
 class NumpyClosure:
@@ -210,6 +222,7 @@ class NumpyClosure:
     def __init__(self, closure):
         self.num_moments = closure.num_moments
         self.num_even = closure.num_even
+        self.heat_flux_moment = closure.heat_flux_moment
         self._layers = [(np.asarray(layer.kernel, np.float64), np.asarray(layer.bias, np.float64))
                         for layer in closure.net.layers]
         self._act = _NUMPY_ACTIVATIONS[closure.activation]
@@ -234,8 +247,11 @@ class NumpyClosure:
                             W], axis=1)
         z = (z - self._shift) * self._scale
         z_eq = np.concatenate([z[:, :3], np.zeros_like(z[:, 3:])], axis=1)
-        both = self._net(np.concatenate([z, self._p_in * z, z_eq, self._p_in * z_eq], axis=0))
-        h = 0.5 * (both[:n] + self._p_out * both[n:2 * n])
-        h -= 0.5 * (both[2 * n:3 * n] + self._p_out * both[3 * n:])
+        # The reflection leaves z_eq unchanged (its W part is 0, the rest even): one pass.
+        out = self._net(np.concatenate([z, self._p_in * z, z_eq], axis=0))
+        h = 0.5 * (out[:n] + self._p_out * out[n:2 * n])
+        h -= 0.5 * (1.0 + self._p_out) * out[2 * n:]
         h = self._out_eq + h * self._out_scale
+        if self.heat_flux_moment:
+            h[:, 0] = W[:, self.num_even]
         return h[:, 0], h[:, 1:1 + K], h[:, 1 + K:].reshape(n, 3, K)

@@ -14,7 +14,7 @@ import numpy as np
 from mlcmk.models.moment_autoencoder import MomentAutoencoder
 from mlcmk.models.moment_closure import MomentClosure
 from mlcmk.problems.kinetic.bgk import primitive_from_conserved
-from mlcmk.problems.kinetic.moment_solver import MomentSolver
+from mlcmk.problems.kinetic.moment_solver import MomentSolver, relaxation_speed_factor
 
 
 def _batched(fn, x, batch_size=4096):
@@ -65,9 +65,20 @@ def closure_training_data(autoencoder, data):
 
 
 class LearnedMomentModel:
-    """A trained autoencoder + closure, with the moment-system solve from a distribution."""
+    """A trained autoencoder + closure, with the moment-system solve from a distribution.
 
-    def __init__(self, autoencoder, closure, speed_factor=3.0, cfl=0.4):
+    Args:
+        autoencoder, closure: trained `MomentAutoencoder` and `MomentClosure`.
+        speed_factor: `c` of the wave-speed bound `|u| + c sqrt(T)` of the solver; `None`
+            (default) for `relaxation_speed_factor(eps, dx, frozen_speed_factor)`, which is
+            Euler's `sqrt(3)` at small eps.
+        cfl: CFL number of the solver.
+        frozen_speed_factor: the bound at large eps when `speed_factor` is None.
+    """
+
+    def __init__(self, autoencoder, closure, speed_factor=None, cfl=0.4,
+                 frozen_speed_factor=3.0):
+        self.frozen_speed_factor = frozen_speed_factor
         self.autoencoder = autoencoder
         self.closure = closure
         self.speed_factor = speed_factor
@@ -84,7 +95,8 @@ class LearnedMomentModel:
         self.autoencoder.save(os.path.join(directory, "autoencoder.keras"))
         self.closure.save(os.path.join(directory, "closure.keras"))
         write_json(os.path.join(directory, "solver.json"),
-                   {"speed_factor": self.speed_factor, "cfl": self.cfl})
+                   {"speed_factor": self.speed_factor, "cfl": self.cfl,
+                    "frozen_speed_factor": self.frozen_speed_factor})
 
     @classmethod
     def load(cls, directory):
@@ -106,8 +118,11 @@ class LearnedMomentModel:
     def solve(self, f0, eps, dx, t_end):
         """Learned moment solve from `f0`; returns `(rho, u, T, W)` at `t_end`."""
         rho, u, T, W = self.initial_moments(f0)
+        speed_factor = self.speed_factor
+        if speed_factor is None:
+            speed_factor = relaxation_speed_factor(eps, dx, self.frozen_speed_factor)
         solver = MomentSolver(dx, closure=self.numpy_closure, eps=eps, cfl=self.cfl,
-                              speed_factor=self.speed_factor)
+                              speed_factor=speed_factor)
         return solver.solve(rho, u, T, W, t_end=t_end)
 
 
@@ -120,7 +135,7 @@ def euler_solve(f0, dx, t_end, grid_moments, cfl=0.4):
 def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epochs=200,
                        max_autoencoder_samples=4000, batch_size=128,
                        closure_batch_size=256, learning_rate=3e-3,
-                       seed=0, verbose=0):
+                       seed=0, verbose=0, heat_flux_moment=False):
     """Fits the autoencoder and the closure on kinetic data (from `generate_kinetic_data`).
 
     Returns:
@@ -134,7 +149,8 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     f = f[rng.permutation(len(f))[:max_autoencoder_samples]]
     info = {}
     start = time.perf_counter()
-    autoencoder = MomentAutoencoder(v_max=v_max, num_v=nv, num_moments=num_moments)
+    autoencoder = MomentAutoencoder(v_max=v_max, num_v=nv, num_moments=num_moments,
+                                    heat_flux_moment=heat_flux_moment)
     autoencoder.build((None, nv))
     autoencoder.adapt(f)
     autoencoder.compile(optimizer=keras.optimizers.Adam(_cosine(learning_rate,
@@ -145,7 +161,7 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     info["autoencoder_fit_s"] = time.perf_counter() - start
     start = time.perf_counter()
     x, y = closure_training_data(autoencoder, data)
-    closure = MomentClosure(num_moments=num_moments)
+    closure = MomentClosure(num_moments=num_moments, heat_flux_moment=heat_flux_moment)
     closure.build((None, 4 + num_moments))
     closure.adapt(x, y, autoencoder.maxwellian_moments(), autoencoder.maxwellian_closure())
     steps = closure_epochs * math.ceil(len(x) / closure_batch_size)

@@ -82,6 +82,25 @@ class MomentAutoencoderTest(TestCase):
         W_m = np.asarray(model.encode(discrete_maxwellian(grid, U)))[:, 3:]
         np.testing.assert_allclose(W_m, np.tile(model.maxwellian_moments(), (3, 1)), atol=1e-7)
 
+    def test_heat_flux_moment_is_the_normalised_heat_flux(self):
+        model = self._model(heat_flux_moment=True)
+        grid = VelocityGrid(V_MAX, NUM_V)
+        f = _bimodal(seed=3)
+        UW = np.asarray(model.encode(f))
+        rho, u = UW[:, 0], UW[:, 1] / UW[:, 0]
+        T = 2 * UW[:, 2] / rho - u**2
+        heat = 0.5 * ((grid.v[None] - u[:, None]) ** 3 * f).sum(1) * grid.dv
+        # The first odd moment (index ceil(K/2) = 2) is q / (rho T^{3/2}), exactly.
+        np.testing.assert_allclose(UW[:, 3 + 2], heat / (rho * T**1.5), rtol=1e-12, atol=1e-14)
+        self.assertGreater(np.abs(heat).min(), 1e-4)  # non-Maxwellian: not trivially zero
+        # The other weights stay learned, parity and the Maxwellian value (0) hold.
+        W_reflected = np.asarray(model.encode(f[:, ::-1]))[:, 3:]
+        np.testing.assert_allclose(W_reflected, UW[:, 3:] * np.array([1, 1, -1, -1]),
+                                   atol=1e-12)
+        self.assertAlmostEqual(model.maxwellian_moments()[2], 0.0, delta=1e-12)
+        with self.assertRaisesRegex(ValueError, "heat_flux_moment"):
+            MomentAutoencoder(num_moments=1, heat_flux_moment=True)
+
     def test_fit_reduces_reconstruction_error(self):
         model = self._model(encoder_units=[16], decoder_units=[32])
         f = np.concatenate([_bimodal(seed=s, n=16) for s in range(4)])

@@ -89,6 +89,29 @@ class MomentClosureTest(TestCase):
                                        np.asarray(closure(x)), rtol=1e-10, atol=1e-13)
         np.testing.assert_array_equal(nc.w_maxwell, w_m)
 
+    def test_heat_flux_moment_gives_the_heat_flux_exactly(self):
+        config.set_seed(0)
+        closure = MomentClosure(num_moments=K, units=[16, 16], heat_flux_moment=True)
+        rng = np.random.default_rng(0)
+        w_m = np.concatenate([rng.normal(size=2), np.zeros(2)])
+        closure.adapt(_inputs(64, 0, w_m), rng.normal(size=(64, 1 + 4 * K)), w_m, _y_maxwell())
+        x = _inputs(30, 6, w_m)
+        out = np.asarray(closure(x))
+        np.testing.assert_array_equal(out[:, 0], x[:, 3 + 2])  # q_hat = W_3 (first odd)
+        # Reflection symmetry still exact; NumPy snapshot agrees.
+        sign = output_parity(K)
+        np.testing.assert_allclose(np.asarray(closure(_reflect(x))), sign * out, rtol=1e-12,
+                                   atol=1e-14)
+        rho = x[:, 0]
+        T = 2 * x[:, 2] / rho - (x[:, 1] / rho) ** 2
+        x[:, -1] = 0.3
+        q, g, a = closure.numpy_closure()(rho, T, x[:, 3:3 + K], 0.3)
+        np.testing.assert_allclose(np.concatenate([q[:, None], g, a.reshape(30, -1)], 1),
+                                   np.asarray(closure(x)), rtol=1e-10, atol=1e-13)
+        self.assertEqual(MomentClosure.from_config(closure.get_config()).heat_flux_moment, True)
+        with self.assertRaisesRegex(ValueError, "heat_flux_moment"):
+            MomentClosure(num_moments=1, heat_flux_moment=True)
+
     def test_fit_reduces_the_loss(self):
         closure, w_m = _adapted(units=(16,))
         x = _inputs(128, 5, w_m)

@@ -10,7 +10,12 @@ from mlcmk.problems import build_problem, list_problems
 from mlcmk.problems.kinetic import BGK1D, VelocityGrid, discrete_maxwellian
 from mlcmk.problems.kinetic.bgk import conserved_from_primitive
 from mlcmk.problems.kinetic.data import generate_kinetic_data
-from mlcmk.problems.kinetic.moment_solver import MomentSolver, physical_flux, to_conserved
+from mlcmk.problems.kinetic.moment_solver import (
+    MomentSolver,
+    physical_flux,
+    relaxation_speed_factor,
+    to_conserved,
+)
 from mlcmk.testing import TestCase
 
 
@@ -198,6 +203,15 @@ class MomentSolverTest(TestCase):
         np.testing.assert_allclose(b[1][::-1], -a[1], atol=1e-11)
         np.testing.assert_allclose(b[2][::-1], a[2], rtol=1e-11)
         np.testing.assert_allclose(b[3][::-1], a[3] * sign[3:], atol=1e-11)
+
+    def test_relaxation_speed_factor_limits(self):
+        c = [relaxation_speed_factor(eps, 0.01, frozen=3.0) for eps in (1e-9, 1e-3, 0.01, 1e4)]
+        self.assertAlmostEqual(c[0], np.sqrt(3.0), places=6)
+        self.assertAlmostEqual(c[2], 0.5 * (np.sqrt(3.0) + 3.0), places=12)
+        self.assertAlmostEqual(c[3], 3.0, places=5)
+        self.assertTrue(np.all(np.diff(c) > 0))
+        with self.assertRaisesRegex(ValueError, "dx"):
+            relaxation_speed_factor(0.1, 0.0)
 
     def test_bad_input(self):
         solver = MomentSolver(0.1)

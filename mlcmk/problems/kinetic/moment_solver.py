@@ -11,7 +11,8 @@ $(\rho, T, W; \varepsilon)$ and $W_M$ is the Maxwellian value of $W$. With no $W
 $q = 0$ this is the Euler system with $\gamma = 3$ (the Maxwellian closure of the
 1-D-velocity BGK equation).
 
-Scheme: MUSCL reconstruction of $(\rho, u, T, W)$ with minmod slopes, local Lax–Friedrichs flux
+Scheme: the closure is evaluated once per cell; MUSCL reconstruction of
+$(\rho, u, T, W, \hat q, \hat G)$ with minmod slopes, local Lax–Friedrichs flux
 (speed $|u| + c\sqrt T$), central differences for the gradients in the non-conservative source
 of $W$, SSP-RK2; the stiff relaxation is integrated exactly after each stage ($\rho$ is
 constant during it), so the scheme stays stable and becomes Euler's as $\varepsilon \to 0$.
@@ -32,6 +33,22 @@ from mlcmk.problems.kinetic.bgk import (
 _SQRT3 = math.sqrt(3.0)  # Euler sound speed over sqrt(T) for gamma = 3
 
 
+def relaxation_speed_factor(eps, dx, frozen=3.0):
+    r"""Wave-speed factor `c` of the Lax–Friedrichs flux of a relaxation moment system.
+
+    $c = \sqrt3 + (c_f - \sqrt3)\,\varepsilon / (\varepsilon + \Delta x)$: Euler's sound
+    speed when the relaxation time $\varepsilon$ is short against the time $\Delta x$ a unit
+    thermal speed takes to cross a cell (the generalised moments are then relaxed to
+    equilibrium within every step and the system is Euler's), the frozen bound $c_f$ when it is
+    long. A frozen bound at small $\varepsilon$ only adds numerical diffusion (it smears
+    shocks that Euler's bound resolves).
+    """
+    eps = _positive_number("eps", eps)
+    dx = _positive_number("dx", dx)
+    frozen = _positive_number("frozen", frozen)
+    return _SQRT3 + (frozen - _SQRT3) * eps / (eps + dx)
+
+
 class EulerClosure:
     """Maxwellian closure: no generalised moments, zero heat flux."""
 
@@ -47,13 +64,16 @@ class EulerClosure:
 def physical_flux(closure, rho, u, T, W, eps):
     """Flux `(n, 3 + K)` of the moment system and the source coefficients `a` `(n, 3, K)`."""
     q_hat, g_hat, coefficients = closure(rho, T, W, eps)
+    return _flux(rho, u, T, W, q_hat, g_hat), coefficients
+
+
+def _flux(rho, u, T, W, q_hat, g_hat):
     E = 0.5 * rho * (u**2 + T)
     p = rho * T
     sqrt_t = np.sqrt(T)
-    flux = np.concatenate([
+    return np.concatenate([
         np.stack([rho * u, rho * u**2 + p, u * (E + p) + p * sqrt_t * q_hat], axis=1),
         (rho * u)[:, None] * W + (rho * sqrt_t)[:, None] * g_hat], axis=1)
-    return flux, coefficients
 
 
 def to_conserved(rho, u, T, W):
@@ -93,7 +113,12 @@ class MomentSolver:
     def rate(self, Q):
         """`-d/dx flux + explicit source` of cell averages `Q` (n, 3 + K)."""
         rho, u, T, W = to_primitive(Q)
-        P = np.concatenate([np.stack([rho, u, T], axis=1), W], axis=1)
+        n = rho.shape[0]
+        K = self.closure.num_moments
+        # The closure is evaluated once per cell; its flux outputs (q_hat, G_hat) are
+        # reconstructed to the interfaces with the primitive variables.
+        q_hat, g_hat, a = self.closure(rho, T, W, self.eps)
+        P = np.concatenate([np.stack([rho, u, T], axis=1), W, q_hat[:, None], g_hat], axis=1)
         forward = np.roll(P, -1, axis=0) - P
         slope = minmod(np.roll(forward, 1, axis=0), forward)
         left = P + 0.5 * slope  # at i+1/2 from cell i
@@ -103,17 +128,15 @@ class MomentSolver:
         if np.any(bad):
             left[bad] = P[bad]
             right[bad] = np.roll(P, -1, axis=0)[bad]
-        n = P.shape[0]
         states = np.concatenate([left, right], axis=0)
-        flux, _ = physical_flux(self.closure, states[:, 0], states[:, 1], states[:, 2],
-                                states[:, 3:], self.eps)
-        q_states = to_conserved(states[:, 0], states[:, 1], states[:, 2], states[:, 3:])
-        speed = np.abs(states[:, 1]) + self.speed_factor * np.sqrt(states[:, 2])
+        s_rho, s_u, s_t, s_w = states[:, 0], states[:, 1], states[:, 2], states[:, 3:3 + K]
+        flux = _flux(s_rho, s_u, s_t, s_w, states[:, 3 + K], states[:, 4 + K:])
+        q_states = to_conserved(s_rho, s_u, s_t, s_w)
+        speed = np.abs(s_u) + self.speed_factor * np.sqrt(s_t)
         alpha = np.maximum(speed[:n], speed[n:])[:, None]
         interface = 0.5 * (flux[:n] + flux[n:]) - 0.5 * alpha * (q_states[n:] - q_states[:n])
         rate = -(interface - np.roll(interface, 1, axis=0)) / self.dx
-        if self.closure.num_moments:
-            q_hat, _, a = self.closure(rho, T, W, self.eps)
+        if K:
             sqrt_t = np.sqrt(T)
 
             def gradient(g):
