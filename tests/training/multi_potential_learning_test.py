@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 from ase.calculators.emt import EMT
-from tests.training.counting_labeller import Counting, Kill
 
 from mlcmk import config
 from mlcmk.models.deep_potential import DeepPotential
@@ -30,6 +29,7 @@ from mlcmk.training.potential_learning import (
     initial_configurations,
     structure_atoms,
 )
+from tests.training.counting_labeller import Counting, Kill
 
 TINY = dict(rcut=4.5, rcut_smth=0.5, sel=48, neuron=(4, 8), axis_neuron=2, fitting_neuron=(8, 8))
 # Two structures of different sizes and compositions (padding and two types are exercised).

@@ -6,7 +6,6 @@ import os
 import numpy as np
 from ase.build import bulk
 from ase.calculators.emt import EMT
-from tests.training.counting_labeller import Counting, Kill
 
 from mlcmk import config
 from mlcmk.models.ensemble import CANDIDATE, Ensemble
@@ -21,6 +20,7 @@ from mlcmk.training.potential_learning import (
     pack_configuration,
     unpack_configuration,
 )
+from tests.training.counting_labeller import Counting, Kill
 
 TINY = dict(rcut=4.5, rcut_smth=0.5, sel=24, neuron=(4, 8), axis_neuron=2, fitting_neuron=(8, 8))
 
