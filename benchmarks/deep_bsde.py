@@ -112,6 +112,71 @@ def switching_policy_price(problem, threshold, num_paths=200_000, num_steps=50, 
     return float(v.mean()), float(v.std() / np.sqrt(len(v)))
 
 
+def learned_policy_price(model, problem, num_paths=200_000, seed=0, chunk=20_000):
+    """Value of a trained DeepBSDE's own borrow/lend decisions on pricing_diff_rate.
+
+    Along exact GBM paths under the policy's measure (dX = r_t X dt + sigma X dW), the policy
+    borrows (r = R^b) where the learned stock holding s = sum(Z) / sigma exceeds the learned
+    wealth Y and lends otherwise, over each of the N steps; Y follows the same measure,
+    Y_{n+1} = (Y_n + Z_n . dW_n) e^{r_n dt}, so the discounted Y is a martingale with mean y0.
+    u(0, x0) is the sup over policies, so the plain estimate E[e^{-int r} g(X_T)] is a lower
+    bound (up to Monte Carlo error) that uses nothing of the network but its decisions;
+    `y0 + E[e^{-int r} (g - Y_N)]` is the same expectation with the learned hedge as a
+    control variate. Returns a dict of both with standard errors, and the borrowing fraction.
+    """
+    rng = np.random.default_rng(seed)
+    n_steps, dt, sig = problem.num_steps, problem.dt, problem.sigma_bar
+    y0 = model.y0_value()
+    plain, controlled, borrowing = [], [], []
+    for _ in range(num_paths // chunk):
+        x = np.tile(np.asarray(problem.x0, np.float64), (chunk, 1))
+        y = np.full(chunk, y0)
+        discount = np.zeros(chunk)
+        for n in range(n_steps):
+            z = np.asarray(model.z(n * dt, x), np.float64)
+            r = np.where(z.sum(axis=1) / sig > y, problem.rate_borrow, problem.rate_lend)
+            borrowing.append(np.mean(r == problem.rate_borrow))
+            dw = np.sqrt(dt) * rng.standard_normal(x.shape)
+            y = (y + np.sum(z * dw, axis=1)) * np.exp(r * dt)
+            x = x * np.exp(((r - 0.5 * sig**2) * dt)[:, None] + sig * dw)
+            discount += r * dt
+        g = np.asarray(problem.terminal(x), np.float64)
+        plain.append(np.exp(-discount) * g)
+        controlled.append(y0 + np.exp(-discount) * (g - y))
+    plain, controlled = np.concatenate(plain), np.concatenate(controlled)
+    root = np.sqrt(len(plain))
+    return {"lower_bound": float(plain.mean()), "stderr": float(plain.std() / root),
+            "control_variate": float(controlled.mean()),
+            "control_variate_stderr": float(controlled.std() / root),
+            "borrowing_fraction": float(np.mean(borrowing)), "num_paths": len(plain)}
+
+
+def policy_check(seeds, iterations):
+    """pricing_diff_rate: the learned y0 against the Monte Carlo value of the learned policy."""
+    from mlcmk.problems.bsde import PricingDiffRate
+
+    rows = []
+    for seed in seeds:
+        problem = PricingDiffRate()
+        r, model = solve(problem, iterations=iterations, learning_rate=1e-3, seed=seed,
+                         verbose=0, z_error_paths=0)
+        value = learned_policy_price(model, problem, seed=1000 + seed)
+        reference = problem.reference_value()
+        row = {"seed": seed, "y0": r["y0"], "relative_error": r["relative_error"],
+               "loss_ratio": r["loss_ratio"], **value,
+               "lower_bound_relative_error": (value["lower_bound"] - reference) / reference,
+               "control_variate_relative_error":
+                   (value["control_variate"] - reference) / reference}
+        rows.append(row)
+        print(f"pricing_diff_rate seed {seed}: y0 {r['y0']:.4f} (rel.err "
+              f"{r['relative_error']:.2e}); learned policy by Monte Carlo "
+              f"{value['lower_bound']:.4f} +- {value['stderr']:.4f}, with the learned hedge as "
+              f"control variate {value['control_variate']:.4f} +- "
+              f"{value['control_variate_stderr']:.4f} (reference {reference}); borrowing "
+              f"{value['borrowing_fraction']:.2f} of the decisions", flush=True)
+    return rows
+
+
 def measure_check(seeds, iterations):
     """pricing_diff_rate solved under two measures (the same PDE), and policy lower bounds."""
     from mlcmk.problems.bsde import PricingDiffRate
@@ -153,6 +218,9 @@ def main():
     parser.add_argument("--skip_reference_arch", action="store_true")
     parser.add_argument("--linear_check", action="store_true",
                         help="also solve pricing_diff_rate with R^b = R^l against Monte Carlo")
+    parser.add_argument("--policy_check", action="store_true",
+                        help="also price pricing_diff_rate's learned borrow/lend policy by "
+                             "Monte Carlo (a lower bound on u(0, x0))")
     parser.add_argument("--measure_check", action="store_true",
                         help="also solve pricing_diff_rate with paths under the lending measure "
                              "and compute switching-policy lower bounds")
@@ -225,6 +293,8 @@ def main():
     if args.linear_check:
         out["pricing_linear_check"] = linear_pricing_check(args.seeds[0],
                                                            args.iterations or 4000)
+    if args.policy_check:
+        out["pricing_policy_check"] = policy_check(args.seeds, args.iterations or 4000)
     if args.measure_check:
         out["pricing_measure_check"] = measure_check(args.seeds, args.iterations or 4000)
     config.set_precision("float32")
