@@ -151,6 +151,29 @@ def learned_policy_price(model, problem, num_paths=200_000, seed=0, chunk=20_000
             "borrowing_fraction": float(np.mean(borrowing)), "num_paths": len(plain)}
 
 
+def clairvoyant_upper_bound(problem, num_paths=2_000_000, seed=7, chunk=50_000,
+                            num_rates=201):
+    """An upper bound on u(0, x0) of pricing_diff_rate (information relaxation).
+
+    Every asset sees the same rate, so X_T = e^{int r dt} X^0_T with X^0 the driftless GBM,
+    and a policy's payoff is h(R, m) = e^{-R} g(e^R m), m = max_i X^0_{T,i}, R = int r dt in
+    [R^l T, R^b T]. Choosing R after seeing m (the sup over anticipating policies) can only do
+    better: E[max_R h(R, m)] >= u(0, x0). Returns (value, standard error).
+    """
+    rng = np.random.default_rng(seed)
+    T, sig, x0 = problem.total_time, problem.sigma_bar, float(problem.x0[0])
+    rates = np.linspace(problem.rate_lend * T, problem.rate_borrow * T, num_rates)[:, None]
+    values = []
+    for _ in range(num_paths // chunk):
+        z = rng.standard_normal((chunk, problem.dim)).max(axis=1)
+        m = x0 * np.exp(-0.5 * sig**2 * T + sig * np.sqrt(T) * z)
+        x = np.exp(rates) * m[None, :]  # the maximum asset under each total rate
+        payoff = np.exp(-rates) * np.asarray(problem.terminal(x[..., None]), np.float64)
+        values.append(payoff.max(axis=0))
+    v = np.concatenate(values)
+    return float(v.mean()), float(v.std() / np.sqrt(len(v)))
+
+
 def policy_check(seeds, iterations):
     """pricing_diff_rate: the learned y0 against the Monte Carlo value of the learned policy."""
     from mlcmk.problems.bsde import PricingDiffRate
@@ -221,6 +244,9 @@ def main():
     parser.add_argument("--policy_check", action="store_true",
                         help="also price pricing_diff_rate's learned borrow/lend policy by "
                              "Monte Carlo (a lower bound on u(0, x0))")
+    parser.add_argument("--clairvoyant_bound", action="store_true",
+                        help="also an upper bound on pricing_diff_rate's u(0, x0) from "
+                             "anticipating rate choices")
     parser.add_argument("--measure_check", action="store_true",
                         help="also solve pricing_diff_rate with paths under the lending measure "
                              "and compute switching-policy lower bounds")
@@ -295,6 +321,12 @@ def main():
                                                            args.iterations or 4000)
     if args.policy_check:
         out["pricing_policy_check"] = policy_check(args.seeds, args.iterations or 4000)
+    if args.clairvoyant_bound:
+        from mlcmk.problems.bsde import PricingDiffRate
+
+        value, stderr = clairvoyant_upper_bound(PricingDiffRate())
+        out["pricing_clairvoyant_upper_bound"] = {"value": value, "stderr": stderr}
+        print(f"pricing_diff_rate clairvoyant upper bound: {value:.4f} +- {stderr:.4f}")
     if args.measure_check:
         out["pricing_measure_check"] = measure_check(args.seeds, args.iterations or 4000)
     config.set_precision("float32")
