@@ -26,6 +26,15 @@ def quintic_hermite(f0, f1, d0, d1, s0, s1, h):
     return np.stack([f0, d0, 0.5 * s0, c3, c4, c5], axis=1)
 
 
+def _residual_repeat(k, kernel_shape):
+    """Skip connection of embedding layer `k`: the input tiled 1x (equal widths) or 2x
+    (doubling widths), else none (0). The first layer never has one."""
+    width_in, width_out = kernel_shape
+    if k > 0 and width_out in (width_in, 2 * width_in):
+        return width_out // width_in
+    return 0
+
+
 def _check_positive_int_list(name, value):
     if isinstance(value, int):
         value = [value]
@@ -148,11 +157,9 @@ class SymmetricEmbedding(keras.layers.Layer):
         for k, (w, b) in enumerate(zip(self.embedding_kernels[t], self.embedding_biases[t],
                                        strict=True)):
             y = ops.tanh(ops.matmul(h, w) + b)
-            width_in, width_out = w.shape
-            if k > 0 and width_out == width_in:
-                y = y + h
-            elif k > 0 and width_out == 2 * width_in:
-                y = y + ops.concatenate([h, h], axis=-1)
+            repeat = _residual_repeat(k, w.shape)
+            if repeat:
+                y = y + ops.concatenate([h] * repeat, axis=-1)
             h = y
         return h
 
@@ -176,9 +183,8 @@ class SymmetricEmbedding(keras.layers.Layer):
             slope = 1.0 - y**2
             dy = slope * da
             d2y = slope * d2a - 2.0 * y * slope * da**2
-            width_in, width_out = w.shape
-            if k > 0 and width_out in (width_in, 2 * width_in):
-                repeat = width_out // width_in
+            repeat = _residual_repeat(k, w.shape)
+            if repeat:
                 y, dy, d2y = (y + np.tile(h, repeat), dy + np.tile(dh, repeat),
                               d2y + np.tile(d2h, repeat))
             h, dh, d2h = y, dy, d2y

@@ -212,9 +212,7 @@ class DeepPotential(keras.Model):
             config["dtype"] = dtype
         copy = self.__class__.from_config(config)
         copy.build()
-        copy.set_weights([np.asarray(w).astype(copy.compute_dtype)
-                          if np.issubdtype(np.asarray(w).dtype, np.floating) else np.asarray(w)
-                          for w in self.get_weights()])
+        copy.set_weights([np.asarray(w).astype(copy.compute_dtype) for w in self.get_weights()])
         return copy
 
     def compressed(self, stride=0.01, r_min=0.5, dtype=None):

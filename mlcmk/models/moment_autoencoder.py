@@ -36,6 +36,14 @@ def _check_units(name, units):
     return list(units)
 
 
+def check_heat_flux_moment(heat_flux_moment, num_moments):
+    """`heat_flux_moment` must be a bool, and True only with at least two moments."""
+    if not isinstance(heat_flux_moment, bool) or (heat_flux_moment and num_moments < 2):
+        raise ValueError(f"`heat_flux_moment` must be a bool, True only with num_moments >= 2; "
+                         f"received heat_flux_moment={heat_flux_moment!r}, "
+                         f"num_moments={num_moments!r}")
+
+
 @keras.saving.register_keras_serializable(package="mlcmk")
 class MomentAutoencoder(keras.Model):
     """Autoencoder of distributions `f(v_j)` on a uniform velocity grid into `(U, W)`.
@@ -64,10 +72,7 @@ class MomentAutoencoder(keras.Model):
         if isinstance(num_moments, bool) or not isinstance(num_moments, int) or num_moments < 1:
             raise ValueError(f"`num_moments` must be a positive int; received "
                              f"num_moments={num_moments!r}")
-        if not isinstance(heat_flux_moment, bool) or (heat_flux_moment and num_moments < 2):
-            raise ValueError(f"`heat_flux_moment` must be a bool, True only with num_moments >= "
-                             f"2; received heat_flux_moment={heat_flux_moment!r}, "
-                             f"num_moments={num_moments!r}")
+        check_heat_flux_moment(heat_flux_moment, num_moments)
         super().__init__(**kwargs)
         # === Config ===
         self.heat_flux_moment = heat_flux_moment

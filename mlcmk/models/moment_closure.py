@@ -41,6 +41,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from mlcmk.models.moment_autoencoder import check_heat_flux_moment
+
 _NUMPY_ACTIVATIONS = {
     "tanh": np.tanh,
     "relu": lambda x: np.maximum(x, 0.0),
@@ -86,10 +88,7 @@ class MomentClosure(keras.Model):
         if activation not in _NUMPY_ACTIVATIONS:
             raise ValueError(f"`activation` must be one of {sorted(_NUMPY_ACTIVATIONS)}; "
                              f"received activation={activation!r}")
-        if not isinstance(heat_flux_moment, bool) or (heat_flux_moment and num_moments < 2):
-            raise ValueError(f"`heat_flux_moment` must be a bool, True only with num_moments >= "
-                             f"2; received heat_flux_moment={heat_flux_moment!r}, "
-                             f"num_moments={num_moments!r}")
+        check_heat_flux_moment(heat_flux_moment, num_moments)
         super().__init__(**kwargs)
         # === Config ===
         self.heat_flux_moment = heat_flux_moment

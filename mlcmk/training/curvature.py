@@ -14,7 +14,8 @@ def gauss_newton_max_eigenvalue(model, x, iterations=500, rtol=1e-7, seed=0):
     `model(x)`, the Gauss-Newton matrix is $G = \frac2N J^\top J$ with $J = \partial f/\partial
     \theta$ (the Hessian without the residual term; it does not depend on `y`). Its largest
     eigenvalue is $\frac2N\lambda_{\max}(JJ^\top)$, found by power iteration on the $N$-vector
-    side, each iteration one vector-Jacobian and one Jacobian-vector product (no $J$ is formed).
+    side, each iteration one vector-Jacobian and one (forward-mode) Jacobian-vector product (no
+    $J$ is formed).
     Full-batch gradient descent on a quadratic with this Hessian is stable for a learning rate
     below $2/\lambda_{\max}$; a rate $c/\lambda_{\max}$, $0 < c < 2$, is the usual choice.
 
@@ -49,15 +50,9 @@ def gauss_newton_max_eigenvalue(model, x, iterations=500, rtol=1e-7, seed=0):
         with tf.GradientTape() as tape:
             s = tf.reduce_sum(model(x) * u)
         jt_u = tape.gradient(s, variables)
-        # J v through reverse-over-reverse: d/du <J^T u', v> with the dummy u'.
-        dummy = tf.zeros_like(u)
-        with tf.GradientTape() as outer:
-            outer.watch(dummy)
-            with tf.GradientTape() as inner:
-                s2 = tf.reduce_sum(model(x) * dummy)
-            g = inner.gradient(s2, variables)
-            dot = tf.add_n([tf.reduce_sum(gi * vi) for gi, vi in zip(g, jt_u, strict=True)])
-        return outer.gradient(dot, dummy)
+        with tf.autodiff.ForwardAccumulator([v.value for v in variables], jt_u) as accumulator:
+            out = model(x)
+        return accumulator.jvp(out)
 
     shape = tuple(keras.ops.shape(model(x[:1])))[1:]
     rng = np.random.default_rng(seed)
