@@ -174,6 +174,61 @@ def clairvoyant_upper_bound(problem, num_paths=2_000_000, seed=7, chunk=50_000,
     return float(v.mean()), float(v.std() / np.sqrt(len(v)))
 
 
+def dual_bounds(step_counts, num_fit_paths, num_bound_paths):
+    """pricing_diff_rate at d = 100: primal-dual bounds on the time-discrete value for each N."""
+    from mlcmk.problems.bsde import PricingDiffRate
+    from mlcmk.problems.bsde.rate_bounds import primal_dual_bounds
+
+    rows = []
+    for n in step_counts:
+        b = primal_dual_bounds(PricingDiffRate(num_steps=n), num_fit_paths=num_fit_paths,
+                               num_bound_paths=num_bound_paths, verbose=0)
+        rows.append(b.as_dict())
+        print(f"pricing_diff_rate N = {n:4d}: lower {b.lower:.5f} +- {b.lower_se:.5f}, upper "
+              f"{b.upper:.5f} +- {b.upper_se:.5f}, regression {b.regression:.5f}, borrowing "
+              f"{b.borrow_fraction:.0%}, tail ratio {b.tail_ratio:.1f}, {b.seconds:.0f} s",
+              flush=True)
+    return {"num_fit_paths": num_fit_paths, "num_bound_paths": num_bound_paths, "rows": rows,
+            "published_reference": PricingDiffRate.published_value}
+
+
+def pricing_z_check(seeds, iterations, num_steps=20, num_fit_paths=6000, num_bound_paths=6000):
+    """pricing_diff_rate: Deep BSDE against the regression of the primal-dual bounds on the
+    same grid: y0 against the bracket, the learned Z against the regression's Z, and the loss
+    against the smallest loss a hedge on this grid can reach."""
+    from mlcmk.problems.bsde import PricingDiffRate
+    from mlcmk.problems.bsde.rate_bounds import primal_dual_bounds
+
+    problem = PricingDiffRate(num_steps=num_steps)
+    bounds = primal_dual_bounds(problem, num_fit_paths=num_fit_paths,
+                                num_bound_paths=num_bound_paths, hedging_loss=True, verbose=0)
+    floor = bounds.hedging_loss / bounds.terminal_variance
+    print(f"pricing_diff_rate N = {num_steps} bounds [{bounds.lower:.5f}, {bounds.upper:.5f}] "
+          f"(+- {bounds.lower_se:.5f} / {bounds.upper_se:.5f}); smallest hedging loss "
+          f"{bounds.hedging_loss:.3f} = {floor:.3f} of Var g = {bounds.terminal_variance:.2f}",
+          flush=True)
+    rows = []
+    for seed in seeds:
+        r, model = solve(problem, iterations=iterations, learning_rate=1e-3, seed=seed,
+                         verbose=0, z_error_paths=0)
+        errors = model.z_errors(num_paths=64, exact_z=bounds.z)
+        row = {"seed": seed, "y0": r["y0"], "loss_ratio": r["loss_ratio"],
+               "relative_error_to_grid_value": (r["y0"] - bounds.midpoint) / bounds.midpoint,
+               "relative_error_to_reference": r["relative_error"],
+               "z_relative_l2": errors["relative_l2"], "z_cosine": errors["cosine"],
+               "z_relative_l2_max": max(errors["relative_l2"]),
+               "z_cosine_min": min(errors["cosine"])}
+        rows.append(row)
+        to_grid = row["relative_error_to_grid_value"]
+        print(f"pricing_diff_rate seed {seed}: y0 {r['y0']:.4f} ({to_grid:+.2e} "
+              f"to the grid's value, {r['relative_error']:+.2e} to the reference), loss/Var g "
+              f"{r['loss_ratio']:.3f} (floor {floor:.3f}); Z against the regression: rel. L2 "
+              f"max {row['z_relative_l2_max']:.3f}, cosine min {row['z_cosine_min']:.4f}",
+              flush=True)
+    return {"num_steps": num_steps, "bounds": bounds.as_dict(), "loss_floor_ratio": floor,
+            "runs": rows}
+
+
 def policy_check(seeds, iterations):
     """pricing_diff_rate: the learned y0 against the Monte Carlo value of the learned policy."""
     from mlcmk.problems.bsde import PricingDiffRate
@@ -212,7 +267,7 @@ def measure_check(seeds, iterations):
                          learning_rate=1e-3, seed=seed, verbose=0, z_error_paths=0)
             runs.append({k: r[k] for k in ("seed", "y0", "relative_error", "loss_ratio")})
             print(f"pricing_diff_rate, paths under the {measure} measure, seed {seed}: y0 "
-                  f"{r['y0']:.4f} (reference 21.299: rel.err {r['relative_error']:.2e}), "
+                  f"{r['y0']:.4f} (reference: rel.err {r['relative_error']:.2e}), "
                   f"loss/trivial {r['loss_ratio']:.3f}", flush=True)
         rows[measure] = runs
     problem = PricingDiffRate()
@@ -247,6 +302,14 @@ def main():
     parser.add_argument("--clairvoyant_bound", action="store_true",
                         help="also an upper bound on pricing_diff_rate's u(0, x0) from "
                              "anticipating rate choices")
+    parser.add_argument("--dual_bounds", nargs="*", type=int, default=None, metavar="N",
+                        help="also primal-dual Monte Carlo bounds on pricing_diff_rate's value "
+                             "on grids of N steps (default 20 40 80 160)")
+    parser.add_argument("--dual_paths", nargs=2, type=int, default=[4000, 4000],
+                        metavar=("FIT", "BOUND"))
+    parser.add_argument("--pricing_z_check", nargs="*", type=int, default=None, metavar="N",
+                        help="also pricing_diff_rate's y0, Z and loss against the primal-dual "
+                             "regression on the same grid, for grids of N steps (default 20)")
     parser.add_argument("--measure_check", action="store_true",
                         help="also solve pricing_diff_rate with paths under the lending measure "
                              "and compute switching-policy lower bounds")
@@ -327,6 +390,12 @@ def main():
         value, stderr = clairvoyant_upper_bound(PricingDiffRate())
         out["pricing_clairvoyant_upper_bound"] = {"value": value, "stderr": stderr}
         print(f"pricing_diff_rate clairvoyant upper bound: {value:.4f} +- {stderr:.4f}")
+    if args.dual_bounds is not None:
+        out["pricing_dual_bounds"] = dual_bounds(args.dual_bounds or [20, 40, 80, 160],
+                                                 *args.dual_paths)
+    if args.pricing_z_check is not None:
+        out["pricing_z_check"] = [pricing_z_check(args.seeds, args.iterations or 4000, n)
+                                  for n in args.pricing_z_check or [20]]
     if args.measure_check:
         out["pricing_measure_check"] = measure_check(args.seeds, args.iterations or 4000)
     config.set_precision("float32")
