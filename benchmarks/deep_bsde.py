@@ -221,7 +221,7 @@ def pricing_z_check(seeds, iterations, num_steps=20, num_fit_paths=6000, num_bou
         rows.append(row)
         to_grid = row["relative_error_to_grid_value"]
         print(f"pricing_diff_rate seed {seed}: y0 {r['y0']:.4f} ({to_grid:+.2e} "
-              f"to the grid's value, {r['relative_error']:+.2e} to the reference), loss/Var g "
+              f"to the grid's value, |{r['relative_error']:.2e}| to the reference), loss/Var g "
               f"{r['loss_ratio']:.3f} (floor {floor:.3f}); Z against the regression: rel. L2 "
               f"max {row['z_relative_l2_max']:.3f}, cosine min {row['z_cosine_min']:.4f}",
               flush=True)

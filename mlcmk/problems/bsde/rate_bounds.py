@@ -52,6 +52,16 @@ def _log_normal_cdf(a):
     return tf.where(a > 0, upper, lower)
 
 
+def _standardise(log_x, tau, drift, sigma):
+    """s = sigma sqrt(tau); log m = base + s v with v relative to the largest x_i, where the
+    i-th asset's standardised log-distance is a_i(m) = v + gap_i."""
+    s = sigma * tf.sqrt(tau)
+    top = tf.reduce_max(log_x, axis=1)
+    gap = (top[:, None] - log_x) / s
+    base = top + (drift - 0.5 * sigma**2) * tau
+    return s, top, gap, base
+
+
 def _partial_panel(v):
     """For v in [-6, 7]: its panel index p, and Gauss-Legendre nodes and half-width on
     [v, right edge of p]."""
@@ -77,10 +87,7 @@ def _max_call_function(strikes, drift, sigma):
 
     @tf.function(jit_compile=True)
     def fn(log_x, tau):
-        s = sigma * tf.sqrt(tau)
-        top = tf.reduce_max(log_x, axis=1)
-        gap = (top[:, None] - log_x) / s                        # a_i(m) = v + gap_i
-        base = top + (drift - 0.5 * sigma**2) * tau           # log m = base + s v
+        s, top, gap, base = _standardise(log_x, tau, drift, sigma)
         log_f = tf.reduce_sum(_log_normal_cdf(_V_NODES[None, None, :] + gap[:, :, None]), axis=1)
         integrand = -tf.math.expm1(log_f) * tf.exp(base[:, None] + s * _V_NODES) * s * _V_WEIGHTS
         from_edge = _panel_tails(integrand)                       # int from edge p to inf
@@ -108,6 +115,18 @@ def _max_call_function(strikes, drift, sigma):
     return fn
 
 
+def _check_inputs(log_x, tau, strikes):
+    log_x = np.asarray(log_x, dtype=np.float64)
+    if log_x.ndim != 2:
+        raise ValueError(f"`log_x` must have shape [batch, dim]; received shape {log_x.shape}")
+    strikes = tuple(float(k) for k in strikes)
+    if any(not np.isfinite(k) or k < 0 for k in strikes):
+        raise ValueError(f"`strikes` must be finite and >= 0; received {strikes!r}")
+    if not np.isfinite(tau) or tau < 0:
+        raise ValueError(f"`tau` must be a finite float >= 0; received tau={tau!r}")
+    return log_x, strikes
+
+
 @functools.lru_cache(maxsize=8)
 def _coordinate_delta_function(strikes, drift, sigma):
     """XLA: (log_x [B, d], tau > 0) -> x_i d phi_K / d x_i [B, d, S].
@@ -124,10 +143,7 @@ def _coordinate_delta_function(strikes, drift, sigma):
 
     @tf.function(jit_compile=True)
     def fn(log_x, tau):
-        s = sigma * tf.sqrt(tau)
-        top = tf.reduce_max(log_x, axis=1)
-        gap = (top[:, None] - log_x) / s
-        base = top + (drift - 0.5 * sigma**2) * tau
+        s, top, gap, base = _standardise(log_x, tau, drift, sigma)
         nodes = tf.broadcast_to(tf.constant(_V_NODES)[None, :], [tf.shape(top)[0], len(_V_NODES)])
         integrand = (weight(nodes, gap, s) * tf.exp(base[:, None, None] + s * _V_NODES) * s
                      * _V_WEIGHTS)
@@ -155,8 +171,7 @@ def max_call_coordinate_deltas(log_x, tau, strikes, drift, sigma):
 
     Returns a float64 array [B, d, len(strikes)]; summed over i it is `dphi`.
     """
-    log_x = np.asarray(log_x, dtype=np.float64)
-    strikes = tuple(float(k) for k in strikes)
+    log_x, strikes = _check_inputs(log_x, tau, strikes)
     if tau == 0.0:
         x = np.exp(log_x)
         top = x.max(axis=1, keepdims=True)
@@ -179,14 +194,7 @@ def max_call_prices(log_x, tau, strikes, drift, sigma):
         `(phi, dphi)`, float64 arrays [B, len(strikes)]: phi_K = E[(M_T - K)^+ | x] and
         dphi_K = sum_i x_i d phi_K / d x_i = E[M_T 1{M_T > K} | x], M_T = max_i X_T^i.
     """
-    log_x = np.asarray(log_x, dtype=np.float64)
-    if log_x.ndim != 2:
-        raise ValueError(f"`log_x` must have shape [batch, dim]; received shape {log_x.shape}")
-    strikes = tuple(float(k) for k in strikes)
-    if any(not np.isfinite(k) or k < 0 for k in strikes):
-        raise ValueError(f"`strikes` must be finite and >= 0; received {strikes!r}")
-    if not np.isfinite(tau) or tau < 0:
-        raise ValueError(f"`tau` must be a finite float >= 0; received tau={tau!r}")
+    log_x, strikes = _check_inputs(log_x, tau, strikes)
     if tau == 0.0:
         top = np.exp(log_x.max(axis=1))[:, None]
         k = np.asarray(strikes)[None, :]
@@ -307,9 +315,9 @@ def _conditional(problem, phi_n, dphi_n, coef, rate):
 
 
 def _step_max(problem, phi_n, dphi_n, coef, rates):
-    cands = np.stack([_conditional(problem, phi_n, dphi_n, coef, r) / (1 + r * problem.dt)
-                      for r in rates])
-    return cands.max(axis=0), cands.argmax(axis=0)
+    """The scheme's Y_n for u_hat_{n+1} = phi_{n+1} . coef: max_r E_n[u_hat w_r] / (1 + r dt)."""
+    return np.max([_conditional(problem, phi_n, dphi_n, coef, r) / (1 + r * problem.dt)
+                   for r in rates], axis=0)
 
 
 def _tail_ratio(values):
@@ -388,14 +396,14 @@ def primal_dual_bounds(problem, num_fit_paths=10_000, num_bound_paths=20_000, st
     coefs[n_steps] = terminal
     fit_rms = 0.0
     for n in range(n_steps - 1, 0, -1):
-        y, _ = _step_max(problem, phi[n], dphi[n], coefs[n + 1], rates)
+        y = _step_max(problem, phi[n], dphi[n], coefs[n + 1], rates)
         coefs[n] = _least_squares(phi[n], y)
         fit_rms = max(fit_rms, float(np.sqrt(np.mean((phi[n] @ coefs[n] - y) ** 2))))
     x0 = np.broadcast_to(np.asarray(problem.x0, dtype=np.float64), (problem.dim,))
     start_phi, start_dphi = max_call_prices(np.log(x0)[None, :], problem.total_time, strikes,
                                             problem.path_drift, problem.sigma_bar)
     ones = np.ones((1, 1))
-    regression, _ = _step_max(problem, np.concatenate([ones, start_phi], 1),
+    regression = _step_max(problem, np.concatenate([ones, start_phi], 1),
                               np.concatenate([0 * ones, start_dphi], 1), coefs[1], rates)
     regression = float(regression[0])
 
@@ -403,28 +411,30 @@ def primal_dual_bounds(problem, num_fit_paths=10_000, num_bound_paths=20_000, st
                                    keep_paths=hedging_loss)
     phi, dphi, sum_dw = simulated[:3]
     drift, sigma = problem.path_drift, problem.sigma_bar
-    negative = 0
-    theta = phi[n_steps] @ terminal
-    for n in range(n_steps - 1, -1, -1):
+    # per step and rate: the weight w_r, the martingale increment dM_r of u_hat_{n+1}, and the
+    # discount; the upper bound maximises over r, the lower bound follows the policy.
+    discount = [1.0 / (1 + r * dt) for r in rates]
+    steps = []
+    for n in range(n_steps):
         u_next = phi[n + 1] @ coefs[n + 1]
-        cands = []
-        for r in rates:
-            w = 1.0 - (drift - r) / sigma * sum_dw[:, n]
-            negative += int(np.sum(w < 0))
-            cond = _conditional(problem, phi[n], dphi[n], coefs[n + 1], r)
-            cands.append((theta * w - (u_next * w - cond)) / (1 + r * dt))
-        theta = np.max(cands, axis=0)
+        w = [1.0 - (drift - r) / sigma * sum_dw[:, n] for r in rates]
+        cond = [_conditional(problem, phi[n], dphi[n], coefs[n + 1], r) for r in rates]
+        increments = [u_next * w_r - c for w_r, c in zip(w, cond, strict=True)]
+        policy = np.argmax([c * q for c, q in zip(cond, discount, strict=True)], axis=0)
+        steps.append((w, increments, policy))
+    negative = sum(int(np.sum(w_r < 0)) for w, _, _ in steps for w_r in w)
+    theta = phi[n_steps] @ terminal
+    for w, increments, _ in reversed(steps):
+        theta = np.max([(theta * w_r - dm) * q for w_r, dm, q
+                        in zip(w, increments, discount, strict=True)], axis=0)
     weight = np.ones(num_bound_paths)
     correction = np.zeros(num_bound_paths)
-    borrow = 0
-    for n in range(n_steps):
-        _, idx = _step_max(problem, phi[n], dphi[n], coefs[n + 1], rates)
-        borrow += int(np.sum(idx == 1))
-        r = np.asarray(rates)[idx]
-        w = 1.0 - (drift - r) / sigma * sum_dw[:, n]
-        cond = _conditional(problem, phi[n], dphi[n], coefs[n + 1], r)
-        correction -= weight * (phi[n + 1] @ coefs[n + 1] * w - cond) / (1 + r * dt)
-        weight = weight * w / (1 + r * dt)
+    rows = np.arange(num_bound_paths)
+    for w, increments, policy in steps:
+        q = np.asarray(discount)[policy]
+        correction -= weight * np.stack(increments)[policy, rows] * q
+        weight = weight * np.stack(w)[policy, rows] * q
+    borrow = sum(int(np.sum(policy == 1)) for _, _, policy in steps)
     plain = weight * (phi[n_steps] @ terminal)
     lower = plain + correction
     root = np.sqrt(num_bound_paths)
