@@ -251,10 +251,14 @@ class PricingBounds:
         n = int(round(float(t) / m["dt"]))
         if not 0 <= n < len(m["coefficients"]) - 1 or abs(n * m["dt"] - float(t)) > 1e-6:
             raise ValueError(f"`t` must be a grid time t_n with n < N; received t={t!r}")
-        deltas = max_call_coordinate_deltas(np.log(np.asarray(x, np.float64)),
-                                            m["total_time"] - n * m["dt"], m["strikes"],
-                                            m["drift"], m["sigma"])
-        return m["sigma"] * deltas @ m["coefficients"][n + 1][1:]
+        return _regression_z(m, n, np.log(np.asarray(x, np.float64)))
+
+
+def _regression_z(model, n, log_x):
+    """Z_n^i = sigma x_i d u_hat_{n+1} / d x_i at t_n (exact per coordinate for the GBM step)."""
+    deltas = max_call_coordinate_deltas(log_x, model["total_time"] - n * model["dt"],
+                                        model["strikes"], model["drift"], model["sigma"])
+    return model["sigma"] * deltas @ model["coefficients"][n + 1][1:]
 
 
 def _check_problem(problem):
@@ -265,6 +269,10 @@ def _check_problem(problem):
     if problem.x0_spread:
         raise ValueError("`primal_dual_bounds` needs a fixed start point; received "
                          f"x0_spread={problem.x0_spread!r}")
+
+
+def _log_x0(problem):
+    return np.log(np.broadcast_to(np.asarray(problem.x0, dtype=np.float64), (problem.dim,)))
 
 
 def _simulate_features(problem, num_paths, strikes, seed, chunk, progress, spread=0.0,
@@ -285,10 +293,9 @@ def _simulate_features(problem, num_paths, strikes, seed, chunk, progress, sprea
     if keep_paths:
         paths = np.zeros((n_steps + 1, num_paths, dim))
         increments = np.zeros((num_paths, n_steps, dim))
-    x0 = np.broadcast_to(np.asarray(problem.x0, dtype=np.float64), (dim,))
     for a in range(0, num_paths, chunk):
         b = min(a + chunk, num_paths)
-        log_x = np.tile(np.log(x0), (b - a, 1))
+        log_x = np.tile(_log_x0(problem), (b - a, 1))
         if spread:
             log_x = log_x + spread * rng.standard_normal((b - a, 1))
         for n in range(n_steps + 1):
@@ -399,8 +406,7 @@ def primal_dual_bounds(problem, num_fit_paths=10_000, num_bound_paths=20_000, st
         y = _step_max(problem, phi[n], dphi[n], coefs[n + 1], rates)
         coefs[n] = _least_squares(phi[n], y)
         fit_rms = max(fit_rms, float(np.sqrt(np.mean((phi[n] @ coefs[n] - y) ** 2))))
-    x0 = np.broadcast_to(np.asarray(problem.x0, dtype=np.float64), (problem.dim,))
-    start_phi, start_dphi = max_call_prices(np.log(x0)[None, :], problem.total_time, strikes,
+    start_phi, start_dphi = max_call_prices(_log_x0(problem)[None, :], problem.total_time, strikes,
                                             problem.path_drift, problem.sigma_bar)
     ones = np.ones((1, 1))
     regression = _step_max(problem, np.concatenate([ones, start_phi], 1),
@@ -448,9 +454,7 @@ def primal_dual_bounds(problem, num_fit_paths=10_000, num_bound_paths=20_000, st
             c = coefs[n + 1]
             for a in range(0, num_bound_paths, chunk):
                 b = min(a + chunk, num_bound_paths)
-                deltas = max_call_coordinate_deltas(log_x[n, a:b], problem.total_time - n * dt,
-                                                    strikes, drift, sigma)
-                hedge = np.sum(sigma * (deltas @ c[1:]) * dw[a:b, n], axis=1)
+                hedge = np.sum(_regression_z(model, n, log_x[n, a:b]) * dw[a:b, n], axis=1)
                 resid = phi[n + 1, a:b] @ c - phi[n, a:b] @ c - hedge
                 loss += float(np.sum(resid**2)) / num_bound_paths
         variance = float(np.var(phi[n_steps] @ terminal))
