@@ -406,9 +406,9 @@ class DeepBSDE(SimulatedTrainingModel):
                 for layer in self.radial_layers:
                     h = layer(h)
                 phi = phi + ops.sum(0.5 * q * r2 + h)
-            if self.extremes:
-                phi = phi + ops.sum(self._extreme_term(xn, t_in))
         grad = tape.gradient(phi, x) * scale**2
+        if self.extremes:
+            grad = grad + self._extreme_gradient(xn, t_in) * scale
         if self.quadratic_term:
             # grad u at the centre m_t, which the s_t-scaled part cannot give when s_t -> 0.
             h = t_in[:1, :, :]
@@ -418,18 +418,33 @@ class DeepBSDE(SimulatedTrainingModel):
             grad = grad + h * (self.y_scale / self.x_scale[-1])
         return self.problem.diffusion_apply(ops.reshape(t, (1, -1, 1)), x, grad)
 
-    def _extreme_term(self, xn, t_in):
-        # Smooth maxima and minima of the coordinates, (1/b) log mean_i exp(b x~_i) for
-        # sharpness b of either sign, fed with t to a small network: payoffs of best-of and
-        # worst-of type depend on x through one order statistic, which a few ridge functions
-        # w . x~ represent only coarsely in 100 dimensions.
+    def _extreme_gradient(self, xn, t_in):
+        """Gradient in x~ of the smooth-extremes part of the potential, (B, S, d).
+
+        The part is a small network of t and the smooth maxima and minima of the coordinates,
+        e_k = (1/b_k) log mean_i exp(b_k x~_i) for sharpnesses b_k of either sign: payoffs of
+        best-of and worst-of type depend on x through one order statistic, which a few ridge
+        functions w . x~ represent only coarsely in 100 dimensions. Its gradient is
+        sum_k (d net / d e_k) softmax_i(b_k x~), written out with one pass of exponentials
+        over (B, S, k, d): 10-25% cheaper in training than differentiating the log-sum-exp
+        twice, and these exponentials are most of a step on `pricing_diff_rate`.
+        """
         b = self.extreme_sharpness
-        lse = ops.logsumexp(ops.expand_dims(xn, -1) * b, axis=-2)  # (B, S, k)
-        feats = (lse - ops.log(ops.cast(self.problem.dim, xn.dtype))) / b
-        h = ops.concatenate([t_in, feats], axis=-1)
-        for layer in self.extreme_layers:
-            h = layer(h)
-        return h
+        a = ops.expand_dims(xn, -2) * ops.expand_dims(b, -1)  # (B, S, k, d)
+        a_max = ops.stop_gradient(ops.max(a, axis=-1, keepdims=True))
+        e = ops.exp(a - a_max)
+        total = ops.sum(e, axis=-1, keepdims=True)
+        weights = e / total  # softmax over the coordinates = d e_k / d x~
+        lse = (a_max + ops.log(total))[..., 0]
+        feats = (lse - ops.log(ops.cast(self.problem.dim, xn.dtype))) / b  # (B, S, k)
+        with tf.GradientTape() as tape:
+            tape.watch(feats)
+            h = ops.concatenate([t_in, feats], axis=-1)
+            for layer in self.extreme_layers:
+                h = layer(h)
+            value = ops.sum(h)
+        d_feats = tape.gradient(value, feats)  # (B, S, k)
+        return ops.sum(ops.expand_dims(d_feats, -1) * weights, axis=-2)
 
     def _z_steps(self, x, training=False):
         """Z at all trained grid steps for paths x (B, N + 1, d); returns (B, S, d)."""
@@ -506,8 +521,11 @@ class DeepBSDE(SimulatedTrainingModel):
             z0 = ops.broadcast_to(ops.cast(self.z0, z.dtype), ops.shape(x[:, :1]))
             z = ops.concatenate([z0, z], axis=1)
         y = self.initial_value(x[:, 0])
+        # Unstacked once: the gradient of N separate slices z[:, n] would be N dense (B, N, d)
+        # tensors summed, O(N^2) work and memory per step (4x the steps cost 15x the time).
+        xs, zs, dws = (ops.unstack(a, axis=1) for a in (x, z, dw))
         for n in range(n_steps):
-            y = self.bsde_step(x[:, n], y, z[:, n], dw[:, n], t=float(self._times[n]))
+            y = self.bsde_step(xs[n], y, zs[n], dws[n], t=float(self._times[n]))
         return y, z
 
     def call(self, inputs, training=False):

@@ -77,6 +77,26 @@ class DeepBSDETest(TestCase):
                 y = step(x[:, n], y, z_n, dw[:, n], t=n * problem.dt)
             np.testing.assert_allclose(y, y_batched, rtol=1e-10, err_msg=z_network)
 
+    def test_extreme_gradient_equals_autodiff_of_the_smooth_extremes(self):
+        problem = _bsb(dim=5)
+        model = DeepBSDE(problem, seed=2, extremes=True)
+        rng = np.random.default_rng(3)
+        for layer in model.extreme_layers:
+            for w in layer.trainable_weights:
+                w.assign(w + 0.3 * rng.standard_normal(w.shape))
+        xn = tf.constant(3.0 * rng.standard_normal((4, 6, 5)))  # large: exp would overflow naively
+        t_in = tf.constant(rng.uniform(size=(4, 6, 1)))
+        b = model.extreme_sharpness
+        with tf.GradientTape() as tape:
+            tape.watch(xn)
+            smooth = (tf.reduce_logsumexp(xn[..., None] * b, axis=-2) - math.log(5)) / b
+            h = tf.concat([t_in, smooth], axis=-1)
+            for layer in model.extreme_layers:
+                h = layer(h)
+            value = tf.reduce_sum(h)
+        np.testing.assert_allclose(model._extreme_gradient(xn, t_in), tape.gradient(value, xn),
+                                   rtol=1e-10, atol=1e-12)
+
     def test_bsde_step_matches_numpy(self):
         problem = _bsb(dim=3)
         layer = BSDEStep(problem)
