@@ -174,16 +174,22 @@ def clairvoyant_upper_bound(problem, num_paths=2_000_000, seed=7, chunk=50_000,
     return float(v.mean()), float(v.std() / np.sqrt(len(v)))
 
 
-def dual_bounds(step_counts, num_fit_paths, num_bound_paths):
-    """pricing_diff_rate at d = 100: primal-dual bounds on the time-discrete value for each N."""
+def dual_bounds(step_counts, num_fit_paths, num_bound_paths, hedging_loss=False):
+    """pricing_diff_rate at d = 100: primal-dual bounds on the time-discrete value for each N
+    (and, with `hedging_loss`, the smallest loss E|g - Y_N|^2 any hedge on that grid reaches)."""
     from mlcmk.problems.bsde import PricingDiffRate
     from mlcmk.problems.bsde.rate_bounds import primal_dual_bounds
 
     rows = []
     for n in step_counts:
         b = primal_dual_bounds(PricingDiffRate(num_steps=n), num_fit_paths=num_fit_paths,
-                               num_bound_paths=num_bound_paths, verbose=0)
+                               num_bound_paths=num_bound_paths, hedging_loss=hedging_loss,
+                               verbose=0)
         rows.append(b.as_dict())
+        if hedging_loss:
+            rows[-1]["hedging_floor_ratio"] = b.hedging_loss / b.terminal_variance
+            print(f"pricing_diff_rate N = {n:4d}: smallest hedging loss {b.hedging_loss:.3f} = "
+                  f"{rows[-1]['hedging_floor_ratio']:.3f} of Var g", flush=True)
         print(f"pricing_diff_rate N = {n:4d}: lower {b.lower:.5f} +- {b.lower_se:.5f}, upper "
               f"{b.upper:.5f} +- {b.upper_se:.5f}, regression {b.regression:.5f}, borrowing "
               f"{b.borrow_fraction:.0%}, tail ratio {b.tail_ratio:.1f}, {b.seconds:.0f} s",
@@ -307,6 +313,9 @@ def main():
                              "on grids of N steps (default 20 40 80 160)")
     parser.add_argument("--dual_paths", nargs=2, type=int, default=[4000, 4000],
                         metavar=("FIT", "BOUND"))
+    parser.add_argument("--hedging_floor", action="store_true",
+                        help="with --dual_bounds: also the smallest loss any hedge on each grid "
+                             "can reach, as a fraction of Var g(X_T)")
     parser.add_argument("--pricing_z_check", nargs="*", type=int, default=None, metavar="N",
                         help="also pricing_diff_rate's y0, Z and loss against the primal-dual "
                              "regression on the same grid, for grids of N steps (default 20)")
@@ -392,7 +401,7 @@ def main():
         print(f"pricing_diff_rate clairvoyant upper bound: {value:.4f} +- {stderr:.4f}")
     if args.dual_bounds is not None:
         out["pricing_dual_bounds"] = dual_bounds(args.dual_bounds or [20, 40, 80, 160],
-                                                 *args.dual_paths)
+                                                 *args.dual_paths, args.hedging_floor)
     if args.pricing_z_check is not None:
         out["pricing_z_check"] = [pricing_z_check(args.seeds, args.iterations or 4000, n)
                                   for n in args.pricing_z_check or [20]]
