@@ -32,12 +32,14 @@ from mlcmk import config
 from mlcmk.cli.eelt import MODELS
 from mlcmk.io import write_json
 from mlcmk.models.ensemble import Ensemble
+from mlcmk.training.concurrent_learning import LabelStore
 from mlcmk.training.multi_potential_learning import (
     DEFAULT_STRUCTURES,
     StructureSet,
     build_multi_potential_learner,
     emt_md_frames,
     format_structure_table,
+    labelled_systems,
     plot_structure_table,
     structure_table,
 )
@@ -68,6 +70,9 @@ def main():
     parser.add_argument("--hi", type=float, default=0.15, help="trust level hi, eV/Å")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run_dir", default="/tmp/mlcmk_dpgen_structures")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue (or just re-evaluate) the run in --run_dir instead of "
+                             "starting afresh")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results",
                                                          "dpgen_structures.json"))
     args = parser.parse_args()
@@ -88,7 +93,8 @@ def main():
     print(f"EMT reference data: {args.test_frames} test frames and {per_structure} random "
           f"frames per structure ({data_seconds:.0f} s)")
 
-    shutil.rmtree(args.run_dir, ignore_errors=True)
+    if not args.resume:
+        shutil.rmtree(args.run_dir, ignore_errors=True)
     start = time.perf_counter()
     learner, ensemble, labeller = build_multi_potential_learner(
         names, args.run_dir, num_members=args.members, model_kwargs=MODELS[args.model],
@@ -121,6 +127,12 @@ def main():
         n = min(totals[name]["total_labels"], pool[name].nframes)
         same.append(pool[name].subset(np.sort(rng.choice(pool[name].nframes, n, replace=False))))
     random_same, random_same_seconds = baseline(same)
+    # EELT's own labels, trained like the baselines (one model, one schedule from scratch):
+    # compares the frames EELT chose with random ones, apart from ensembling and the
+    # incremental training of the members.
+    eelt_data = LabelStore(os.path.join(args.run_dir, "labels")).data()
+    eelt_one, eelt_one_seconds = baseline(
+        labelled_systems(structure_set, eelt_data.configurations, eelt_data.labels))
     pool_size = sum(s.nframes for s in pool.values())
 
     print(f"\nDP-GEN over {len(names)} structures, {args.members} members ({args.model}), trust "
@@ -154,10 +166,18 @@ def main():
                                          <= random_all["all"]["force_rmse"]),
         "ensemble_beats_random_same_n": bool(eelt_test["all"]["force_rmse"]
                                              <= random_same["all"]["force_rmse"]),
+        "eelt_labels_one_model_beats_random_all": bool(eelt_one["all"]["force_rmse"]
+                                                       <= random_all["all"]["force_rmse"]),
+        "eelt_labels_one_model_beats_random_same_n": bool(eelt_one["all"]["force_rmse"]
+                                                          <= random_same["all"]["force_rmse"]),
     }
     print("one member instead of the ensemble beats random-all: "
           f"{checks['member0_beats_random_all']}; the ensemble beats random frames of the same "
           f"number: {checks['ensemble_beats_random_same_n']}")
+    print(f"one model trained on EELT's {len(eelt_data.keys)} labels like the baselines: "
+          f"{1e3 * eelt_one['all']['force_rmse']:.1f} meV/Å (per structure: "
+          + ", ".join(f"{k} {1e3 * v['force_rmse']:.1f}" for k, v in eelt_one.items()
+                      if k != "all") + ")")
     plot = os.path.splitext(args.output)[0] + ".png"
     plot_structure_table(log, structure_set, plot)
     out = {"structures": names, "members": args.members, "model": args.model,
@@ -176,6 +196,8 @@ def main():
                           "seconds": random_all_seconds},
            "random_same": {"labels": sum(s.nframes for s in same), "test": random_same,
                            "seconds": random_same_seconds},
+           "eelt_labels_one_model": {"labels": len(eelt_data.keys), "test": eelt_one,
+                                     "seconds": eelt_one_seconds},
            "labels_ratio_eelt_over_random": ratio, "target_met": bool(met),
            **checks,
            "eelt_seconds": eelt_seconds, "data_seconds": data_seconds,
