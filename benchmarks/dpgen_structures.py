@@ -32,7 +32,6 @@ from mlcmk import config
 from mlcmk.cli.eelt import MODELS
 from mlcmk.io import write_json
 from mlcmk.models.ensemble import Ensemble
-from mlcmk.training.concurrent_learning import LabelStore
 from mlcmk.training.multi_potential_learning import (
     DEFAULT_STRUCTURES,
     StructureSet,
@@ -130,7 +129,7 @@ def main():
     # EELT's own labels, trained like the baselines (one model, one schedule from scratch):
     # compares the frames EELT chose with random ones, apart from ensembling and the
     # incremental training of the members.
-    eelt_data = LabelStore(os.path.join(args.run_dir, "labels")).data()
+    eelt_data = learner.store.data()
     eelt_one, eelt_one_seconds = baseline(
         labelled_systems(structure_set, eelt_data.configurations, eelt_data.labels))
     pool_size = sum(s.nframes for s in pool.values())
