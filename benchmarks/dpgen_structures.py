@@ -160,16 +160,13 @@ def main():
           f"labels EELT / random = {ratio:.3f}; target (EELT ensemble RMSE <= random-{pool_size} "
           f"RMSE with <= 20 % of the labels) met: {met}")
     # Stricter readings of the same target, so that a pass is not read into more than it says.
-    checks = {
-        "member0_beats_random_all": bool(member0_test["all"]["force_rmse"]
-                                         <= random_all["all"]["force_rmse"]),
-        "ensemble_beats_random_same_n": bool(eelt_test["all"]["force_rmse"]
-                                             <= random_same["all"]["force_rmse"]),
-        "eelt_labels_one_model_beats_random_all": bool(eelt_one["all"]["force_rmse"]
-                                                       <= random_all["all"]["force_rmse"]),
-        "eelt_labels_one_model_beats_random_same_n": bool(eelt_one["all"]["force_rmse"]
-                                                          <= random_same["all"]["force_rmse"]),
-    }
+    candidates = {"member0": member0_test, "ensemble": eelt_test, "eelt_labels_one_model": eelt_one}
+    references = {"random_all": random_all, "random_same_n": random_same}
+    checks = {f"{a}_beats_{b}": bool(candidates[a]["all"]["force_rmse"]
+                                     <= references[b]["all"]["force_rmse"])
+              for a, b in (("member0", "random_all"), ("ensemble", "random_same_n"),
+                           ("eelt_labels_one_model", "random_all"),
+                           ("eelt_labels_one_model", "random_same_n"))}
     print("one member instead of the ensemble beats random-all: "
           f"{checks['member0_beats_random_all']}; the ensemble beats random frames of the same "
           f"number: {checks['ensemble_beats_random_same_n']}")
