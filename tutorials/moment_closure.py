@@ -108,3 +108,10 @@ plot_comparison(result, "moment_closure_profiles.png")
 # %% [markdown]
 # The same comparison is one command, `mlcmk kinetic --eps 0.1`, and the benchmark over all
 # Knudsen numbers is `python benchmarks/moment_closure.py`.
+#
+# The closure above was fitted a priori, to fluxes and sources of kinetic states.
+# `finetune_closure(model, data, steps=...)` (or `train_moment_model(..., finetune_steps=...)`,
+# `mlcmk kinetic --finetune_steps`) fits it a posteriori as well: the moment solver is unrolled
+# in TensorFlow over the training runs and the closure's weights follow the gradient of the
+# error in $\rho, u, T$ at the end. It helps most where the a priori closure is accurate but
+# the solved system drifts (4 moments); see `benchmarks/README.md` for what it buys.

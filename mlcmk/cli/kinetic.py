@@ -23,6 +23,9 @@ _HEAT_FLUX = flags.DEFINE_bool("heat_flux_moment", False, "Make the odd generali
                                "worse for eps >= 1 in our runs).")
 _AE_EPOCHS = flags.DEFINE_integer("autoencoder_epochs", 15, "Autoencoder epochs.")
 _CLOSURE_EPOCHS = flags.DEFINE_integer("closure_epochs", 60, "Closure epochs.")
+_FINETUNE_STEPS = flags.DEFINE_integer("finetune_steps", 0, "Then fit the closure a "
+                                      "posteriori through the unrolled moment solver to the "
+                                      "training runs' rho, u, T (Adam steps; 0: off).")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Kinetic data cache (default "
                                  "$MLCMK_CACHE_DIR/kinetic or ~/.cache/mlcmk/kinetic).")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Load the trained model from here if "
@@ -70,10 +73,15 @@ def main(argv):
             model, info = train_moment_model(
                 data, num_moments=_NUM_MOMENTS.value, autoencoder_epochs=_AE_EPOCHS.value,
                 closure_epochs=_CLOSURE_EPOCHS.value, seed=_TRAIN_SEED.value,
-                verbose=_VERBOSE.value, heat_flux_moment=_HEAT_FLUX.value)
+                verbose=_VERBOSE.value, heat_flux_moment=_HEAT_FLUX.value,
+                finetune_steps=_FINETUNE_STEPS.value)
             print(f"trained in {info['autoencoder_fit_s'] + info['closure_fit_s']:.1f} s "
                   f"(autoencoder loss {info['autoencoder_loss']:.3g}, closure loss "
                   f"{info['closure_loss']:.3g})")
+            if "finetune" in info:
+                ft = info["finetune"]
+                print(f"a posteriori fit: trajectory loss {ft['loss_before']:.4g} -> "
+                      f"{ft['loss_after']:.4g} in {ft['fit_s']:.1f} s")
             if model_dir:
                 model.save(model_dir)
         result = compare_models(model, problem, f0, _T_END.value)

@@ -14,7 +14,13 @@ import numpy as np
 from mlcmk.models.moment_autoencoder import MomentAutoencoder
 from mlcmk.models.moment_closure import MomentClosure
 from mlcmk.problems.kinetic.bgk import primitive_from_conserved
-from mlcmk.problems.kinetic.moment_solver import MomentSolver, relaxation_speed_factor
+from mlcmk.problems.kinetic.moment_solver import (
+    MomentSolver,
+    moment_step,
+    relaxation_speed_factor,
+    to_conserved,
+    to_primitive,
+)
 
 
 def _batched(fn, x, batch_size=4096):
@@ -126,6 +132,186 @@ class LearnedMomentModel:
         return solver.solve(rho, u, T, W, t_end=t_end)
 
 
+def _tensor_closure(closure):
+    """`MomentClosure` as a differentiable `(rho, T, W, eps) -> (q_hat, G_hat, a)` on
+    `(..., n)` tensors (the closure is Galilean invariant, so it is called at u = 0)."""
+    import tensorflow as tf
+
+    K = closure.num_moments
+
+    def call(rho, T, W, eps):
+        shape = tf.shape(rho)
+        eps = tf.broadcast_to(eps, shape)
+        x = tf.concat([tf.stack([rho, tf.zeros_like(rho), 0.5 * rho * T], axis=-1), W,
+                       eps[..., None]], axis=-1)
+        out = closure(tf.reshape(x, [-1, 4 + K]))
+        out = tf.reshape(out, tf.concat([shape, [1 + 4 * K]], axis=0))
+        return (out[..., 0], out[..., 1:1 + K],
+                tf.reshape(out[..., 1 + K:], tf.concat([shape, [3, K]], axis=0)))
+
+    return call
+
+
+def trajectory_samples(model, data, window=1, cfl=None, margin=1.2):
+    """Start and end states of the a posteriori fine-tuning, from kinetic snapshots.
+
+    A sample is a run and a start snapshot `k` (the initial state `f0` is snapshot 0): the
+    moments `(rho, u, T, W)` of the kinetic solution at `t_k` (W by the encoder) and `(rho, u,
+    T)` at `t_{k + window}`. The number of solver steps over a window is the same for all
+    runs, so that every CFL number stays below `cfl` with speeds `margin` times the largest
+    `|u| + c sqrt(T)` of the run's snapshots.
+
+    Returns:
+        dict of `start` (tuple of `(S, n)`, `(S, n)`, `(S, n)`, `(S, n, K)`), `end` (three
+        `(S, n)`), `eps` and `speed_factor` `(S,)`, `dt` (float) and `steps` (int).
+    """
+    f = np.concatenate([data["f0"][:, None], data["f"]], axis=1)
+    runs, snaps, nx, nv = f.shape
+    window = int(window)
+    if not 1 <= window < snaps:
+        raise ValueError(f"`window` must be an int in [1, {snaps - 1}] (snapshot intervals); "
+                         f"received window={window!r}")
+    times = np.concatenate([[0.0], data["times"]])
+    intervals = np.diff(times)
+    if not np.allclose(intervals, intervals[0], rtol=1e-9):
+        raise ValueError(f"the snapshots must be equally spaced in time; received {times}")
+    m = kinetic_moments(model.autoencoder, f.reshape(-1, nv))
+    rho, u, T = (m[k].reshape(runs, snaps, nx) for k in ("rho", "u", "T"))
+    W = m["W"].reshape(runs, snaps, nx, -1)
+    dx = float(data["x"][1] - data["x"][0])
+    factor = np.array([model.speed_factor if model.speed_factor is not None else
+                       relaxation_speed_factor(e, dx, model.frozen_speed_factor)
+                       for e in data["eps"]])
+    speed = margin * np.max(np.abs(u) + factor[:, None, None] * np.sqrt(T), axis=(1, 2))
+    duration = window * intervals[0]
+    steps = int(np.ceil(duration / ((cfl or model.cfl) * dx / speed.max())))
+    starts = np.arange(snaps - window)
+    run_index = np.repeat(np.arange(runs), len(starts))
+    start_index = np.tile(starts, runs)
+
+    def take(a, offset=0):
+        return a[run_index, start_index + offset]
+
+    return {"start": (take(rho), take(u), take(T), take(W)),
+            "end": (take(rho, window), take(u, window), take(T, window)),
+            "eps": data["eps"][run_index], "speed_factor": factor[run_index],
+            "dt": duration / steps, "steps": steps, "dx": dx}
+
+
+def sample_arrays(samples):
+    """The samples as the argument list of `trajectory_loss`: `(rho, u, T, W, eps,
+    speed_factor, rho_end, u_end, T_end)`."""
+    return [*samples["start"], samples["eps"], samples["speed_factor"], *samples["end"]]
+
+
+def trajectory_loss(model, samples):
+    """Loss of the a posteriori fit as a TensorFlow function of a batch of samples.
+
+    Args:
+        model: `LearnedMomentModel` (its Keras closure is called: differentiable).
+        samples: from `trajectory_samples` (fixes `dt`, the number of steps and `dx`).
+
+    Returns:
+        `loss(rho, u, T, W, eps, speed_factor, rho_end, u_end, T_end)` (a batch of the
+        arrays of `sample_arrays`): the mean over the batch of the sum over `rho, u, T` of
+        the squared relative L2 error after the unrolled solve.
+    """
+    import tensorflow as tf
+    import tensorflow.experimental.numpy as tnp
+
+    closure = model.closure
+    dtype = closure.compute_dtype
+    call = _tensor_closure(closure)
+    w_maxwell = tf.constant(np.asarray(keras.ops.convert_to_numpy(closure.w_maxwell)), dtype)
+    dt, n_steps, dx = tf.constant(samples["dt"], dtype), samples["steps"], samples["dx"]
+
+    def loss(rho, u, T, W, eps, factor, *targets):
+        Q = to_conserved(rho, u, T, W, tnp)
+        eps, factor = eps[:, None], factor[:, None]
+        for _ in tf.range(n_steps):
+            Q = moment_step(tnp, call, Q, dt, dx, eps, factor, w_maxwell)
+        predicted = to_primitive(Q)[:3]
+        per_sample = sum(tf.reduce_mean((p - t) ** 2, axis=-1) / tf.reduce_mean(t**2, axis=-1)
+                         for p, t in zip(predicted, targets, strict=True))
+        return tf.reduce_mean(per_sample)
+
+    return loss
+
+
+def finetune_closure(model, data, steps=200, batch_size=16, learning_rate=1e-4, window=1,
+                     seed=0, verbose=1, jit_compile=True):
+    """A posteriori training: fits the closure through the moment solver to kinetic states.
+
+    A priori (`train_moment_model`) the closure matches the kinetic fluxes and sources at
+    each state; solving the moment system then lets its errors accumulate, and with few
+    moments the closure is not a function of the moments at all. Here the solver itself
+    (the same scheme as `MomentSolver`, in TensorFlow) is unrolled over `window` snapshot
+    intervals from the kinetic moments at every snapshot, and the closure's weights are
+    fitted to the kinetic `(rho, u, T)` at the end: the loss is the sum over the three
+    fields of the mean squared error over the grid divided by the mean square of the kinetic
+    field (the squared relative L2 error of the benchmark). Steps whose loss is not finite
+    (a state broke down in the unrolled solve) are skipped and counted.
+
+    Returns:
+        info dict: `loss_before`, `loss_after` (over all samples), `skipped_steps`, `steps`,
+        `solver_steps`, `fit_s`. The model's NumPy closure is refreshed.
+    """
+    import tensorflow as tf
+
+    steps = int(steps)
+    batch_size = int(batch_size)
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"`steps` and `batch_size` must be positive ints; received "
+                         f"steps={steps!r}, batch_size={batch_size!r}")
+    start_time = time.perf_counter()
+    samples = trajectory_samples(model, data, window=window)
+    closure = model.closure
+    dtype = closure.compute_dtype
+    loss_fn = trajectory_loss(model, samples)
+
+    @tf.function(reduce_retracing=True, jit_compile=jit_compile)
+    def gradient(*batch):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(*batch)
+        return loss, tape.gradient(loss, closure.trainable_variables)
+
+    evaluate = tf.function(loss_fn, reduce_retracing=True, jit_compile=jit_compile)
+    arrays = sample_arrays(samples)
+    total = len(arrays[0])
+
+    def full_loss():
+        losses = [float(evaluate(*(tf.constant(a[i:i + 64], dtype) for a in arrays))) *
+                  min(64, total - i) for i in range(0, total, 64)]
+        return sum(losses) / total
+
+    info = {"loss_before": full_loss(), "solver_steps": samples["steps"], "steps": steps,
+            "samples": total, "window": int(window)}
+    optimizer = keras.optimizers.Adam(_cosine(learning_rate, steps))
+    optimizer.build(closure.trainable_variables)
+    rng = np.random.default_rng(seed)
+    progress = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=["loss"])
+    skipped = 0
+    loop_start = None
+    for step in range(steps):
+        if step == 1:
+            loop_start = time.perf_counter()  # after tracing and compilation
+        index = rng.choice(total, size=min(batch_size, total), replace=False)
+        loss, grads = gradient(*(tf.constant(a[index], dtype) for a in arrays))
+        if not (np.isfinite(float(loss)) and all(
+                bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads)):
+            skipped += 1
+            continue
+        optimizer.apply_gradients(zip(grads, closure.trainable_variables, strict=True))
+        progress.update(step + 1, [("loss", float(loss))])
+    if loop_start is not None:
+        info["s_per_step"] = (time.perf_counter() - loop_start) / (steps - 1)
+    info["loss_after"] = full_loss()
+    info["skipped_steps"] = skipped
+    info["fit_s"] = time.perf_counter() - start_time
+    model.numpy_closure = closure.numpy_closure()
+    return info
+
+
 def euler_solve(f0, dx, t_end, grid_moments, cfl=0.4):
     """Euler (Maxwellian closure, gamma = 3) from the moments of `f0`; returns `(rho, u, T)`."""
     rho, u, T = primitive_from_conserved(grid_moments(f0))
@@ -135,11 +321,18 @@ def euler_solve(f0, dx, t_end, grid_moments, cfl=0.4):
 def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epochs=200,
                        max_autoencoder_samples=4000, batch_size=128,
                        closure_batch_size=256, learning_rate=3e-3,
-                       seed=0, verbose=0, heat_flux_moment=False):
+                       seed=0, verbose=0, heat_flux_moment=False, frozen_speed_factor=3.0,
+                       finetune_steps=0, finetune_window=None, finetune_learning_rate=1e-3,
+                       finetune_batch_size=8):
     """Fits the autoencoder and the closure on kinetic data (from `generate_kinetic_data`).
 
+    With `finetune_steps > 0` the closure is then fitted a posteriori through the solver
+    (`finetune_closure`) over `finetune_window` snapshot intervals (default: whole runs from
+    the initial state, as the learned model is used).
+
     Returns:
-        `(LearnedMomentModel, info)` with `info` the final losses and fit times.
+        `(LearnedMomentModel, info)` with `info` the final losses and fit times (and the
+        fine-tuning's under `"finetune"`).
     """
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
@@ -172,7 +365,13 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     info["closure_fit_s"] = time.perf_counter() - start
     info["closure_samples"] = len(x)
     info["autoencoder_samples"] = len(f)
-    return LearnedMomentModel(autoencoder, closure), info
+    model = LearnedMomentModel(autoencoder, closure, frozen_speed_factor=frozen_speed_factor)
+    if finetune_steps:
+        window = data["f"].shape[1] if finetune_window is None else finetune_window
+        info["finetune"] = finetune_closure(
+            model, data, steps=finetune_steps, batch_size=finetune_batch_size,
+            learning_rate=finetune_learning_rate, window=window, seed=seed, verbose=verbose)
+    return model, info
 
 
 def _cosine(learning_rate, steps):

@@ -11,10 +11,13 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
     common = ["--eps", "0.1", "--num_x", "24", "--num_v", "40", "--v_max", "7", "--t_end",
               "0.02", f"--output_dir={out}", f"--model_dir={models}", f"--cache_dir={cache}"]
     result = run_cli("kinetic", *common, "--train_runs", "3", "--num_moments", "2",
-                     "--autoencoder_epochs", "1", "--closure_epochs", "1", timeout=600)
+                     "--autoencoder_epochs", "1", "--closure_epochs", "1",
+                     "--finetune_steps", "2", timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     with open(out / "result.json") as f:
         r = json.load(f)
+    assert r["training"]["finetune"]["steps"] == 2
+    assert "a posteriori fit: trajectory loss" in result.stdout
     assert r["eps"] == 0.1 and r["num_x"] == 24
     for name in ("learned", "euler"):
         assert set(r["errors"][name]) == {"rho", "u", "T"}

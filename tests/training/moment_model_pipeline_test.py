@@ -3,6 +3,7 @@
 import numpy as np
 
 from mlcmk import config
+from mlcmk.models.moment_closure import MomentClosure
 from mlcmk.problems.kinetic import BGK1D
 from mlcmk.problems.kinetic.data import generate_kinetic_data
 from mlcmk.problems.kinetic.moment_solver import MomentSolver
@@ -10,8 +11,12 @@ from mlcmk.testing import TestCase
 from mlcmk.training.moment_closure import (
     closure_training_data,
     compare_models,
+    finetune_closure,
     kinetic_moments,
+    sample_arrays,
     train_moment_model,
+    trajectory_loss,
+    trajectory_samples,
 )
 
 
@@ -115,3 +120,101 @@ class MomentEquationTest(TestCase):
         m = kinetic_moments(ae, discrete_maxwellian(VelocityGrid(8.0, 64), U))
         y = np.concatenate([m["q_hat"][:, None], m["G_hat"], m["a"].reshape(2, -1)], axis=1)
         np.testing.assert_allclose(y, np.tile(ae.maxwellian_closure(), (2, 1)), atol=1e-7)
+
+
+class DifferentiableSolveTest(TestCase):
+    """The a posteriori fine-tuning unrolls the moment solver in TensorFlow: the same scheme."""
+
+    def setUp(self):
+        super().setUp()
+        config.set_precision("float64")
+
+    def test_tensorflow_steps_equal_numpy_steps_on_a_batch_of_grids(self):
+        import tensorflow as tf
+        import tensorflow.experimental.numpy as tnp
+
+        from mlcmk.problems.kinetic.moment_solver import moment_step, to_conserved
+        from mlcmk.training.moment_closure import _tensor_closure
+
+        rng = np.random.default_rng(3)
+        closure = MomentClosure(num_moments=3, units=[16])
+        closure.build((None, 7))
+        w_maxwell = np.array([0.4, 0.2, 0.0])
+        closure.w_maxwell.assign(w_maxwell)
+        closure.output_scale.assign(rng.uniform(0.05, 0.2, 13))
+        numpy_closure = closure.numpy_closure()
+        problem = BGK1D(num_x=24)
+        eps, factor, dt = (0.03, 2.0), (2.5, 3.0), 2e-3
+        states, expected = [], []
+        for b in range(2):
+            rho, u, T = problem.random_smooth_initial(np.random.default_rng(10 + b))
+            W = w_maxwell + 0.05 * rng.normal(size=(24, 3))
+            Q = to_conserved(rho, u, T, W)
+            states.append(Q)
+            for _ in range(5):
+                Q = moment_step(np, numpy_closure, Q, dt, problem.dx, eps[b], factor[b],
+                                w_maxwell)
+            expected.append(Q)
+        Q = tf.constant(np.stack(states))
+        call = _tensor_closure(closure)
+        for _ in range(5):
+            Q = moment_step(tnp, call, Q, tf.constant(dt, tf.float64), problem.dx,
+                            tf.constant(eps, tf.float64)[:, None],
+                            tf.constant(factor, tf.float64)[:, None],
+                            tf.constant(w_maxwell))
+        np.testing.assert_allclose(Q.numpy(), np.stack(expected), rtol=1e-12, atol=1e-13)
+        self.assertGreater(np.abs(np.stack(expected) - np.stack(states)).max(), 1e-3)
+
+    def test_finetuning_lowers_the_trajectory_loss_and_updates_the_solver(self):
+        import tensorflow as tf
+
+        # Large eps (the closure matters): the setting of the benchmark's hard cases.
+        data = generate_kinetic_data(num_runs=3, num_x=24, num_v=48, v_max=7.0, t_end=0.05,
+                                     eps_range=(1.0, 10.0), num_snapshots=2, seed=2,
+                                     cache_dir=self.get_temp_dir())
+        model, _ = train_moment_model(data, num_moments=2, autoencoder_epochs=2,
+                                      closure_epochs=2, max_autoencoder_samples=128)
+        samples = trajectory_samples(model, data, window=1)
+        self.assertEqual(samples["start"][0].shape, (3 * 2, 24))
+        # Window 1 from snapshot 0 (f0) ends at the first snapshot.
+        np.testing.assert_allclose(samples["end"][0][0],
+                                   kinetic_moments(model.autoencoder, data["f"][0, 0])["rho"])
+        # The gradient through the unrolled solver is the derivative of the loss.
+        loss = trajectory_loss(model, samples)
+        batch = [tf.constant(a) for a in sample_arrays(samples)]
+        weights = model.closure.trainable_variables
+        with tf.GradientTape() as tape:
+            value = loss(*batch)
+        grads = tape.gradient(value, weights)
+        rng = np.random.default_rng(0)
+        direction = [rng.normal(size=w.shape) for w in weights]
+        slope = sum(float(tf.reduce_sum(g * d)) for g, d in zip(grads, direction, strict=True))
+        start = [w.numpy() for w in weights]
+        h = 1e-5
+        values = []
+        for sign in (1.0, -1.0):
+            for w, w0, d in zip(weights, start, direction, strict=True):
+                w.assign(w0 + sign * h * d)
+            values.append(float(loss(*batch)))
+        for w, w0 in zip(weights, start, strict=True):
+            w.assign(w0)
+        self.assertGreater(abs(slope), 1e-6)
+        self.assertAlmostEqual((values[0] - values[1]) / (2 * h) / slope, 1.0, delta=1e-5)
+        # A closure thrown off by a perturbation of its last layer: fitting through the solver
+        # brings the trajectories back.
+        last = model.closure.net.layers[-1]
+        last.kernel.assign(last.kernel.numpy() + rng.normal(size=last.kernel.shape))
+        model.numpy_closure = model.closure.numpy_closure()
+        problem = BGK1D(eps=2.0, num_x=24, num_v=48, v_max=7.0)
+        f0 = problem.maxwellian(*problem.random_smooth_initial(np.random.default_rng(7)))
+        before = model.solve(f0, 2.0, problem.dx, 0.05)
+        info = finetune_closure(model, data, steps=30, batch_size=4, learning_rate=3e-3,
+                                verbose=0)
+        self.assertEqual(info["skipped_steps"], 0)
+        self.assertLess(info["loss_after"], 0.85 * info["loss_before"])
+        after = model.solve(f0, 2.0, problem.dx, 0.05)  # the NumPy closure was refreshed
+        self.assertGreater(np.abs(after[1] - before[1]).max(), 1e-6)
+        with self.assertRaisesRegex(ValueError, "window"):
+            trajectory_samples(model, data, window=3)
+        with self.assertRaisesRegex(ValueError, "steps"):
+            finetune_closure(model, data, steps=0)

@@ -197,9 +197,9 @@ def discrete_maxwellian(grid, U, tol=1e-14, max_iterations=30):
     return M.reshape(*shape, grid.num_v)
 
 
-def minmod(a, b):
-    """Elementwise minmod limiter."""
-    return np.where(a * b > 0, np.sign(a) * np.minimum(np.abs(a), np.abs(b)), 0.0)
+def minmod(a, b, xp=np):
+    """Elementwise minmod limiter (`xp`: NumPy or `tf.experimental.numpy`)."""
+    return xp.where(a * b > 0, xp.sign(a) * xp.minimum(xp.abs(a), xp.abs(b)), 0.0)
 
 
 @register_problem("bgk_1d", "bgk", kind="kinetic")

@@ -64,30 +64,106 @@ class EulerClosure:
 def physical_flux(closure, rho, u, T, W, eps):
     """Flux `(n, 3 + K)` of the moment system and the source coefficients `a` `(n, 3, K)`."""
     q_hat, g_hat, coefficients = closure(rho, T, W, eps)
-    return _flux(rho, u, T, W, q_hat, g_hat), coefficients
+    return _flux(np, rho, u, T, W, q_hat, g_hat), coefficients
 
 
-def _flux(rho, u, T, W, q_hat, g_hat):
+def _flux(xp, rho, u, T, W, q_hat, g_hat):
     E = 0.5 * rho * (u**2 + T)
     p = rho * T
-    sqrt_t = np.sqrt(T)
-    return np.concatenate([
-        np.stack([rho * u, rho * u**2 + p, u * (E + p) + p * sqrt_t * q_hat], axis=1),
-        (rho * u)[:, None] * W + (rho * sqrt_t)[:, None] * g_hat], axis=1)
+    sqrt_t = xp.sqrt(T)
+    return xp.concatenate([
+        xp.stack([rho * u, rho * u**2 + p, u * (E + p) + p * sqrt_t * q_hat], axis=-1),
+        (rho * u)[..., None] * W + (rho * sqrt_t)[..., None] * g_hat], axis=-1)
 
 
-def to_conserved(rho, u, T, W):
-    """Primitive `(rho, u, T, W)` -> conserved `(n, 3 + K)`."""
-    return np.concatenate([np.stack([rho, rho * u, 0.5 * rho * (u**2 + T)], axis=1),
-                           rho[:, None] * W], axis=1)
+def to_conserved(rho, u, T, W, xp=np):
+    """Primitive `(rho, u, T, W)` -> conserved `(..., n, 3 + K)`."""
+    return xp.concatenate([xp.stack([rho, rho * u, 0.5 * rho * (u**2 + T)], axis=-1),
+                           rho[..., None] * W], axis=-1)
 
 
 def to_primitive(Q):
-    """Conserved `(n, 3 + K)` -> `(rho, u, T, W)`."""
-    rho = Q[:, 0]
-    u = Q[:, 1] / rho
-    T = (2.0 * Q[:, 2] - rho * u**2) / rho
-    return rho, u, T, Q[:, 3:] / rho[:, None]
+    """Conserved `(..., n, 3 + K)` -> `(rho, u, T, W)`."""
+    rho = Q[..., 0]
+    u = Q[..., 1] / rho
+    T = (2.0 * Q[..., 2] - rho * u**2) / rho
+    return rho, u, T, Q[..., 3:] / rho[..., None]
+
+
+def moment_rate(xp, closure, Q, dx, eps, speed_factor):
+    """`-d/dx flux + explicit source` of cell averages `Q` `(..., n, 3 + K)`.
+
+    Written once for NumPy (`xp = numpy`, `MomentSolver`) and TensorFlow
+    (`xp = tf.experimental.numpy`, the differentiable solve of `mlcmk.training.moment_closure`);
+    leading axes are independent periodic grids. `eps` and `speed_factor` broadcast against
+    `(..., n)`; `closure(rho, T, W, eps)` takes `(..., n)` arrays.
+    """
+    rho, u, T, W = to_primitive(Q)
+    K = W.shape[-1]
+    # The closure is evaluated once per cell; its flux outputs (q_hat, G_hat) are
+    # reconstructed to the interfaces with the primitive variables.
+    q_hat, g_hat, a = closure(rho, T, W, eps)
+    P = xp.concatenate([xp.stack([rho, u, T], axis=-1), W, q_hat[..., None], g_hat], axis=-1)
+    P_next = xp.roll(P, -1, axis=-2)
+    forward = P_next - P
+    slope = minmod(xp.roll(forward, 1, axis=-2), forward, xp)
+    left = P + 0.5 * slope  # at i+1/2 from cell i
+    right = xp.roll(P - 0.5 * slope, -1, axis=-2)  # at i+1/2 from cell i+1
+    # Fall back to first order where the reconstruction is not admissible.
+    bad = ((left[..., 0] <= 0) | (left[..., 2] <= 0) | (right[..., 0] <= 0)
+           | (right[..., 2] <= 0))[..., None]
+    left = xp.where(bad, P, left)
+    right = xp.where(bad, P_next, right)
+
+    def flux_and_state(s):
+        s_rho, s_u, s_t, s_w = s[..., 0], s[..., 1], s[..., 2], s[..., 3:3 + K]
+        flux = _flux(xp, s_rho, s_u, s_t, s_w, s[..., 3 + K], s[..., 4 + K:])
+        speed = xp.abs(s_u) + speed_factor * xp.sqrt(s_t)
+        return flux, to_conserved(s_rho, s_u, s_t, s_w, xp), speed
+
+    flux_l, q_l, speed_l = flux_and_state(left)
+    flux_r, q_r, speed_r = flux_and_state(right)
+    alpha = xp.maximum(speed_l, speed_r)[..., None]
+    interface = 0.5 * (flux_l + flux_r) - 0.5 * alpha * (q_r - q_l)
+    rate = -(interface - xp.roll(interface, 1, axis=-2)) / dx
+    if not K:
+        return rate
+    sqrt_t = xp.sqrt(T)
+
+    def gradient(g):
+        return (xp.roll(g, -1, axis=-1) - xp.roll(g, 1, axis=-1)) / (2.0 * dx)
+
+    source = (a[..., 0, :] * (gradient(rho * T) / sqrt_t)[..., None]
+              + a[..., 1, :] * (gradient(rho * T * sqrt_t * q_hat) / T)[..., None]
+              - a[..., 2, :] * (rho * gradient(T) / (2.0 * sqrt_t))[..., None])
+    return xp.concatenate([rate[..., :3], rate[..., 3:] + source], axis=-1)
+
+
+def relax_moments(xp, Q, h, eps, w_maxwell):
+    """Exact solution over `h` of `d(rho W)/dt = rho (W_M - W) / eps` (rho fixed).
+
+    `h` and `eps` broadcast against the cells `(..., n)` of `Q` `(..., n, 3 + K)`.
+    """
+    rho = Q[..., :1]
+    W = Q[..., 3:] / rho
+    W = w_maxwell + (W - w_maxwell) * xp.exp(-xp.asarray(h) / xp.asarray(eps))[..., None]
+    return xp.concatenate([Q[..., :3], rho * W], axis=-1)
+
+
+def moment_step(xp, closure, Q, dt, dx, eps, speed_factor, w_maxwell):
+    """One SSP-RK2 step of the moment system with the stiff relaxation applied to each stage.
+
+    The relaxation acts over `dt` on the first stage and `dt/2` more on the average (which
+    carries `dt/2` already): as eps -> 0 both stages are evaluated at `W = W_M`, so the scheme
+    becomes Euler's (asymptotic preserving). `dt`, `eps`, `speed_factor` broadcast against
+    the cells `(..., n)`; `xp` as in `moment_rate`.
+    """
+    h = xp.asarray(dt)[..., None]
+    Q1 = relax_moments(xp, Q + h * moment_rate(xp, closure, Q, dx, eps, speed_factor), dt, eps,
+                       w_maxwell)
+    return relax_moments(xp, 0.5 * (Q + Q1 + h * moment_rate(xp, closure, Q1, dx, eps,
+                                                               speed_factor)),
+                         0.5 * dt, eps, w_maxwell)
 
 
 class MomentSolver:
@@ -112,40 +188,7 @@ class MomentSolver:
 
     def rate(self, Q):
         """`-d/dx flux + explicit source` of cell averages `Q` (n, 3 + K)."""
-        rho, u, T, W = to_primitive(Q)
-        n = rho.shape[0]
-        K = self.closure.num_moments
-        # The closure is evaluated once per cell; its flux outputs (q_hat, G_hat) are
-        # reconstructed to the interfaces with the primitive variables.
-        q_hat, g_hat, a = self.closure(rho, T, W, self.eps)
-        P = np.concatenate([np.stack([rho, u, T], axis=1), W, q_hat[:, None], g_hat], axis=1)
-        forward = np.roll(P, -1, axis=0) - P
-        slope = minmod(np.roll(forward, 1, axis=0), forward)
-        left = P + 0.5 * slope  # at i+1/2 from cell i
-        right = np.roll(P - 0.5 * slope, -1, axis=0)  # at i+1/2 from cell i+1
-        # Fall back to first order where the reconstruction is not admissible.
-        bad = (left[:, 0] <= 0) | (left[:, 2] <= 0) | (right[:, 0] <= 0) | (right[:, 2] <= 0)
-        if np.any(bad):
-            left[bad] = P[bad]
-            right[bad] = np.roll(P, -1, axis=0)[bad]
-        states = np.concatenate([left, right], axis=0)
-        s_rho, s_u, s_t, s_w = states[:, 0], states[:, 1], states[:, 2], states[:, 3:3 + K]
-        flux = _flux(s_rho, s_u, s_t, s_w, states[:, 3 + K], states[:, 4 + K:])
-        q_states = to_conserved(s_rho, s_u, s_t, s_w)
-        speed = np.abs(s_u) + self.speed_factor * np.sqrt(s_t)
-        alpha = np.maximum(speed[:n], speed[n:])[:, None]
-        interface = 0.5 * (flux[:n] + flux[n:]) - 0.5 * alpha * (q_states[n:] - q_states[:n])
-        rate = -(interface - np.roll(interface, 1, axis=0)) / self.dx
-        if K:
-            sqrt_t = np.sqrt(T)
-
-            def gradient(g):
-                return (np.roll(g, -1) - np.roll(g, 1)) / (2.0 * self.dx)
-
-            rate[:, 3:] += (a[:, 0] * (gradient(rho * T) / sqrt_t)[:, None]
-                            + a[:, 1] * (gradient(rho * T * sqrt_t * q_hat) / T)[:, None]
-                            - a[:, 2] * (rho * gradient(T) / (2.0 * sqrt_t))[:, None])
-        return rate
+        return moment_rate(np, self.closure, Q, self.dx, self.eps, self.speed_factor)
 
     def time_step(self, Q):
         rho, u, T, _ = to_primitive(Q)
@@ -153,13 +196,7 @@ class MomentSolver:
 
     def relax(self, Q, h):
         """Exact solution over `h` of `d(rho W)/dt = rho (W_M - W) / eps` (rho fixed)."""
-        if not self.closure.num_moments:
-            return Q
-        rho = Q[:, :1]
-        W = Q[:, 3:] / rho
-        w_m = np.asarray(self.closure.w_maxwell)
-        W = w_m + (W - w_m) * math.exp(-h / self.eps)
-        return np.concatenate([Q[:, :3], rho * W], axis=1)
+        return relax_moments(np, Q, h, self.eps, np.asarray(self.closure.w_maxwell))
 
     def solve(self, rho, u, T, W=None, t_end=0.1):
         """Advances primitive cell values to `t_end`.
@@ -184,12 +221,8 @@ class MomentSolver:
         with single_threaded_blas():
             while t < t_end * (1 - 1e-12):
                 dt = min(self.time_step(Q), t_end - t)
-                # SSP-RK2 with the stiff relaxation applied to every stage (dt to the first,
-                # dt/2 more to the average, which carries dt/2 already): as eps -> 0 both
-                # stages are evaluated at W = W_M, so the scheme becomes Euler's (AP).
-                Q1 = self.relax(Q + dt * self.rate(Q), dt)
-                self._check(Q1, t)
-                Q = self.relax(0.5 * (Q + Q1 + dt * self.rate(Q1)), 0.5 * dt)
+                Q = moment_step(np, self.closure, Q, dt, self.dx, self.eps, self.speed_factor,
+                                np.asarray(self.closure.w_maxwell))
                 self._check(Q, t)
                 t += dt
         return to_primitive(Q)
