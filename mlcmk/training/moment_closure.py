@@ -238,7 +238,7 @@ def trajectory_loss(model, samples):
     return loss
 
 
-def finetune_closure(model, data, steps=200, batch_size=16, learning_rate=1e-4, window=1,
+def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, window=None,
                      seed=0, verbose=1, jit_compile=True):
     """A posteriori training: fits the closure through the moment solver to kinetic states.
 
@@ -252,6 +252,21 @@ def finetune_closure(model, data, steps=200, batch_size=16, learning_rate=1e-4, 
     field (the squared relative L2 error of the benchmark). Steps whose loss is not finite
     (a state broke down in the unrolled solve) are skipped and counted.
 
+    The solve uses the model's wave-speed bound (`speed_factor` or `frozen_speed_factor`):
+    the closure is tuned to that scheme, so set the bound before fine-tuning. Memory grows
+    with `batch_size` times the number of solver steps (the tape keeps every stage).
+
+    Args:
+        model: `LearnedMomentModel`; its closure's weights are updated in place.
+        data: kinetic data from `generate_kinetic_data` (the training runs).
+        steps: Adam steps (cosine-decayed `learning_rate`).
+        batch_size: samples per step.
+        window: snapshot intervals per unrolled solve; `None` (default) for whole runs from
+            the initial state (`t = 0` to the last snapshot), as the learned model is used.
+        seed: seed of the batch sampling.
+        verbose: 1 for a progress bar.
+        jit_compile: XLA-compile the unrolled solve and its gradient.
+
     Returns:
         info dict: `loss_before`, `loss_after` (over all samples), `skipped_steps`, `steps`,
         `solver_steps`, `fit_s`. The model's NumPy closure is refreshed.
@@ -264,6 +279,8 @@ def finetune_closure(model, data, steps=200, batch_size=16, learning_rate=1e-4, 
         raise ValueError(f"`steps` and `batch_size` must be positive ints; received "
                          f"steps={steps!r}, batch_size={batch_size!r}")
     start_time = time.perf_counter()
+    if window is None:
+        window = data["f"].shape[1]
     samples = trajectory_samples(model, data, window=window)
     closure = model.closure
     dtype = closure.compute_dtype
@@ -367,10 +384,10 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     info["autoencoder_samples"] = len(f)
     model = LearnedMomentModel(autoencoder, closure, frozen_speed_factor=frozen_speed_factor)
     if finetune_steps:
-        window = data["f"].shape[1] if finetune_window is None else finetune_window
         info["finetune"] = finetune_closure(
             model, data, steps=finetune_steps, batch_size=finetune_batch_size,
-            learning_rate=finetune_learning_rate, window=window, seed=seed, verbose=verbose)
+            learning_rate=finetune_learning_rate, window=finetune_window, seed=seed,
+            verbose=verbose)
     return model, info
 
 
