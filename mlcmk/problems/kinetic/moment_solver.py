@@ -17,6 +17,9 @@ $(\rho, u, T, W, \hat q, \hat G)$ with minmod slopes, local Lax–Friedrichs flu
 of $W$, SSP-RK2; the stiff relaxation is integrated exactly after each stage ($\rho$ is
 constant during it), so the scheme stays stable and becomes Euler's as $\varepsilon \to 0$.
 Mass, momentum and energy are conserved to round-off by construction (flux differences).
+The scheme (`moment_rate`, `moment_step`) is written once over an array namespace: NumPy for
+`MomentSolver`, `tf.experimental.numpy` for the differentiable unrolled solve that fits a
+closure a posteriori (`mlcmk.training.moment_closure.finetune_closure`).
 """
 
 import math
