@@ -25,7 +25,8 @@ _AE_EPOCHS = flags.DEFINE_integer("autoencoder_epochs", 15, "Autoencoder epochs.
 _CLOSURE_EPOCHS = flags.DEFINE_integer("closure_epochs", 60, "Closure epochs.")
 _FINETUNE_STEPS = flags.DEFINE_integer("finetune_steps", 0, "Then fit the closure a "
                                       "posteriori through the unrolled moment solver to the "
-                                      "training runs' rho, u, T (Adam steps; 0: off).")
+                                      "training runs' rho, u, T (Adam steps; 0: off). Applies when "
+                                      "the model is trained, not when it is loaded.")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Kinetic data cache (default "
                                  "$MLCMK_CACHE_DIR/kinetic or ~/.cache/mlcmk/kinetic).")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Load the trained model from here if "

@@ -197,10 +197,6 @@ class MomentSolver:
         rho, u, T, _ = to_primitive(Q)
         return self.cfl * self.dx / np.max(np.abs(u) + self.speed_factor * np.sqrt(T))
 
-    def relax(self, Q, h):
-        """Exact solution over `h` of `d(rho W)/dt = rho (W_M - W) / eps` (rho fixed)."""
-        return relax_moments(np, Q, h, self.eps, np.asarray(self.closure.w_maxwell))
-
     def solve(self, rho, u, T, W=None, t_end=0.1):
         """Advances primitive cell values to `t_end`.
 
