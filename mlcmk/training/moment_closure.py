@@ -121,14 +121,17 @@ class LearnedMomentModel:
         m = kinetic_moments(self.autoencoder, f0)
         return m["rho"], m["u"], m["T"], m["W"]
 
+    def wave_speed_factor(self, eps, dx):
+        """`c` of the solver's wave-speed bound at Knudsen number `eps` and cell width `dx`."""
+        if self.speed_factor is not None:
+            return self.speed_factor
+        return relaxation_speed_factor(eps, dx, self.frozen_speed_factor)
+
     def solve(self, f0, eps, dx, t_end):
         """Learned moment solve from `f0`; returns `(rho, u, T, W)` at `t_end`."""
         rho, u, T, W = self.initial_moments(f0)
-        speed_factor = self.speed_factor
-        if speed_factor is None:
-            speed_factor = relaxation_speed_factor(eps, dx, self.frozen_speed_factor)
         solver = MomentSolver(dx, closure=self.numpy_closure, eps=eps, cfl=self.cfl,
-                              speed_factor=speed_factor)
+                              speed_factor=self.wave_speed_factor(eps, dx))
         return solver.solve(rho, u, T, W, t_end=t_end)
 
 
@@ -179,9 +182,7 @@ def trajectory_samples(model, data, window=1, cfl=None, margin=1.2):
     rho, u, T = (m[k].reshape(runs, snaps, nx) for k in ("rho", "u", "T"))
     W = m["W"].reshape(runs, snaps, nx, -1)
     dx = float(data["x"][1] - data["x"][0])
-    factor = np.array([model.speed_factor if model.speed_factor is not None else
-                       relaxation_speed_factor(e, dx, model.frozen_speed_factor)
-                       for e in data["eps"]])
+    factor = np.array([model.wave_speed_factor(e, dx) for e in data["eps"]])
     speed = margin * np.max(np.abs(u) + factor[:, None, None] * np.sqrt(T), axis=(1, 2))
     duration = window * intervals[0]
     steps = int(np.ceil(duration / ((cfl or model.cfl) * dx / speed.max())))
