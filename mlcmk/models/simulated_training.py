@@ -1,6 +1,7 @@
 """`SimulatedTrainingModel`: the training machinery of models that learn from simulated paths."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -91,9 +92,15 @@ class SimulatedTrainingModel(keras.Model):
         self.loss_tracker.update_state(self.validation_loss())
         return {"loss": self.loss_tracker.result()}
 
-    def _dummy_data(self):
+    def _dummy_data(self, count):
+        """`count` placeholder batches, one row per replica (the paths are drawn in the step).
+
+        Finite on purpose: the compiled function runs up to `steps_per_execution` steps per
+        call and stops early only when the data run out, so an endless placeholder would make
+        an epoch of 25 steps train 30, and one validation step evaluate 10 times.
+        """
         replicas = self.distribute_strategy.num_replicas_in_sync
-        return tf.data.Dataset.from_tensors(tf.zeros((replicas, 1))).repeat()
+        return tf.data.Dataset.from_tensors(tf.zeros((replicas, 1))).repeat(count)
 
     def fit(self, x=None, y=None, *, epochs=1, steps_per_epoch=100, validation=True, **kwargs):
         """Trains on fresh paths: `epochs * steps_per_epoch` steps of `batch_size` paths.
@@ -107,14 +114,18 @@ class SimulatedTrainingModel(keras.Model):
         if x is not None or y is not None:
             raise ValueError(f"{type(self).__name__} draws its own paths: call fit() without "
                              "x and y")
+        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, (int, np.integer)) \
+                or steps_per_epoch < 1:
+            raise ValueError(f"`steps_per_epoch` must be a positive int; received "
+                             f"steps_per_epoch={steps_per_epoch!r}")
         if validation:
-            kwargs.setdefault("validation_data", self._dummy_data())
             kwargs.setdefault("validation_steps", 1)
+            kwargs.setdefault("validation_data", self._dummy_data(kwargs["validation_steps"]))
         kwargs.setdefault("shuffle", False)
-        return super().fit(self._dummy_data(), epochs=epochs, steps_per_epoch=steps_per_epoch,
-                           **kwargs)
+        return super().fit(self._dummy_data(steps_per_epoch), epochs=epochs,
+                           steps_per_epoch=steps_per_epoch, **kwargs)
 
     def evaluate(self, x=None, y=None, **kwargs):
         """Loss on the fixed validation sample."""
         kwargs.setdefault("steps", 1)
-        return super().evaluate(self._dummy_data(), **kwargs)
+        return super().evaluate(self._dummy_data(kwargs["steps"]), **kwargs)

@@ -188,6 +188,29 @@ class DeepBSDETest(TestCase):
         self.assertEqual(int(resumed.optimizer.iterations), 160)
         self.assertAlmostEqual(resumed.y0_value(), reference.y0_value(), places=10)
 
+    def test_fit_takes_the_steps_asked_and_validates_once_per_epoch(self):
+        # The compiled step runs 10 steps per call: 25 steps per epoch must not become 30, nor
+        # one validation step ten.
+        model = DeepBSDE(_bsb(dim=2), validation_size=8)
+        model.compile()
+        self.assertEqual(model.steps_per_execution, 10)
+        calls = tf.Variable(0)
+        validation_loss = model.validation_loss
+
+        def counted():
+            calls.assign_add(1)
+            return validation_loss()
+
+        model.validation_loss = counted
+        history = model.fit(epochs=3, steps_per_epoch=25, verbose=0)
+        self.assertEqual(int(model.optimizer.iterations), 75)
+        self.assertEqual(int(calls.numpy()), 3)
+        self.assertEqual(len(history.history["val_loss"]), 3)
+        model.evaluate(verbose=0)
+        self.assertEqual(int(calls.numpy()), 4)
+        with self.assertRaisesRegex(ValueError, "steps_per_epoch"):
+            model.fit(epochs=1, steps_per_epoch=0)
+
     def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(self):
         problem = _Exploding(dim=2, num_steps=5)
         directory = os.path.join(self.get_temp_dir(), "ckpt")

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import ops
 
 from mlcmk.problems import build_problem, list_problems
@@ -154,6 +155,25 @@ def test_sample_paths_are_stateless_and_exact_for_gbm():
     expected = problem.x0 * np.exp(-0.5 * 0.4**2 * 1.0 + 0.4 * w_t)
     np.testing.assert_allclose(np.asarray(x1)[:, -1], expected, rtol=1e-12)
     assert ops.convert_to_numpy(x1).shape == (5, 5, 3)
+    # Same draws from a compiled training step as eagerly (paths equal up to XLA's fusion).
+    compiled = tf.function(lambda seed: problem.sample_paths(5, seed, dtype="float64"),
+                           jit_compile=True)
+    x_c, dw_c = compiled(tf.constant([1, 2]))
+    np.testing.assert_array_equal(dw_c, dw1)
+    np.testing.assert_allclose(x_c, x1, rtol=1e-14)
+    # The increments are standard normals times sqrt(dt): 24,000 draws, 5-sigma bounds.
+    _, dw = problem.sample_paths(2000, (7, 8), dtype="float64")
+    z = np.asarray(dw).ravel() / math.sqrt(problem.dt)
+    assert abs(z.mean()) < 5 / math.sqrt(z.size)
+    assert abs(z.var() - 1) < 5 * math.sqrt(2 / z.size)
+    assert abs(np.mean(z**4) - 3) < 5 * math.sqrt(96 / z.size)
+    for bad in (0, 2.5, [3]):
+        with pytest.raises(ValueError, match="num_paths"):
+            problem.sample_paths(bad, (1, 2))
+    unknown = tf.function(lambda n: problem.sample_paths(n, (1, 2))[0],
+                          input_signature=[tf.TensorSpec((), tf.int32)])
+    with pytest.raises(ValueError, match="known value"):
+        unknown.get_concrete_function()
 
 
 def test_different_rates_generator_charges_the_borrowing_rate():

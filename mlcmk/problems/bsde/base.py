@@ -24,6 +24,17 @@ from keras import ops
 from mlcmk.problems.base import Problem
 
 
+@tf.function(jit_compile=True)
+def _standard_normals(shape, seed):
+    """Float32 standard normals of a static `shape` from a stateless `seed`, by ThreeFry.
+
+    Compiled by XLA, where ThreeFry draws these about 1.9x as fast as Philox on CPU (1.3 against
+    2.4 ms for the 128,000 normals of a d = 100, N = 20, batch-64 training step, a third of the
+    step); TensorFlow's own kernel has no ThreeFry, hence XLA also when called eagerly.
+    """
+    return tf.random.stateless_normal(shape, seed, dtype="float32", alg="threefry")
+
+
 def _positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
@@ -163,21 +174,27 @@ class BSDEProblem(Problem):
         """Simulates the forward process with stateless random numbers.
 
         Args:
-            num_paths: number of paths (an int or a scalar int tensor).
+            num_paths: number of paths (an int, or a scalar int tensor of known value).
             seed: shape (2,) int tensor or pair of ints; equal seeds give equal paths.
             dtype: float dtype of the result.
 
         Returns:
             `(x, dw)`: x of shape (num_paths, N + 1, d), dw of shape (num_paths, N, d).
         """
+        count = tf.get_static_value(num_paths)
+        if count is None or np.ndim(count) != 0 or isinstance(num_paths, bool) \
+                or not np.issubdtype(np.asarray(count).dtype, np.integer):
+            raise ValueError(f"`num_paths` must be an int or a scalar int tensor of known value; "
+                             f"received num_paths={num_paths!r}")
+        count = _positive_int("num_paths", int(count))
         seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
         seed_x0, seed_dw = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         # Normals are drawn in float32 and cast: a float64 draw costs 2-3x more (a quarter of a
         # training step at d = 100), and the increments need no more than 24 bits of mantissa;
         # everything after the draw runs in `dtype`.
-        dw = tf.cast(tf.random.stateless_normal(
-            (num_paths, self.num_steps, self.dim), seed_dw, dtype="float32", alg="philox"
-        ), dtype) * math.sqrt(self.dt)
+        dw = tf.cast(_standard_normals((count, self.num_steps, self.dim), seed_dw),
+                     dtype) * math.sqrt(self.dt)
+        num_paths = count
         x = self.sample_initial(num_paths, seed_x0, dtype)
         grid = self.time_grid()
         xs = [x]
