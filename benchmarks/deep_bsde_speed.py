@@ -35,6 +35,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from deep_bsde import matmul_gflops  # benchmarks/deep_bsde.py
 
 from mlcmk import config
 from mlcmk.models.deep_bsde import DeepBSDE
@@ -140,16 +141,6 @@ class ReferenceStyleHJB:
         return float(self._valid_loss(*self.valid)), float(self.y_init.numpy()[0]), chunks
 
 
-def matmul_gflops(n=2048, repeats=5):
-    a = tf.random.normal((n, n), dtype=tf.float64)
-    f = tf.function(lambda x: tf.matmul(x, x))
-    f(a).numpy()
-    t = time.perf_counter()
-    for _ in range(repeats):
-        f(a).numpy()
-    return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=20,
@@ -166,7 +157,7 @@ def main():
     problem = HJBLQ()
     reference = problem.reference_value()
 
-    gflops = [matmul_gflops()]
+    gflops = [matmul_gflops(tf.float64)]
     t = time.perf_counter()
     ours = DeepBSDE(problem, seed=args.seed)
     ours.compile(optimizer=keras.optimizers.Adam(
@@ -210,7 +201,7 @@ def main():
     # One fit, as `solve` and the main job run it: epochs of 100 steps, each followed by the
     # stand-in's 100 steps, so that both codes meet the same machine state.
     ours.fit(epochs=args.blocks, steps_per_epoch=steps, verbose=0, callbacks=[Interleave()])
-    gflops.append(matmul_gflops())
+    gflops.append(matmul_gflops(tf.float64))
     steady = blocks[1:]  # the first pair pays for tracing (and XLA compilation of ours)
     ratios = [b["ratio"] for b in steady]
     ours_ms = [b["ours_chunk_median_ms"] for b in steady]
