@@ -1,9 +1,10 @@
 """`SimulatedTrainingModel`: the training machinery of models that learn from simulated paths."""
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
+
+from mlcmk.problems.control.base import check_positive_int
 
 
 class SimulatedTrainingModel(keras.Model):
@@ -114,10 +115,7 @@ class SimulatedTrainingModel(keras.Model):
         if x is not None or y is not None:
             raise ValueError(f"{type(self).__name__} draws its own paths: call fit() without "
                              "x and y")
-        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, (int, np.integer)) \
-                or steps_per_epoch < 1:
-            raise ValueError(f"`steps_per_epoch` must be a positive int; received "
-                             f"steps_per_epoch={steps_per_epoch!r}")
+        steps_per_epoch = check_positive_int("steps_per_epoch", steps_per_epoch)
         if validation:
             kwargs.setdefault("validation_steps", 1)
             kwargs.setdefault("validation_data", self._dummy_data(kwargs["validation_steps"]))

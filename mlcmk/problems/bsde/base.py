@@ -194,8 +194,7 @@ class BSDEProblem(Problem):
         # everything after the draw runs in `dtype`.
         dw = tf.cast(_standard_normals((count, self.num_steps, self.dim), seed_dw),
                      dtype) * math.sqrt(self.dt)
-        num_paths = count
-        x = self.sample_initial(num_paths, seed_x0, dtype)
+        x = self.sample_initial(count, seed_x0, dtype)
         grid = self.time_grid()
         xs = [x]
         for n in range(self.num_steps):
