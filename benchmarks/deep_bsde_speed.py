@@ -7,10 +7,9 @@ side. This script builds a stand-in written the way the reference is written and
 blocks of 100 training iterations of it and of `DeepBSDE` (the main job's defaults: one `fit`,
 epochs of 100 steps, validation after each), so that both see the same machine state. Each block
 is timed in chunks of 10 steps; the figure is the median over blocks of the ratio of the two
-median chunk times. Whole-block ratios are reported too: they include the validation and the
-stalls of up to ~2 s that the XLA-compiled step of ours shows after the process has waited a few
-seconds (here: while the stand-in runs; a `time.sleep(3)` between epochs does the same; a plain
-`fit` has no such pause).
+median chunk times. Whole-block ratios are reported too: they include the validation, and
+they are where a stall shows (before tf.data's autotuning was switched off for the placeholder
+data, the first steps of an epoch that followed a few seconds' pause took 1.4-1.9 s longer).
 
 The stand-in (our code, the reference's structure): HJB d = 100, N = 20, batch 64, float64;
 Brownian increments and paths drawn with NumPy (legacy generator) on the host every iteration and
