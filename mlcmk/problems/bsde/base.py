@@ -181,12 +181,11 @@ class BSDEProblem(Problem):
         Returns:
             `(x, dw)`: x of shape (num_paths, N + 1, d), dw of shape (num_paths, N, d).
         """
-        count = tf.get_static_value(num_paths)
-        if count is None or np.ndim(count) != 0 or isinstance(num_paths, bool) \
-                or not np.issubdtype(np.asarray(count).dtype, np.integer):
+        count = tf.get_static_value(num_paths)  # the value itself for a Python or NumPy int
+        if count is None:
             raise ValueError(f"`num_paths` must be an int or a scalar int tensor of known value; "
                              f"received num_paths={num_paths!r}")
-        count = _positive_int("num_paths", int(count))
+        count = _positive_int("num_paths", count)
         seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
         seed_x0, seed_dw = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         # Normals are drawn in float32 and cast: a float64 draw costs 2-3x more (a quarter of a
