@@ -80,6 +80,11 @@ _TRAJECTORIES = flags.DEFINE_integer("trajectories", 4, "`eelt potential`: MD tr
                                      "iteration.", lower_bound=1)
 _SAMPLE_EVERY = flags.DEFINE_integer("sample_every", 10, "`eelt potential`: MD steps between "
                                      "explored frames.", lower_bound=1)
+_MD_DRIVER = flags.DEFINE_enum("md_driver", "first", ["first", "mean"], "`eelt potential`: the "
+                               "model driving the exploration MD: member 0 (DP-GEN) or the "
+                               "ensemble mean.")
+_RAMP = flags.DEFINE_boolean("ramp", False, "`eelt potential`: iteration k explores only the "
+                             "first k temperatures of the ladder (300, 600, 900, 1200 K).")
 _TEST_FRAMES = flags.DEFINE_integer("test_frames", 50, "`eelt potential`: held-out EMT frames "
                                     "for the force RMSE (0: none).", lower_bound=0)
 
@@ -142,8 +147,9 @@ def _potential_main():
             min_iterations=_MIN_ITERATIONS.value,
             max_labels_per_iteration=_LABELS.value, num_initial=_INITIAL.value,
             converge_fraction=_CONVERGE.value, num_trajectories=_TRAJECTORIES.value,
-            md_steps=md_steps, sample_every=_SAMPLE_EVERY.value, train_steps=train_steps,
-            test_systems=test_systems, seed=_SEED.value)
+            md_steps=md_steps, sample_every=_SAMPLE_EVERY.value, driver=_MD_DRIVER.value,
+            ramp=_RAMP.value, train_steps=train_steps, test_systems=test_systems,
+            seed=_SEED.value)
         print(f"mlcmk eelt potential: {_STRUCTURE.value}, {_MEMBERS.value} members "
               f"({_MODEL.value}), trust levels {lo:g} / {hi:g} eV/Å")
         log = learner.run()
@@ -158,7 +164,7 @@ def _potential_main():
                                            "failed", "labelled", "total_labels")}
                         | r["evaluation"] for r in log],
               "wall_time_s": time.perf_counter() - start, "seed": _SEED.value,
-              "trust_levels": [lo, hi]}
+              "trust_levels": [lo, hi], "md_driver": _MD_DRIVER.value, "ramp": _RAMP.value}
     write_json(os.path.join(_OUTPUT_DIR.value, "result.json"), result)
     print(f"{result['labels']} labels for {result['explored']} explored configurations, "
           f"{result['iterations']} iterations, converged {result['converged']}; written "
@@ -212,8 +218,9 @@ def _multi_potential_main():
             labels_per_structure=_LABELS_PER_STRUCTURE.value,
             num_initial_per_structure=_INITIAL_PER_STRUCTURE.value,
             converge_fraction=_CONVERGE.value, num_trajectories=_TRAJECTORIES.value,
-            md_steps=md_steps, sample_every=_SAMPLE_EVERY.value, train_steps=train_steps,
-            test_systems=test_systems, seed=_SEED.value)
+            md_steps=md_steps, sample_every=_SAMPLE_EVERY.value, driver=_MD_DRIVER.value,
+            ramp=_RAMP.value, train_steps=train_steps, test_systems=test_systems,
+            seed=_SEED.value)
         print(f"mlcmk eelt potential: {len(names)} structures ({', '.join(names)}), one "
               f"ensemble of {_MEMBERS.value} ({_MODEL.value}, types "
               f"{structure_set.type_map}), trust levels {lo:g} / {hi:g} eV/Å", flush=True)
@@ -232,7 +239,7 @@ def _multi_potential_main():
                         for r in log],
               "structure_table": rows, "totals": totals,
               "wall_time_s": time.perf_counter() - start, "seed": _SEED.value,
-              "trust_levels": [lo, hi]}
+              "trust_levels": [lo, hi], "md_driver": _MD_DRIVER.value, "ramp": _RAMP.value}
     write_json(os.path.join(_OUTPUT_DIR.value, "result.json"), result)
     plot = plot_structure_table(log, structure_set,
                                 os.path.join(_OUTPUT_DIR.value, "figure2.png"))

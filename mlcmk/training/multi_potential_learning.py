@@ -463,7 +463,7 @@ def build_multi_potential_learner(structures, directory, *, num_members=4, model
                                   converge_fraction=0.9, min_iterations=2,
                                   temperatures=(300.0, 600.0, 900.0, 1200.0), max_strain=0.03,
                                   num_trajectories=2, md_steps=100, sample_every=10,
-                                  driver="first", train_steps=500, batch_size=1,
+                                  driver="first", ramp=False, train_steps=500, batch_size=1,
                                   learning_rate=1e-3, stop_learning_rate=1e-5, calculator=None,
                                   labeller=None, test_systems=None, type_map=None, seed=0,
                                   verbose=1):
@@ -477,7 +477,7 @@ def build_multi_potential_learner(structures, directory, *, num_members=4, model
             this times the number of structures).
         num_initial_per_structure: labelled frames of iteration 0 per structure (strained,
             displaced crystals).
-        num_trajectories, md_steps, sample_every, temperatures, max_strain, driver: MD per
+        num_trajectories, md_steps, sample_every, temperatures, max_strain, driver, ramp: MD per
             structure and iteration (see `ASEMDExplorer`).
         test_systems: optional `{name: System}` of held-out frames (see `emt_md_frames`); each
             iteration reports the ensemble-mean errors per structure and over all.
@@ -525,7 +525,7 @@ def build_multi_potential_learner(structures, directory, *, num_members=4, model
                                      seeds=[seed * 100 + k for k in range(num_members)])
     keras.utils.set_random_seed(seed)
     explorer = MultiStructureExplorer(
-        ensemble, structure_set, driver=driver, temperatures=temperatures,
+        ensemble, structure_set, driver=driver, ramp=ramp, temperatures=temperatures,
         max_strain=max_strain, num_trajectories=num_trajectories, num_steps=md_steps,
         sample_every=sample_every)
     examiner = MultiStructureExaminer(ensemble, structure_set)

@@ -229,17 +229,21 @@ class ASEMDExplorer(Explorer):
     Iteration k runs `num_trajectories` trajectories; trajectory j starts from the reference
     crystal in a box strained by a random symmetric strain (components uniform in
     `[-max_strain, max_strain]`), Maxwell–Boltzmann velocities at temperature
-    `temperatures[(j + k) % len(temperatures)]`, and runs `num_steps` Langevin steps at that
-    temperature; every `sample_every` steps a frame is recorded. Everything is seeded by
-    `(seed, iteration, j)`. A trajectory whose positions or forces become non-finite, or whose
-    atoms move further than `max_displacement` Å from their start, stops there (its frames so
-    far are kept; the examiner usually calls the last ones failed).
+    `ladder[(j + k) % len(ladder)]`, and runs `num_steps` Langevin steps at that
+    temperature; every `sample_every` steps a frame is recorded. The ladder is `temperatures`,
+    or, with `ramp=True`, its first `min(k, len(temperatures))` entries: as in DP-GEN's
+    exploration jobs, the first iterations' poor models drive MD only at the low temperatures
+    their training data cover (from iteration `len(temperatures)` on both agree). Everything is
+    seeded by `(seed, iteration, j)`. A trajectory whose positions or forces become non-finite,
+    or whose atoms move further than `max_displacement` Å from their start, stops there (its
+    frames so far are kept; the examiner usually calls the last ones failed).
 
     Args:
         ensemble: an `Ensemble` of `DeepPotential`s.
         reference_atoms: periodic `ase.Atoms`, the structure explored.
         driver: "first" (member 0 drives the MD, as in DP-GEN) or "mean" (the ensemble mean).
-        temperatures: temperature ladder, K.
+        temperatures: temperature ladder, K (lowest first when `ramp` is used).
+        ramp: bool, see above.
         max_strain, num_trajectories, num_steps, sample_every: see above.
         timestep_fs, friction: Langevin time step (fs) and friction (1/fs).
         max_displacement: Å, see above.
@@ -248,7 +252,7 @@ class ASEMDExplorer(Explorer):
     def __init__(self, ensemble, reference_atoms, driver="first",
                  temperatures=(300.0, 600.0, 900.0, 1200.0), max_strain=0.03,
                  num_trajectories=4, num_steps=200, sample_every=10, timestep_fs=2.0,
-                 friction=0.02, max_displacement=3.0):
+                 friction=0.02, max_displacement=3.0, ramp=False):
         if not isinstance(ensemble, Ensemble):
             raise TypeError(f"`ensemble` must be an Ensemble; received {type(ensemble).__name__}")
         if driver not in ("first", "mean"):
@@ -267,6 +271,9 @@ class ASEMDExplorer(Explorer):
         self.reference = structure_atoms(reference_atoms)
         self.driver = driver
         self.temperatures = temperatures
+        if not isinstance(ramp, (bool, np.bool_)):
+            raise TypeError(f"`ramp` must be a bool; received ramp={ramp!r}")
+        self.ramp = bool(ramp)
         self.max_strain = float(max_strain)
         self.num_trajectories = _positive_int("num_trajectories", num_trajectories)
         self.num_steps = _positive_int("num_steps", num_steps)
@@ -290,6 +297,14 @@ class ASEMDExplorer(Explorer):
                 self._calculator = _mean_calculator(self.ensemble.members)
         return self._calculator
 
+    def trajectory_temperatures(self, iteration):
+        """The temperature (K) of each of the `num_trajectories` trajectories of `iteration`."""
+        ladder = self.temperatures
+        if self.ramp:
+            ladder = ladder[:min(max(int(iteration), 1), len(ladder))]
+        return [float(ladder[(j + iteration) % len(ladder)])
+                for j in range(self.num_trajectories)]
+
     def explore(self, iteration, seed):
         from ase import units
         from ase.constraints import FixCom
@@ -302,9 +317,8 @@ class ASEMDExplorer(Explorer):
 
         frames = []
         self.stopped = 0
-        for j in range(self.num_trajectories):
+        for j, temperature in enumerate(self.trajectory_temperatures(iteration)):
             rng = np.random.default_rng([int(seed), int(iteration), j, 23])
-            temperature = float(self.temperatures[(j + iteration) % len(self.temperatures)])
             atoms = self.reference.copy()
             eps = rng.uniform(-self.max_strain, self.max_strain, size=(3, 3))
             eps = 0.5 * (eps + eps.T)
@@ -541,9 +555,9 @@ def build_potential_learner(structure, directory, *, num_members=4, model_kwargs
                             max_labels_per_iteration=30, num_initial=32, converge_fraction=0.9,
                             min_iterations=2, temperatures=(300.0, 600.0, 900.0, 1200.0),
                             max_strain=0.03, num_trajectories=4, md_steps=200, sample_every=10,
-                            driver="first", train_steps=500, batch_size=1, learning_rate=1e-3,
-                            stop_learning_rate=1e-5, calculator=None, labeller=None,
-                            test_systems=None, seed=0, verbose=1):
+                            driver="first", ramp=False, train_steps=500, batch_size=1,
+                            learning_rate=1e-3, stop_learning_rate=1e-5, calculator=None,
+                            labeller=None, test_systems=None, seed=0, verbose=1):
     """Assembles a DP-GEN-style `ConcurrentLearner` for one periodic structure.
 
     Args:
@@ -554,8 +568,8 @@ def build_potential_learner(structure, directory, *, num_members=4, model_kwargs
         model_kwargs: `DeepPotential` arguments (rcut, sel, neuron, fitting_neuron, ...).
         trust_levels: `(lo, hi)` of the force deviation, eV/Å.
         num_initial: labelled frames of iteration 0 (strained, displaced crystals).
-        temperatures, max_strain, num_trajectories, md_steps, sample_every, driver: exploration
-            (see `ASEMDExplorer`).
+        temperatures, max_strain, num_trajectories, md_steps, sample_every, driver, ramp:
+            exploration (see `ASEMDExplorer`).
         train_steps, batch_size, learning_rate, stop_learning_rate: training per iteration.
         calculator: ASE calculator (or factory) of the labels; default EMT.
         labeller: a ready `Labeller` instead (e.g. a wrapped `EMTLabeller`).
@@ -582,7 +596,8 @@ def build_potential_learner(structure, directory, *, num_members=4, model_kwargs
     ensemble = Ensemble.from_factory(factory, num_members=num_members,
                                      seeds=[seed * 100 + k for k in range(num_members)])
     keras.utils.set_random_seed(seed)
-    explorer = ASEMDExplorer(ensemble, atoms, driver=driver, temperatures=temperatures,
+    explorer = ASEMDExplorer(ensemble, atoms, driver=driver, ramp=ramp,
+                             temperatures=temperatures,
                              max_strain=max_strain, num_trajectories=num_trajectories,
                              num_steps=md_steps, sample_every=sample_every)
     examiner = ForceDeviationExaminer(ensemble, atom_types)

@@ -13,7 +13,7 @@ TOY = ("--model", "tiny", "--num_members", "2", "--max_iterations", "1", "--min_
 def test_multi_structure_potential_writes_table_result_and_plot(tmp_path):
     out = tmp_path / "run"
     args = ("eelt", "potential", "--structures", "b2_alcu,fcc100_al", *TOY,
-            f"--output_dir={out}")
+            "--md_driver", "mean", "--ramp", f"--output_dir={out}")
     result = run_cli(*args, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "b2_alcu" in result.stdout and "fcc100_al" in result.stdout
@@ -22,6 +22,7 @@ def test_multi_structure_potential_writes_table_result_and_plot(tmp_path):
         r = json.load(f)
     assert r["structures"] == ["b2_alcu", "fcc100_al"]
     assert r["type_map"] == ["Al", "Cu"]
+    assert r["md_driver"] == "mean" and r["ramp"] is True
     assert [row["iteration"] for row in r["table"]] == [0, 1]
     assert sum(t["total_labels"] for t in r["totals"].values()) == r["labels"]
     assert r["labelled_this_session"] == r["labels"]

@@ -135,6 +135,29 @@ class PotentialLearningTest(TestCase):
         with self.assertRaisesRegex(ValueError, "driver"):
             ASEMDExplorer(Ensemble([model]), _atoms(), driver="median")
 
+    def test_explorer_temperature_ramp(self):
+        from mlcmk.models.deep_potential import DeepPotential
+
+        model = DeepPotential(["Al"], **TINY)
+        model.build()
+        model.set_statistics([_system_of(initial_configurations(_atoms(), 3, seed=5))])
+        kwargs = dict(num_trajectories=3, num_steps=10, sample_every=5,
+                      temperatures=(300.0, 600.0, 900.0))
+        plain = ASEMDExplorer(Ensemble([model]), _atoms(), **kwargs)
+        ramp = ASEMDExplorer(Ensemble([model]), _atoms(), ramp=True, **kwargs)
+        # Iteration k uses the first k rungs of the ladder, cycled over the trajectories.
+        self.assertEqual(ramp.trajectory_temperatures(1), [300.0, 300.0, 300.0])
+        self.assertEqual(ramp.trajectory_temperatures(2), [300.0, 600.0, 300.0])
+        self.assertEqual(sorted(set(ramp.trajectory_temperatures(3))), [300.0, 600.0, 900.0])
+        self.assertEqual(plain.trajectory_temperatures(1), [600.0, 900.0, 300.0])
+        for k in (3, 4, 7):
+            self.assertEqual(ramp.trajectory_temperatures(k), plain.trajectory_temperatures(k))
+        # The frames follow the temperatures: equal where they agree, not where they differ.
+        np.testing.assert_array_equal(ramp.explore(3, seed=1), plain.explore(3, seed=1))
+        self.assertFalse(np.array_equal(ramp.explore(1, seed=1), plain.explore(1, seed=1)))
+        with self.assertRaisesRegex(TypeError, "ramp"):
+            ASEMDExplorer(Ensemble([model]), _atoms(), ramp="yes")
+
     def test_bad_trust_levels(self):
         with self.assertRaisesRegex(ValueError, "lo <= hi.*lo=0.2, hi=0.1"):
             _build(self.get_temp_dir(), trust_levels=(0.2, 0.1))
