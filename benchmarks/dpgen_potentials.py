@@ -118,7 +118,9 @@ def main():
            "table": [{k: r[k] for k in ("iteration", "explored", "accurate", "candidate",
                                         "failed", "labelled", "total_labels")}
                      | r["evaluation"] for r in log],
-           "labels": labels, "emt_calls": labeller.calls, "explored": explored,
+           "labels": labels, "explored": explored, "resumed": args.resume,
+           # EMT calls of this process (a resumed run's earlier calls are not counted).
+           "emt_calls": labeller.calls,
            "label_fraction": labels / pool_size,
            "eelt_seconds": eelt_seconds, "eelt_member0_test": member0}
 
