@@ -124,10 +124,12 @@ def main():
            "label_fraction": labels / pool_size,
            "eelt_seconds": eelt_seconds, "eelt_member0_test": member0}
 
+    data_sets = {"random_same_n": [system.subset(pick)], "random_all": train_pool}
     if args.final_steps:
         # DP-GEN's final long fit, like for like: every data set trained from scratch with the
         # same schedule, seeds and step count; the random-~1000 model is the reference.
         steps, decay_steps = args.final_steps, 100
+        data_sets = {"eelt_labels": [learner.trainer.system(learner.store.data())], **data_sets}
         out["note"] = (f"final fits: {steps} steps, batch 1, lr 1e-3 -> 1e-5 decayed every 100 "
                        "steps, from scratch; ANCHORS (DeePMD-kit, ~1000 random frames, 10^4 "
                        "steps, anchor model): 24.7 meV/Å")
@@ -138,9 +140,6 @@ def main():
         out["note"] = ("small run; the issue's comparison is `--model anchor --final_steps "
                        "10000` (see the docstring); wall times on a shared 2-core machine")
     first = args.seed if args.first_final_seed is None else args.first_final_seed
-    data_sets = {"random_same_n": [system.subset(pick)], "random_all": train_pool}
-    if args.final_steps:
-        data_sets = {"eelt_labels": [learner.trainer.system(learner.store.data())], **data_sets}
     for name, systems in data_sets.items():
         runs = []
         for k in range(args.final_seeds if args.final_steps else 1):
