@@ -92,7 +92,7 @@ def _check_units(hidden_units):
 # Initial sharpness of the smooth-max (> 0) and smooth-min (< 0) features (`extremes=True`).
 # Near T the gradient of a best-of payoff sits on the largest coordinate alone, one whose lead
 # over the second is a fraction of the spread: the sharpnesses 16 and 32 and a deeper network
-# of the features bring the learned Z to within ~5% of Var g(X_T) of the regression hedge on
+# of the features bring the learned Z to within ~4% of Var g(X_T) of the regression hedge on
 # pricing_diff_rate (six sharpnesses up to 8 and 32 units: ~14%).
 _EXTREME_SHARPNESS = (-8.0, -4.0, -2.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 _EXTREME_UNITS = (64, 64, 64)  # hidden widths of the network of the extreme features
