@@ -414,6 +414,10 @@ def compare_models(model, problem, f0, t_end):
         dict with `x`, the `(rho, u, T)` profiles of `kinetic`, `learned`, `euler`, the relative
         L2 errors against the kinetic solution (`errors[name][field]`) and wall times (s).
     """
+    if problem.velocity_dims != 1:
+        raise ValueError("`problem` must have velocity_dims=1 (the Euler and learned moment "
+                         "models here are those of the 1-D-velocity gas); received "
+                         f"velocity_dims={problem.velocity_dims}")
     out = {"x": problem.x, "eps": problem.eps, "t_end": t_end, "times_s": {}, "errors": {}}
     start = time.perf_counter()
     f = problem.solve(f0, t_end)

@@ -7,16 +7,18 @@ import pytest
 
 from mlcmk.models.moment_closure import MomentClosure, output_parity
 from mlcmk.problems import build_problem, list_problems
-from mlcmk.problems.kinetic import BGK1D, VelocityGrid, discrete_maxwellian
+from mlcmk.problems.kinetic import BGK1D, VelocityGrid, VelocityGrid3D, discrete_maxwellian
 from mlcmk.problems.kinetic.bgk import conserved_from_primitive
 from mlcmk.problems.kinetic.data import generate_kinetic_data
 from mlcmk.problems.kinetic.moment_solver import (
+    EulerClosure,
     MomentSolver,
     physical_flux,
     relaxation_speed_factor,
     to_conserved,
 )
 from mlcmk.testing import TestCase
+from mlcmk.training.moment_closure import compare_models
 
 
 def _smooth(p, amplitude=0.2):
@@ -147,6 +149,139 @@ class BGKTest(TestCase):
             BGK1D(num_v=4)
         with self.assertRaisesRegex(ValueError, "eps"):
             MomentSolver(0.1, eps=0.0)
+
+
+class BGK3DTest(TestCase):
+    """`velocity_dims=3`: the monatomic gas on a tensor velocity grid."""
+
+    def test_maxwellian_matches_five_moments_to_round_off(self):
+        grid = VelocityGrid3D(7.0, 22)
+        rng = np.random.default_rng(1)
+        rho, T = rng.uniform(0.2, 3, 20), rng.uniform(1.0, 2.0, 20)
+        u = rng.uniform(-0.8, 0.8, (20, 3))
+        U = np.concatenate([rho[:, None], rho[:, None] * u,
+                            (0.5 * rho * (np.sum(u**2, 1) + 3 * T))[:, None]], axis=1)
+        M = grid.maxwellian(U)
+        np.testing.assert_allclose(grid.moments(M), U, rtol=1e-12, atol=1e-13)
+        # The continuous Maxwellian sampled on this coarse grid misses them.
+        sampled = (rho[:, None] / (2 * np.pi * T[:, None]) ** 1.5 * np.exp(
+            -np.sum((grid.nodes[None] - u[:, None]) ** 2, -1) / (2 * T[:, None])))
+        self.assertGreater(np.max(np.abs(grid.moments(sampled) - U)), 1e-9)
+        rho2, u2, T2 = grid.primitives(U)
+        np.testing.assert_allclose((rho2, u2, T2), (rho, u[:, 0], T), rtol=1e-13)
+
+    def test_conservation_and_steady_state(self):
+        for reduced, shape in ((False, (12, 28**3)), (True, (12, 56))):
+            p = BGK1D(eps=0.05, num_x=12, v_max=7.0, num_v=28, velocity_dims=3, reduced=reduced)
+            f0 = p.maxwellian(*_smooth(p, 0.3))
+            self.assertEqual(f0.shape, shape)
+            f = p.solve(f0, 0.05)
+            U0, U = p.moments(f0).sum(0), p.moments(f).sum(0)
+            np.testing.assert_array_less(np.abs(U - U0) / np.maximum(U0[0], np.abs(U0)), 1e-13)
+            self.assertGreater(np.abs(f - f0).max(), 1e-4)
+            uniform = p.maxwellian(1.2, 0.3, 1.2)
+            np.testing.assert_allclose(p.solve(uniform, 0.02), uniform, rtol=0, atol=1e-14)
+
+    def test_reduced_grid_agrees_with_the_tensor_grid_under_refinement(self):
+        differences = []
+        for n in (12, 24):
+            kw = dict(eps=0.1, num_x=n, v_max=7.0, num_v=28, velocity_dims=3)
+            tensor, reduced = BGK1D(**kw), BGK1D(**kw, reduced=True)
+            a = tensor.primitives(tensor.solve(tensor.maxwellian(*_smooth(tensor, 0.3)), 0.05))
+            b = reduced.primitives(reduced.solve(reduced.maxwellian(*_smooth(reduced, 0.3)),
+                                                 0.05))
+            differences.append(max(_relative(x, y) for x, y in zip(b, a, strict=True)))
+        self.assertLess(differences[1], 0.5 * differences[0])
+        self.assertLess(differences[1], 0.01)
+        # Same x-moments, different gas: the 1-D-velocity solution is far off.
+        one = BGK1D(eps=0.1, num_x=24, v_max=7.0, num_v=28)
+        c = one.primitives(one.solve(one.maxwellian(*_smooth(one, 0.3)), 0.05))
+        self.assertGreater(max(_relative(x, y) for x, y in zip(c, a, strict=True)),
+                           10 * differences[1])
+
+    def test_free_streaming_marginal_equals_the_one_dimensional_solve(self):
+        # f0 = g0(x, v_x) phi(v_y) phi(v_z): without collisions (eps huge) the scheme moves each
+        # (v_y, v_z) plane like the 1-D scheme (minmod is positively homogeneous), so the
+        # marginal of the 3-D solution is the 1-D solution of g0 to round-off.
+        p1 = BGK1D(eps=1e12, num_x=24, v_max=7.0, num_v=26)
+        p3 = BGK1D(eps=1e12, num_x=24, v_max=7.0, num_v=26, velocity_dims=3)
+        g0 = p1.maxwellian(*_smooth(p1, 0.25))
+        phi = np.exp(-p3.grid.axis**2 / 2.4)
+        f0 = (g0[:, :, None, None] * phi[None, None, :, None] * phi[None, None, None, :])
+        f0 = f0.reshape(24, -1) / (phi.sum() * p3.grid.dv) ** 2
+        g = p1.solve(g0, 0.1)
+        f = p3.solve(f0, 0.1).reshape(24, 26, 26, 26)
+        marginal = f.sum(axis=(2, 3)) * p3.grid.dv**2
+        np.testing.assert_allclose(marginal, g, rtol=0, atol=1e-12 * g.max())
+        self.assertGreater(np.abs(g - g0).max(), 1e-2)
+
+    def test_homogeneous_relaxation_is_exact(self):
+        for dims, num_v, reduced in ((1, 40, False), (3, 24, False), (3, 40, True)):
+            p = BGK1D(eps=0.03, num_x=4, v_max=7.5, num_v=num_v, velocity_dims=dims,
+                      reduced=reduced)
+            f0 = 0.5 * (p.maxwellian(1.0, 0.5, 1.0) + p.maxwellian(1.0, -0.5, 1.2))
+            M = p.grid.maxwellian(p.moments(f0))
+            f = p.solve(f0, 0.05)
+            np.testing.assert_allclose(f, M + (f0 - M) * np.exp(-0.05 / 0.03), rtol=0,
+                                       atol=1e-13 * f0.max())
+
+    def test_small_eps_sound_speed_is_the_monatomic_one(self):
+        # A small isentropic standing wave at eps -> 0: rho - 1 = d cos(kx) cos(c k t) with
+        # c = sqrt(gamma T): gamma = 5/3 with three velocity dimensions, 3 with one.
+        for dims, num_v, gamma in ((3, 20, 5.0 / 3.0), (1, 40, 3.0)):
+            p = BGK1D(eps=1e-5, num_x=32, v_max=6.0, num_v=num_v, velocity_dims=dims)
+            d, k = 1e-3, 2 * np.pi
+            c = np.cos(k * p.x)
+            f = p.solve(p.maxwellian(1 + d * c, 0.0, 1 + (gamma - 1) * d * c), 0.1)
+            amplitude = 2 * np.mean((p.primitives(f)[0] - 1) * c) / d
+            self.assertAlmostEqual(amplitude, np.cos(np.sqrt(gamma) * k * 0.1), delta=0.006)
+        self.assertGreater(abs(np.cos(np.sqrt(3.0) * k * 0.1)
+                               - np.cos(np.sqrt(5.0 / 3.0) * k * 0.1)), 0.2)
+
+    def test_small_eps_reproduces_monatomic_euler(self):
+        def state(p):
+            x = 2 * np.pi * p.x / p.length
+            return 1 + 0.2 * np.sin(x), 0.2 * np.cos(x), 1.25 + 0.2 * np.sin(x + 1)
+
+        for reduced, num_v in ((False, 22), (True, 48)):
+            differences = []
+            for n in (16, 32, 64):
+                p = BGK1D(eps=1e-6, num_x=n, v_max=7.0, num_v=num_v, velocity_dims=3,
+                          reduced=reduced)
+                kinetic = p.primitives(p.solve(p.maxwellian(*state(p)), 0.05))
+                euler = MomentSolver(p.dx, closure=EulerClosure(velocity_dims=3),
+                                     eps=1e-6).solve(*state(p), t_end=0.05)[:3]
+                differences.append(max(_relative(e, k) for e, k in
+                                       zip(euler, kinetic, strict=True)))
+            self.assertLess(differences[2], 0.5 * differences[1])
+            self.assertLess(differences[1], 0.5 * differences[0])
+            # The gamma = 3 Euler system is another gas (the check above can fail).
+            gamma3 = MomentSolver(p.dx, eps=1e-6).solve(*state(p), t_end=0.05)[:3]
+            self.assertGreater(max(_relative(e, k) for e, k in
+                                   zip(gamma3, kinetic, strict=True)), 10 * differences[-1])
+
+    def test_bad_input(self):
+        with self.assertRaisesRegex(ValueError, "velocity_dims.*received velocity_dims=2"):
+            BGK1D(velocity_dims=2)
+        with self.assertRaisesRegex(ValueError, "velocity_dims.*received velocity_dims=2"):
+            EulerClosure(velocity_dims=2)
+        with self.assertRaisesRegex(ValueError, "reduced.*True only with velocity_dims=3"):
+            BGK1D(reduced=True)
+        with self.assertRaisesRegex(ValueError, r"2 num_v=40 \(g, then h\)"):
+            BGK1D(num_v=20, velocity_dims=3, reduced=True).moments(np.ones((3, 20)))
+        p = BGK1D(num_x=4, v_max=6.0, num_v=20, velocity_dims=3)
+        with self.assertRaisesRegex(ValueError, "too coarse"):
+            p.maxwellian(1.0, 0.0, 0.5)
+        with self.assertRaisesRegex(ValueError, "too narrow.*v_max=4"):
+            BGK1D(num_x=4, v_max=4.0, num_v=16, velocity_dims=3).maxwellian(1.0, 0.0, 1.0)
+        f = p.maxwellian(1.0, 0.0, 1.0).reshape(4, 20, 20, 20)
+        f[:, 10, 10, -1] = 0.01  # mass on a transverse face of the velocity cube
+        with self.assertRaisesRegex(ValueError, "too narrow for `f`"):
+            p.solve(f.reshape(4, -1), 0.01)
+        with self.assertRaisesRegex(ValueError, r"shape \(num_x, num_nodes\)=\(4, 8000\)"):
+            p.solve(np.ones((4, 16)), 0.01)
+        with self.assertRaisesRegex(ValueError, "velocity_dims=1"):
+            compare_models(None, p, p.maxwellian(1.0, 0.0, 1.0), 0.01)
 
 
 class MomentSolverTest(TestCase):

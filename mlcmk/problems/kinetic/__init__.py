@@ -2,7 +2,9 @@
 
 from mlcmk.problems.kinetic.bgk import (
     BGK1D,
+    ReducedVelocityGrid3D,
     VelocityGrid,
+    VelocityGrid3D,
     check_velocity_grid,
     conserved_from_primitive,
     discrete_maxwellian,
@@ -10,6 +12,6 @@ from mlcmk.problems.kinetic.bgk import (
 )
 
 __all__ = [
-    "BGK1D", "VelocityGrid", "check_velocity_grid", "conserved_from_primitive",
-    "discrete_maxwellian", "primitive_from_conserved",
+    "BGK1D", "ReducedVelocityGrid3D", "VelocityGrid", "VelocityGrid3D", "check_velocity_grid",
+    "conserved_from_primitive", "discrete_maxwellian", "primitive_from_conserved",
 ]

@@ -1,4 +1,4 @@
-r"""BGK equation in one space and one velocity dimension, solved on a discrete velocity grid.
+r"""BGK equation in one space and one (or three) velocity dimensions, on a discrete velocity grid.
 
 $$\partial_t f + v\,\partial_x f = \frac{1}{\varepsilon}\big(\mathcal M[f] - f\big),\qquad
 x \in [-L/2, L/2)\ \text{periodic},\ v \in [-v_{\max}, v_{\max}].$$
@@ -17,6 +17,13 @@ $\varepsilon \to 0$, giving a kinetic scheme for the Euler equations). The Maxwe
 *discrete* one of Mieussens: $\mathcal M = \exp(\alpha\cdot\phi(v_j))$ with $\alpha$ found by
 Newton's method so that its quadrature moments equal $U$ to round-off; hence mass, momentum and
 energy are conserved to round-off.
+
+Three velocity dimensions (`velocity_dims=3`): the same equation for a gas whose distribution
+lives on a tensor grid of `num_v**3` velocities $v = (v_x, v_y, v_z)$, still transported along
+$x$ only (initial data depend on $x$ alone); five conserved moments
+$(\rho, \rho u_x, \rho u_y, \rho u_z, E)$ with $E = \tfrac12\rho|u|^2 + \tfrac32\rho T$
+($\gamma = 5/3$, the monatomic gas of the seed paper). Same scheme, the Maxwellian
+$\exp(\alpha\cdot(1, v, |v|^2/2))$ again matched to the moments by Newton's method.
 
 Reference: L. Mieussens, "Discrete velocity model and implicit scheme for the BGK equation of
 rarefied gas dynamics", M3AS 10 (2000); J. Han, C. Ma, Z. Ma, W. E, PNAS 116 (2019) 21983.
@@ -69,6 +76,9 @@ class VelocityGrid:
         num_v: int >= 8, number of nodes.
     """
 
+    dims = 1
+    num_axes = 1
+
     def __init__(self, v_max=8.0, num_v=64):
         self.v_max = _positive_number("v_max", v_max)
         self.num_v = _positive_int("num_v", num_v, minimum=8)
@@ -84,8 +94,210 @@ class VelocityGrid:
                              f"{f.shape}")
         return np.einsum("...j,kj->...k", f, self.basis) * self.dv
 
+    @property
+    def num_nodes(self):
+        return self.num_v
+
+    @property
+    def vx(self):
+        """Transport velocity of each node."""
+        return self.v
+
+    def edge_values(self, f):
+        """`f` at the two end nodes `v = ±v_max`, `(..., 2)`."""
+        return f[..., [0, -1]]
+
+    def conserved(self, rho, u, T):
+        return conserved_from_primitive(rho, u, T)
+
+    def primitives(self, U):
+        return primitive_from_conserved(U)
+
+    def maxwellian(self, U):
+        return discrete_maxwellian(self, U)
+
     def get_config(self):
         return {"v_max": self.v_max, "num_v": self.num_v}
+
+
+class VelocityGrid3D:
+    """Tensor grid of `num_v**3` uniform velocity nodes on `[-v_max, v_max]^3`, flattened.
+
+    Node `j` has velocity `nodes[j] = (v_x, v_y, v_z)`; quadrature weight `dv**3`. Moments are
+    the five conserved ones `(rho, rho u_x, rho u_y, rho u_z, E)`, `E = (rho |u|^2 + 3 rho T)/2`.
+
+    Args:
+        v_max: positive float, half-width of the velocity cube.
+        num_v: int >= 8, nodes per axis (the grid holds `num_v**3`).
+    """
+
+    dims = 3
+    num_axes = 3
+
+    def __init__(self, v_max=7.5, num_v=36):
+        self.v_max = _positive_number("v_max", v_max)
+        self.num_v = _positive_int("num_v", num_v, minimum=8)
+        self.axis = np.linspace(-self.v_max, self.v_max, self.num_v)
+        self.dv = 2.0 * self.v_max / (self.num_v - 1)
+        mesh = np.meshgrid(self.axis, self.axis, self.axis, indexing="ij")
+        self.nodes = np.stack([m.ravel() for m in mesh], axis=-1)  # (num_v**3, 3)
+        self.weight = self.dv**3
+        self.basis = np.concatenate([np.ones((1, self.num_nodes)), self.nodes.T,
+                                     0.5 * np.sum(self.nodes**2, axis=1)[None]])  # (5, N)
+        upper = np.triu_indices(5)
+        self._pairs = upper
+        self._pair_basis = self.basis[upper[0]] * self.basis[upper[1]]  # (15, N)
+        self._edge = np.any(np.abs(np.abs(self.nodes) - self.v_max) < 1e-12 * self.v_max,
+                            axis=1)
+
+    @property
+    def num_nodes(self):
+        return self.num_v**3
+
+    @property
+    def vx(self):
+        """Transport velocity `v_x` of each node."""
+        return self.nodes[:, 0]
+
+    def moments(self, f):
+        """`(..., num_v**3)` -> `(..., 5)`: `(rho, rho u_x, rho u_y, rho u_z, E)`."""
+        f = np.asarray(f, dtype=np.float64)
+        if f.shape[-1] != self.num_nodes:
+            raise ValueError(f"`f` must have last axis num_v**3={self.num_nodes}; received "
+                             f"shape {f.shape}")
+        return (f.reshape(-1, self.num_nodes) @ self.basis.T).reshape(
+            *f.shape[:-1], 5) * self.weight
+
+    def edge_values(self, f):
+        """`f` at the nodes on the faces of the velocity cube."""
+        return f[..., self._edge]
+
+    @staticmethod
+    def conserved(rho, u, T):
+        """`(rho, u_x, T)` (no transverse velocity) -> `(..., 5)` conserved moments."""
+        rho, u, T = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (rho, u, T)))
+        zero = np.zeros_like(rho)
+        return np.stack([rho, rho * u, zero, zero, 0.5 * rho * (u**2 + 3.0 * T)], axis=-1)
+
+    @staticmethod
+    def primitives(U):
+        """`(..., 5)` -> `(rho, u_x, T)`, `T = (2 E / rho - |u|^2) / 3`."""
+        U = np.asarray(U, dtype=np.float64)
+        rho = U[..., 0]
+        u = U[..., 1:4] / rho[..., None]
+        T = (2.0 * U[..., 4] / rho - np.sum(u**2, axis=-1)) / 3.0
+        return rho, u[..., 0], T
+
+    def maxwellian(self, U, tol=1e-13, max_iterations=30):
+        """Maxwellian `exp(alpha . (1, v, |v|^2/2))` on the grid whose quadrature moments equal
+        `U` `(..., 5)` to round-off (Newton's method from the continuous Maxwellian).
+
+        Returns:
+            `(..., num_v**3)` array.
+        """
+        U = np.asarray(U, dtype=np.float64)
+        shape = U.shape[:-1]
+        U = U.reshape(-1, 5)
+        rho = U[:, 0]
+        u = U[:, 1:4] / rho[:, None]
+        T = (2.0 * U[:, 4] / rho - np.sum(u**2, axis=-1)) / 3.0
+        check_state(rho, T, "moments given to the Maxwellian")
+        alpha = np.concatenate([
+            (np.log(rho) - 1.5 * np.log(2 * np.pi * T) - 0.5 * np.sum(u**2, axis=-1) / T)[:, None],
+            u / T[:, None], (-1.0 / T)[:, None]], axis=1)
+        rows, cols = self._pairs
+        for _ in range(max_iterations):
+            M = np.exp(alpha @ self.basis)  # (n, N)
+            residual = (M @ self.basis.T) * self.weight - U
+            error = np.max(np.abs(residual) / rho[:, None])
+            if error < tol:
+                break
+            pairs = (M @ self._pair_basis.T) * self.weight  # (n, 15)
+            jacobian = np.empty((len(rho), 5, 5))
+            jacobian[:, rows, cols] = pairs
+            jacobian[:, cols, rows] = pairs
+            alpha = alpha - np.linalg.solve(jacobian, residual[..., None])[..., 0]
+        else:
+            raise ValueError(f"Discrete Maxwellian did not converge (relative moment error "
+                             f"{error:.3g}); the velocity grid is probably too narrow or too "
+                             "coarse for these moments.")
+        return M.reshape(*shape, self.num_nodes)
+
+    def get_config(self):
+        return {"v_max": self.v_max, "num_v": self.num_v}
+
+
+class ReducedVelocityGrid3D:
+    r"""Three velocity dimensions reduced to `v_x` for flows that depend on x alone (Chu).
+
+    A distribution `f(x, v)` whose data do not depend on y, z and carry no transverse velocity
+    is represented by its two marginals on the `v_x` grid of `VelocityGrid`:
+    $g = \int f\,dv_y dv_z$ and $h = \int \tfrac12(v_y^2 + v_z^2) f\,dv_y dv_z$, stored side by
+    side as `(..., 2 num_v)`. BGK maps to BGK for `(g, h)` with the Maxwellian pair
+    `(G, T G)`, `G` the 1-D discrete Maxwellian of `(rho, u, T)`: mass, momentum and the
+    energy `E = int v^2/2 g + int h = rho (u^2 + 3 T) / 2` are conserved to round-off; it
+    discretises the same solution as the tensor grid at the cost of two 1-D distributions.
+
+    Args:
+        v_max: positive float, half-width of the `v_x` interval.
+        num_v: int >= 8, `v_x` nodes.
+    """
+
+    dims = 3
+    num_axes = 1  # transverse axes are integrated exactly
+
+    def __init__(self, v_max=8.0, num_v=64):
+        self.line = VelocityGrid(v_max, num_v)
+        self.v_max, self.num_v, self.dv = self.line.v_max, self.line.num_v, self.line.dv
+
+    @property
+    def num_nodes(self):
+        return 2 * self.num_v
+
+    @property
+    def vx(self):
+        """Transport velocity of each node: `v_x` for `g`, then again for `h`."""
+        return np.concatenate([self.line.v, self.line.v])
+
+    def split(self, f):
+        """`(..., 2 num_v)` -> `(g, h)`."""
+        f = np.asarray(f, dtype=np.float64)
+        if f.shape[-1] != self.num_nodes:
+            raise ValueError(f"`f` must have last axis 2 num_v={self.num_nodes} (g, then h); "
+                             f"received shape {f.shape}")
+        return f[..., :self.num_v], f[..., self.num_v:]
+
+    def moments(self, f):
+        """`(..., 2 num_v)` -> `(..., 3)`: `(rho, rho u, E)`, `E = rho (u^2 + 3 T) / 2`."""
+        g, h = self.split(f)
+        U = self.line.moments(g)
+        U[..., 2] += np.sum(h, axis=-1) * self.dv
+        return U
+
+    def edge_values(self, f):
+        g, h = self.split(f)
+        return np.concatenate([self.line.edge_values(g), self.line.edge_values(h)], -1)
+
+    @staticmethod
+    def conserved(rho, u, T):
+        return VelocityGrid3D.conserved(rho, u, T)[..., [0, 1, 4]]
+
+    @staticmethod
+    def primitives(U):
+        """`(..., 3)` -> `(rho, u, T)`, `T = (2 E / rho - u^2) / 3`."""
+        U = np.asarray(U, dtype=np.float64)
+        rho = U[..., 0]
+        u = U[..., 1] / rho
+        return rho, u, (2.0 * U[..., 2] / rho - u**2) / 3.0
+
+    def maxwellian(self, U):
+        """The pair `(G, T G)` `(..., 2 num_v)` whose moments equal `U` to round-off."""
+        rho, u, T = self.primitives(U)
+        G = discrete_maxwellian(self.line, conserved_from_primitive(rho, u, T))
+        return np.concatenate([G, T[..., None] * G], axis=-1)
+
+    def get_config(self):
+        return self.line.get_config()
 
 
 def primitive_from_conserved(U):
@@ -119,7 +331,8 @@ def check_velocity_grid(grid, rho, u, T, tol=1e-8):
     """Raises ValueError if Maxwellians of `(rho, u, T)` lose mass outside the velocity grid.
 
     Checks the continuous Gaussian mass outside `[-v_max - dv/2, v_max + dv/2]` (relative to
-    rho) against `tol`, and that the thermal speed is resolved (`sqrt(T) >= 1.5 dv`).
+    rho; on a 3-D grid summed over the three axes, `u` along x) against `tol`, and that the
+    thermal speed is resolved (`sqrt(T) >= 1.5 dv`).
     """
     check_state(rho, T)
     u = np.asarray(u, dtype=np.float64)
@@ -127,6 +340,8 @@ def check_velocity_grid(grid, rho, u, T, tol=1e-8):
     edge = grid.v_max + 0.5 * grid.dv
     s = np.sqrt(2.0 * T)
     outside = 0.5 * (_erfc((edge - u) / s) + _erfc((edge + u) / s))
+    # Transverse axes of a tensor grid (no transverse velocity): the same tails about 0.
+    outside = outside + (grid.num_axes - 1) * _erfc(edge / s)
     worst = float(np.max(outside))
     if worst > tol:
         i = int(np.argmax(outside))
@@ -145,7 +360,7 @@ def check_distribution_support(grid, f, tol=1e-6):
     if not np.all(np.isfinite(f)):
         raise ValueError("`f` contains non-finite values")
     scale = np.max(np.abs(f))
-    edge = max(np.max(np.abs(f[..., 0])), np.max(np.abs(f[..., -1])))
+    edge = np.max(np.abs(grid.edge_values(f)))
     if scale == 0 or edge > tol * scale:
         raise ValueError(f"Velocity grid too narrow for `f`: the edge nodes v=±{grid.v_max:g} "
                          f"hold {edge / max(scale, 1e-300):.3g} of the peak value (> {tol:g}); "
@@ -204,15 +419,25 @@ def minmod(a, b, xp=np):
 
 @register_problem("bgk_1d", "bgk", kind="kinetic")
 class BGK1D(Problem):
-    r"""BGK equation, periodic in x on `[-length/2, length/2)`, one velocity dimension.
+    r"""BGK equation, periodic in x on `[-length/2, length/2)`, one or three velocity dimensions.
 
     Args:
         eps: positive float, Knudsen number (relaxation time).
         num_x: int >= 4, number of cells in x.
         v_max: positive float, velocity grid half-width.
-        num_v: int >= 8, velocity nodes.
+        num_v: int >= 8, velocity nodes (per axis with `velocity_dims=3`).
         length: positive float, period in x.
         cfl: float in (0, 1], time step `cfl * dx / v_max`.
+        velocity_dims: 1 (default) or 3. With 3 the distribution lives on the tensor grid
+            `VelocityGrid3D` (`num_v**3` nodes, a monatomic gas with `E = rho (u^2 + 3 T) / 2`);
+            distributions are `(num_x, num_v**3)` and `moments` returns the five conserved
+            moments, while `maxwellian`, `primitives` and the initial data keep `(rho, u, T)`
+            with `u` along x. The learned moment models of this package are for
+            `velocity_dims=1`.
+        reduced: with `velocity_dims=3`, use `ReducedVelocityGrid3D` instead (the two
+            `v_x` marginals `(g, h)`, `(num_x, 2 num_v)`; exact for these x-only flows and as
+            cheap as two 1-D-velocity solves). The tensor grid is what a collision operator
+            without this reduction, or transverse structure, would need.
 
     Example:
     ```python
@@ -223,7 +448,8 @@ class BGK1D(Problem):
     ```
     """
 
-    def __init__(self, eps=0.1, num_x=100, v_max=8.0, num_v=64, length=1.0, cfl=0.5):
+    def __init__(self, eps=0.1, num_x=100, v_max=8.0, num_v=64, length=1.0, cfl=0.5,
+                 velocity_dims=1, reduced=False):
         self.eps = _positive_number("eps", eps)
         self.num_x = _positive_int("num_x", num_x, minimum=4)
         self.v_max = _positive_number("v_max", v_max)
@@ -232,28 +458,41 @@ class BGK1D(Problem):
         self.cfl = _positive_number("cfl", cfl)
         if self.cfl > 1:
             raise ValueError(f"`cfl` must be in (0, 1]; received cfl={cfl!r}")
-        self.grid = VelocityGrid(self.v_max, self.num_v)
+        if velocity_dims not in (1, 3) or isinstance(velocity_dims, bool):
+            raise ValueError(f"`velocity_dims` must be 1 or 3; received "
+                             f"velocity_dims={velocity_dims!r}")
+        self.velocity_dims = int(velocity_dims)
+        if not isinstance(reduced, (bool, np.bool_)) or (reduced and self.velocity_dims != 3):
+            raise ValueError(f"`reduced` must be a bool, True only with velocity_dims=3; "
+                             f"received reduced={reduced!r}, velocity_dims={velocity_dims!r}")
+        self.reduced = bool(reduced)
+        if self.velocity_dims == 1:
+            grid_class = VelocityGrid
+        else:
+            grid_class = ReducedVelocityGrid3D if self.reduced else VelocityGrid3D
+        self.grid = grid_class(self.v_max, self.num_v)
+        self.num_nodes = self.grid.num_nodes
         self.dx = self.length / self.num_x
         self.x = -0.5 * self.length + (np.arange(self.num_x) + 0.5) * self.dx
 
     # ------------------------------------------------------------------ moments
     def moments(self, f):
-        """`(..., num_x, num_v)` -> `(..., num_x, 3)` conserved moments."""
+        """`(..., num_x, num_nodes)` -> `(..., num_x, 3)` conserved moments (5 in 3-D)."""
         return self.grid.moments(f)
 
     def primitives(self, f):
-        """Returns `(rho, u, T)` of `f`, each `(..., num_x)`."""
-        return primitive_from_conserved(self.moments(f))
+        """Returns `(rho, u, T)` of `f`, each `(..., num_x)` (`u` along x)."""
+        return self.grid.primitives(self.moments(f))
 
     def maxwellian(self, rho, u, T):
-        """Discrete Maxwellian `(num_x, num_v)` of cell values `(rho, u, T)`; checks the grid.
+        """Discrete Maxwellian `(num_x, num_nodes)` of cell values `(rho, u, T)`; checks the grid.
 
         Scalars are broadcast to all cells.
         """
         rho, u, T = (np.broadcast_to(np.asarray(a, dtype=np.float64), (self.num_x,))
                      for a in (rho, u, T))
         check_velocity_grid(self.grid, rho, u, T)
-        return discrete_maxwellian(self.grid, conserved_from_primitive(rho, u, T))
+        return self.grid.maxwellian(self.grid.conserved(rho, u, T))
 
     # ------------------------------------------------------------------ initial data
     def random_smooth_initial(self, rng, num_modes=3, amplitude=(0.5, 0.5, 0.5)):
@@ -293,7 +532,7 @@ class BGK1D(Problem):
         return self.cfl * self.dx / self.v_max
 
     def _transport_rate(self, f):
-        v = self.grid.v
+        v = self.grid.vx
         forward = np.roll(f, -1, axis=0) - f  # f_{i+1} - f_i
         slope = minmod(np.roll(forward, 1, axis=0), forward)
         left = f + 0.5 * slope  # value at i+1/2 from cell i
@@ -309,14 +548,14 @@ class BGK1D(Problem):
     def relax(self, f, h, maxwellian=None):
         """Exact relaxation `f <- M + (f - M) exp(-h / eps)` with M from the moments of `f`."""
         if maxwellian is None:
-            maxwellian = discrete_maxwellian(self.grid, self.moments(f))
+            maxwellian = self.grid.maxwellian(self.moments(f))
         return maxwellian + (f - maxwellian) * math.exp(-h / self.eps), maxwellian
 
     def solve(self, f0, t_end, num_snapshots=None, return_next=False):
         """Advances `f0` to `t_end` with Strang splitting.
 
         Args:
-            f0: `(num_x, num_v)` initial distribution.
+            f0: `(num_x, num_nodes)` initial distribution.
             t_end: positive final time; the last step is shortened to hit it.
             num_snapshots: if given, also returns `num_snapshots` states at equally spaced times
                 `t_end * k / num_snapshots`, k = 1..num_snapshots (on the step grid: the
@@ -329,9 +568,9 @@ class BGK1D(Problem):
         """
         t_end = _positive_number("t_end", t_end)
         f = np.array(f0, dtype=np.float64)
-        if f.shape != (self.num_x, self.num_v):
-            raise ValueError(f"`f0` must have shape (num_x, num_v)=({self.num_x}, "
-                             f"{self.num_v}); received {f.shape}")
+        if f.shape != (self.num_x, self.num_nodes):
+            raise ValueError(f"`f0` must have shape (num_x, num_nodes)=({self.num_x}, "
+                             f"{self.num_nodes}); received {f.shape}")
         check_distribution_support(self.grid, f)
         if np.any(f < 0):
             raise ValueError(f"`f0` must be non-negative; received min {f.min():.3g}")

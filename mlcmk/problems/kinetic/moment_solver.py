@@ -9,7 +9,9 @@ $$\partial_t(\rho W) + \partial_x\big(\rho u W + \rho\sqrt T\,\hat G\big)
 where a closure supplies $\hat q$, $\hat G$ and $a_{1,2,3}$ as functions of
 $(\rho, T, W; \varepsilon)$ and $W_M$ is the Maxwellian value of $W$. With no $W$ and
 $q = 0$ this is the Euler system with $\gamma = 3$ (the Maxwellian closure of the
-1-D-velocity BGK equation).
+1-D-velocity BGK equation). With `EulerClosure(velocity_dims=3)` the energy is
+$E = \tfrac12\rho u^2 + \tfrac32\rho T$: the Euler equations of the monatomic gas
+($\gamma = 5/3$, the Maxwellian closure of `BGK1D(velocity_dims=3)`).
 
 Scheme: the closure is evaluated once per cell; MUSCL reconstruction of
 $(\rho, u, T, W, \hat q, \hat G)$ with minmod slopes, local Lax–Friedrichs flux
@@ -53,11 +55,21 @@ def relaxation_speed_factor(eps, dx, frozen=3.0):
 
 
 class EulerClosure:
-    """Maxwellian closure: no generalised moments, zero heat flux."""
+    """Maxwellian closure: no generalised moments, zero heat flux.
+
+    Args:
+        velocity_dims: 1 (gamma = 3, default) or 3 (monatomic gas, gamma = 5/3).
+    """
 
     num_moments = 0
     w_maxwell = np.zeros(0)
     num_even = 0
+
+    def __init__(self, velocity_dims=1):
+        if velocity_dims not in (1, 3) or isinstance(velocity_dims, bool):
+            raise ValueError(f"`velocity_dims` must be 1 or 3; received "
+                             f"velocity_dims={velocity_dims!r}")
+        self.velocity_dims = int(velocity_dims)
 
     def __call__(self, rho, T, W, eps):
         n = np.shape(rho)[0]
@@ -67,11 +79,16 @@ class EulerClosure:
 def physical_flux(closure, rho, u, T, W, eps):
     """Flux `(n, 3 + K)` of the moment system and the source coefficients `a` `(n, 3, K)`."""
     q_hat, g_hat, coefficients = closure(rho, T, W, eps)
-    return _flux(np, rho, u, T, W, q_hat, g_hat), coefficients
+    return _flux(np, rho, u, T, W, q_hat, g_hat, _dims(closure)), coefficients
 
 
-def _flux(xp, rho, u, T, W, q_hat, g_hat):
-    E = 0.5 * rho * (u**2 + T)
+def _dims(closure):
+    """Velocity dimensions of the gas a closure describes (1 unless it says otherwise)."""
+    return getattr(closure, "velocity_dims", 1)
+
+
+def _flux(xp, rho, u, T, W, q_hat, g_hat, dims=1):
+    E = 0.5 * rho * (u**2 + dims * T)
     p = rho * T
     sqrt_t = xp.sqrt(T)
     return xp.concatenate([
@@ -79,17 +96,17 @@ def _flux(xp, rho, u, T, W, q_hat, g_hat):
         (rho * u)[..., None] * W + (rho * sqrt_t)[..., None] * g_hat], axis=-1)
 
 
-def to_conserved(rho, u, T, W, xp=np):
-    """Primitive `(rho, u, T, W)` -> conserved `(..., n, 3 + K)`."""
-    return xp.concatenate([xp.stack([rho, rho * u, 0.5 * rho * (u**2 + T)], axis=-1),
+def to_conserved(rho, u, T, W, xp=np, dims=1):
+    """Primitive `(rho, u, T, W)` -> conserved `(..., n, 3 + K)`, `E = rho (u^2 + dims T)/2`."""
+    return xp.concatenate([xp.stack([rho, rho * u, 0.5 * rho * (u**2 + dims * T)], axis=-1),
                            rho[..., None] * W], axis=-1)
 
 
-def to_primitive(Q):
+def to_primitive(Q, dims=1):
     """Conserved `(..., n, 3 + K)` -> `(rho, u, T, W)`."""
     rho = Q[..., 0]
     u = Q[..., 1] / rho
-    T = (2.0 * Q[..., 2] - rho * u**2) / rho
+    T = (2.0 * Q[..., 2] - rho * u**2) / (dims * rho)
     return rho, u, T, Q[..., 3:] / rho[..., None]
 
 
@@ -101,7 +118,8 @@ def moment_rate(xp, closure, Q, dx, eps, speed_factor):
     leading axes are independent periodic grids. `eps` and `speed_factor` broadcast against
     `(..., n)`; `closure(rho, T, W, eps)` takes `(..., n)` arrays.
     """
-    rho, u, T, W = to_primitive(Q)
+    dims = _dims(closure)
+    rho, u, T, W = to_primitive(Q, dims)
     K = W.shape[-1]
     # The closure is evaluated once per cell; its flux outputs (q_hat, G_hat) are
     # reconstructed to the interfaces with the primitive variables.
@@ -120,9 +138,9 @@ def moment_rate(xp, closure, Q, dx, eps, speed_factor):
 
     def flux_and_state(s):
         s_rho, s_u, s_t, s_w = s[..., 0], s[..., 1], s[..., 2], s[..., 3:3 + K]
-        flux = _flux(xp, s_rho, s_u, s_t, s_w, s[..., 3 + K], s[..., 4 + K:])
+        flux = _flux(xp, s_rho, s_u, s_t, s_w, s[..., 3 + K], s[..., 4 + K:], dims)
         speed = xp.abs(s_u) + speed_factor * xp.sqrt(s_t)
-        return flux, to_conserved(s_rho, s_u, s_t, s_w, xp), speed
+        return flux, to_conserved(s_rho, s_u, s_t, s_w, xp, dims), speed
 
     flux_l, q_l, speed_l = flux_and_state(left)
     flux_r, q_r, speed_r = flux_and_state(right)
@@ -175,18 +193,22 @@ class MomentSolver:
     Args:
         dx: positive float, cell width (periodic grid).
         closure: callable `(rho, T, W, eps) -> (q_hat, G_hat, a)` with attributes
-            `num_moments` and `w_maxwell` (`EulerClosure()` by default: the Euler equations).
+            `num_moments` and `w_maxwell` (`EulerClosure()` by default: the Euler equations),
+            and optionally `velocity_dims` (1 if absent; 3: `E = rho (u^2 + 3 T) / 2`).
         eps: positive float, Knudsen number.
         cfl: positive float, time step `cfl * dx / max(|u| + speed_factor sqrt(T))`.
         speed_factor: positive float, `c` in the wave-speed bound `|u| + c sqrt(T)`
-            (`sqrt(3)`, the Euler sound speed, by default).
+            (default: the Euler sound speed `sqrt(gamma)`, `gamma = 1 + 2 / velocity_dims`).
     """
 
-    def __init__(self, dx, closure=None, eps=1.0, cfl=0.4, speed_factor=_SQRT3):
+    def __init__(self, dx, closure=None, eps=1.0, cfl=0.4, speed_factor=None):
         self.dx = _positive_number("dx", dx)
         self.closure = EulerClosure() if closure is None else closure
+        self.dims = _dims(self.closure)
         self.eps = _positive_number("eps", eps)
         self.cfl = _positive_number("cfl", cfl)
+        if speed_factor is None:
+            speed_factor = math.sqrt(1.0 + 2.0 / self.dims)
         self.speed_factor = _positive_number("speed_factor", speed_factor)
 
     def rate(self, Q):
@@ -194,7 +216,7 @@ class MomentSolver:
         return moment_rate(np, self.closure, Q, self.dx, self.eps, self.speed_factor)
 
     def time_step(self, Q):
-        rho, u, T, _ = to_primitive(Q)
+        rho, u, T, _ = to_primitive(Q, self.dims)
         return self.cfl * self.dx / np.max(np.abs(u) + self.speed_factor * np.sqrt(T))
 
     def solve(self, rho, u, T, W=None, t_end=0.1):
@@ -215,7 +237,7 @@ class MomentSolver:
         W = np.zeros((rho.shape[0], 0)) if W is None else np.asarray(W, dtype=np.float64)
         if W.shape != (rho.shape[0], K):
             raise ValueError(f"`W` must have shape ({rho.shape[0]}, {K}); received {W.shape}")
-        Q = to_conserved(rho, u, T, W)
+        Q = to_conserved(rho, u, T, W, dims=self.dims)
         t = 0.0
         with single_threaded_blas():
             while t < t_end * (1 - 1e-12):
@@ -224,11 +246,10 @@ class MomentSolver:
                                 np.asarray(self.closure.w_maxwell))
                 self._check(Q, t)
                 t += dt
-        return to_primitive(Q)
+        return to_primitive(Q, self.dims)
 
-    @staticmethod
-    def _check(Q, t):
-        rho, _, T, _ = to_primitive(Q)
+    def _check(self, Q, t):
+        rho, _, T, _ = to_primitive(Q, self.dims)
         try:
             check_state(rho, T, f"moment solution at t={t:.4g}")
         except ValueError as err:
