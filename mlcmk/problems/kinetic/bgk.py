@@ -52,6 +52,12 @@ def _positive_int(name, value, minimum=1):
     return int(value)
 
 
+def _velocity_dims(value):
+    if value not in (1, 3) or isinstance(value, bool):
+        raise ValueError(f"`velocity_dims` must be 1 or 3; received velocity_dims={value!r}")
+    return int(value)
+
+
 def single_threaded_blas():
     """Context limiting BLAS to one thread (if threadpoolctl is installed).
 
@@ -458,10 +464,7 @@ class BGK1D(Problem):
         self.cfl = _positive_number("cfl", cfl)
         if self.cfl > 1:
             raise ValueError(f"`cfl` must be in (0, 1]; received cfl={cfl!r}")
-        if velocity_dims not in (1, 3) or isinstance(velocity_dims, bool):
-            raise ValueError(f"`velocity_dims` must be 1 or 3; received "
-                             f"velocity_dims={velocity_dims!r}")
-        self.velocity_dims = int(velocity_dims)
+        self.velocity_dims = _velocity_dims(velocity_dims)
         if not isinstance(reduced, (bool, np.bool_)) or (reduced and self.velocity_dims != 3):
             raise ValueError(f"`reduced` must be a bool, True only with velocity_dims=3; "
                              f"received reduced={reduced!r}, velocity_dims={velocity_dims!r}")

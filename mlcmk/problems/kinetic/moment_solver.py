@@ -30,6 +30,7 @@ import numpy as np
 
 from mlcmk.problems.kinetic.bgk import (
     _positive_number,
+    _velocity_dims,
     check_state,
     minmod,
     single_threaded_blas,
@@ -66,10 +67,7 @@ class EulerClosure:
     num_even = 0
 
     def __init__(self, velocity_dims=1):
-        if velocity_dims not in (1, 3) or isinstance(velocity_dims, bool):
-            raise ValueError(f"`velocity_dims` must be 1 or 3; received "
-                             f"velocity_dims={velocity_dims!r}")
-        self.velocity_dims = int(velocity_dims)
+        self.velocity_dims = _velocity_dims(velocity_dims)
 
     def __call__(self, rho, T, W, eps):
         n = np.shape(rho)[0]
