@@ -21,6 +21,9 @@ _NUM_MOMENTS = flags.DEFINE_integer("num_moments", 2, "Generalised moments W (2:
 _HEAT_FLUX = flags.DEFINE_bool("heat_flux_moment", False, "Make the odd generalised moment the "
                                "heat flux itself (exact energy flux; better for eps <= 0.1, "
                                "worse for eps >= 1 in our runs).")
+_FROZEN_SPEED = flags.DEFINE_float("frozen_speed_factor", 3.0, "Wave-speed bound c of the "
+                                   "learned solve's Lax-Friedrichs flux at large eps (|u| + c "
+                                   "sqrt(T); Euler's sqrt(3) as eps -> 0).")
 _AE_EPOCHS = flags.DEFINE_integer("autoencoder_epochs", 15, "Autoencoder epochs.")
 _CLOSURE_EPOCHS = flags.DEFINE_integer("closure_epochs", 60, "Closure epochs.")
 _FINETUNE_STEPS = flags.DEFINE_integer("finetune_steps", 0, "Then fit the closure a "
@@ -75,7 +78,7 @@ def main(argv):
                 data, num_moments=_NUM_MOMENTS.value, autoencoder_epochs=_AE_EPOCHS.value,
                 closure_epochs=_CLOSURE_EPOCHS.value, seed=_TRAIN_SEED.value,
                 verbose=_VERBOSE.value, heat_flux_moment=_HEAT_FLUX.value,
-                finetune_steps=_FINETUNE_STEPS.value)
+                frozen_speed_factor=_FROZEN_SPEED.value, finetune_steps=_FINETUNE_STEPS.value)
             print(f"trained in {info['autoencoder_fit_s'] + info['closure_fit_s']:.1f} s "
                   f"(autoencoder loss {info['autoencoder_loss']:.3g}, closure loss "
                   f"{info['closure_loss']:.3g})")

@@ -13,7 +13,7 @@ import numpy as np
 
 from mlcmk.models.moment_autoencoder import MomentAutoencoder
 from mlcmk.models.moment_closure import MomentClosure
-from mlcmk.problems.kinetic.bgk import primitive_from_conserved
+from mlcmk.problems.kinetic.bgk import _positive_number, primitive_from_conserved
 from mlcmk.problems.kinetic.moment_solver import (
     MomentSolver,
     moment_step,
@@ -84,7 +84,7 @@ class LearnedMomentModel:
 
     def __init__(self, autoencoder, closure, speed_factor=None, cfl=0.4,
                  frozen_speed_factor=3.0):
-        self.frozen_speed_factor = frozen_speed_factor
+        self.frozen_speed_factor = _positive_number("frozen_speed_factor", frozen_speed_factor)
         self.autoencoder = autoencoder
         self.closure = closure
         self.speed_factor = speed_factor
@@ -352,6 +352,7 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
         `(LearnedMomentModel, info)` with `info` the final losses and fit times (and the
         fine-tuning's under `"finetune"`).
     """
+    _positive_number("frozen_speed_factor", frozen_speed_factor)  # before any training
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     nv = data["f"].shape[-1]

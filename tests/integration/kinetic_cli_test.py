@@ -12,7 +12,7 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
               "0.02", f"--output_dir={out}", f"--model_dir={models}", f"--cache_dir={cache}"]
     result = run_cli("kinetic", *common, "--train_runs", "3", "--num_moments", "2",
                      "--autoencoder_epochs", "1", "--closure_epochs", "1",
-                     "--finetune_steps", "2", timeout=600)
+                     "--finetune_steps", "2", "--frozen_speed_factor", "5", timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     with open(out / "result.json") as f:
         r = json.load(f)
@@ -27,6 +27,8 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
     assert os.path.getsize(out / "profiles.png") > 1000
     assert "relative L2 error" in result.stdout
     assert os.path.exists(models / "closure.keras")
+    with open(models / "solver.json") as f:
+        assert json.load(f)["frozen_speed_factor"] == 5.0
     again = run_cli("kinetic", *common, "--initial", "sod", timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "loaded the learned moment model" in again.stdout
@@ -39,3 +41,7 @@ def test_kinetic_command_rejects_bad_input(tmp_path):
     result = run_cli("kinetic", "--v_max", "2", f"--output_dir={tmp_path}")
     assert result.returncode == 2
     assert "Velocity grid too narrow" in result.stderr
+    result = run_cli("kinetic", "--frozen_speed_factor", "-1", f"--output_dir={tmp_path}",
+                     f"--cache_dir={tmp_path}", "--train_runs", "1", "--num_x", "8")
+    assert result.returncode == 2
+    assert "frozen_speed_factor" in result.stderr
