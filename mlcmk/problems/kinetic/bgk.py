@@ -23,7 +23,9 @@ lives on a tensor grid of `num_v**3` velocities $v = (v_x, v_y, v_z)$, still tra
 $x$ only (initial data depend on $x$ alone); five conserved moments
 $(\rho, \rho u_x, \rho u_y, \rho u_z, E)$ with $E = \tfrac12\rho|u|^2 + \tfrac32\rho T$
 ($\gamma = 5/3$, the monatomic gas of the seed paper). Same scheme, the Maxwellian
-$\exp(\alpha\cdot(1, v, |v|^2/2))$ again matched to the moments by Newton's method.
+$\exp(\alpha\cdot(1, v, |v|^2/2))$ again matched to the moments by Newton's method. For such
+x-only flows `reduced=True` carries the two $v_x$ marginals of $f$ instead
+(`ReducedVelocityGrid3D`), exactly and at the cost of two 1-D-velocity solves.
 
 Reference: L. Mieussens, "Discrete velocity model and implicit scheme for the BGK equation of
 rarefied gas dynamics", M3AS 10 (2000); J. Han, C. Ma, Z. Ma, W. E, PNAS 116 (2019) 21983.
@@ -82,7 +84,6 @@ class VelocityGrid:
         num_v: int >= 8, number of nodes.
     """
 
-    dims = 1
     num_axes = 1
 
     def __init__(self, v_max=8.0, num_v=64):
@@ -137,7 +138,6 @@ class VelocityGrid3D:
         num_v: int >= 8, nodes per axis (the grid holds `num_v**3`).
     """
 
-    dims = 3
     num_axes = 3
 
     def __init__(self, v_max=7.5, num_v=36):
@@ -249,7 +249,6 @@ class ReducedVelocityGrid3D:
         num_v: int >= 8, `v_x` nodes.
     """
 
-    dims = 3
     num_axes = 1  # transverse axes are integrated exactly
 
     def __init__(self, v_max=8.0, num_v=64):
@@ -480,7 +479,8 @@ class BGK1D(Problem):
 
     # ------------------------------------------------------------------ moments
     def moments(self, f):
-        """`(..., num_x, num_nodes)` -> `(..., num_x, 3)` conserved moments (5 in 3-D)."""
+        """`(..., num_x, num_nodes)` -> `(..., num_x, 3)` conserved moments (5 on the tensor
+        grid of `velocity_dims=3`)."""
         return self.grid.moments(f)
 
     def primitives(self, f):
