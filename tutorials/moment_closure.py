@@ -119,7 +119,9 @@ plot_comparison(result, "moment_closure_profiles.png")
 # `finetune_closure(model, data, steps=...)` (or `train_moment_model(..., finetune_steps=...)`,
 # `mlcmk kinetic --finetune_steps`) fits it a posteriori as well: the moment solver is unrolled
 # in TensorFlow over the training runs and the closure's weights follow the gradient of the
-# error in $\rho, u, T$ at the end. It helps most where the a priori closure is accurate but
+# error in $\rho, u, T$ at the end (every `check_every` steps the loss over all training runs
+# is evaluated, and the best weights seen are kept: a gradient through hundreds of solver
+# steps can throw the closure off). It helps most where the a priori closure is accurate but
 # the solved system drifts (4 moments); see `benchmarks/README.md` for what it buys.
 
 # %% [markdown]

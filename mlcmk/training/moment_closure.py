@@ -240,7 +240,7 @@ def trajectory_loss(model, samples):
 
 
 def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, window=None,
-                     seed=0, verbose=1, jit_compile=True):
+                     seed=0, verbose=1, jit_compile=True, check_every=10):
     """A posteriori training: fits the closure through the moment solver to kinetic states.
 
     A priori (`train_moment_model`) the closure matches the kinetic fluxes and sources at
@@ -252,6 +252,10 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     fields of the mean squared error over the grid divided by the mean square of the kinetic
     field (the squared relative L2 error of the benchmark). Steps whose loss is not finite
     (a state broke down in the unrolled solve) are skipped and counted.
+
+    Gradients through a long unrolled solve can throw the closure into a worse basin (the
+    loss then rises for good): every `check_every` steps the loss over all samples is
+    evaluated, and the weights with the lowest one (the starting weights included) are kept.
 
     The solve uses the model's wave-speed bound (`speed_factor` or `frozen_speed_factor`):
     the closure is tuned to that scheme, so set the bound before fine-tuning. Memory grows
@@ -267,18 +271,24 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
         seed: seed of the batch sampling.
         verbose: 1 for a progress bar.
         jit_compile: XLA-compile the unrolled solve and its gradient.
+        check_every: steps between evaluations of the full loss (each costs about
+            `samples / batch_size / 3` steps); the last step is always checked.
 
     Returns:
-        info dict: `loss_before`, `loss_after` (over all samples), `skipped_steps`, `steps`,
-        `solver_steps`, `fit_s`. The model's NumPy closure is refreshed.
+        info dict: `loss_before`, `loss_after` (over all samples, of the weights kept),
+        `loss_history` (`[step, loss]` pairs of the checks), `best_step` (0: the starting
+        weights were kept), `skipped_steps`, `steps`, `solver_steps`, `fit_s`. The model's
+        NumPy closure is refreshed.
     """
     import tensorflow as tf
 
     steps = int(steps)
     batch_size = int(batch_size)
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"`steps` and `batch_size` must be positive ints; received "
-                         f"steps={steps!r}, batch_size={batch_size!r}")
+    check_every = int(check_every)
+    if steps < 1 or batch_size < 1 or check_every < 1:
+        raise ValueError(f"`steps`, `batch_size` and `check_every` must be positive ints; "
+                         f"received steps={steps!r}, batch_size={batch_size!r}, "
+                         f"check_every={check_every!r}")
     start_time = time.perf_counter()
     if window is None:
         window = data["f"].shape[1]
@@ -304,6 +314,9 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
 
     info = {"loss_before": full_loss(), "solver_steps": samples["steps"], "steps": steps,
             "samples": total, "window": int(window)}
+    best = (info["loss_before"], 0, [w.numpy() for w in closure.trainable_variables])
+    history = [[0, info["loss_before"]]]
+    check_s = 0.0
     optimizer = keras.optimizers.Adam(_cosine(learning_rate, steps))
     optimizer.build(closure.trainable_variables)
     rng = np.random.default_rng(seed)
@@ -315,15 +328,25 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
             loop_start = time.perf_counter()  # after tracing and compilation
         index = rng.choice(total, size=min(batch_size, total), replace=False)
         loss, grads = gradient(*(tf.constant(a[index], dtype) for a in arrays))
-        if not (np.isfinite(float(loss)) and all(
-                bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads)):
+        if np.isfinite(float(loss)) and all(
+                bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads):
+            optimizer.apply_gradients(zip(grads, closure.trainable_variables, strict=True))
+            progress.update(step + 1, [("loss", float(loss))])
+        else:
             skipped += 1
-            continue
-        optimizer.apply_gradients(zip(grads, closure.trainable_variables, strict=True))
-        progress.update(step + 1, [("loss", float(loss))])
+        if (step + 1) % check_every == 0 or step + 1 == steps:
+            check_start = time.perf_counter()
+            value = full_loss()
+            if loop_start is not None:
+                check_s += time.perf_counter() - check_start
+            history.append([step + 1, value])
+            if value < best[0]:  # NaN never is
+                best = (value, step + 1, [w.numpy() for w in closure.trainable_variables])
     if loop_start is not None:
-        info["s_per_step"] = (time.perf_counter() - loop_start) / (steps - 1)
-    info["loss_after"] = full_loss()
+        info["s_per_step"] = (time.perf_counter() - loop_start - check_s) / (steps - 1)
+    for w, value in zip(closure.trainable_variables, best[2], strict=True):
+        w.assign(value)
+    info["loss_after"], info["best_step"], info["loss_history"] = best[0], best[1], history
     info["skipped_steps"] = skipped
     info["fit_s"] = time.perf_counter() - start_time
     model.numpy_closure = closure.numpy_closure()

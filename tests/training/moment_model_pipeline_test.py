@@ -214,7 +214,22 @@ class DifferentiableSolveTest(TestCase):
         self.assertLess(info["loss_after"], 0.85 * info["loss_before"])
         after = model.solve(f0, 2.0, problem.dx, 0.05)  # the NumPy closure was refreshed
         self.assertGreater(np.abs(after[1] - before[1]).max(), 1e-6)
+        # A step size that throws the closure off: the best checked weights are kept.
+        tuned = [w.numpy() for w in weights]
+        info = finetune_closure(model, data, steps=6, batch_size=4, learning_rate=0.3, window=1,
+                                check_every=2, verbose=0)
+        history = np.array(info["loss_history"])
+        np.testing.assert_array_equal(history[:, 0], [0, 2, 4, 6])
+        self.assertGreater(np.nanmax(history[1:, 1]), 2.0 * history[0, 1])
+        self.assertEqual(info["loss_after"], np.nanmin(history[:, 1]))
+        self.assertEqual(info["best_step"], int(history[np.nanargmin(history[:, 1]), 0]))
+        self.assertAlmostEqual(float(loss(*batch)), info["loss_after"], delta=1e-10)
+        if info["best_step"] == 0:
+            for w, w0 in zip(weights, tuned, strict=True):
+                np.testing.assert_array_equal(w.numpy(), w0)
         with self.assertRaisesRegex(ValueError, "window"):
             trajectory_samples(model, data, window=3)
         with self.assertRaisesRegex(ValueError, "steps"):
             finetune_closure(model, data, steps=0)
+        with self.assertRaisesRegex(ValueError, "check_every=0"):
+            finetune_closure(model, data, steps=2, check_every=0)
