@@ -53,6 +53,10 @@ def main():
                         help="snapshot intervals per unrolled solve (default: whole runs)")
     parser.add_argument("--finetune_lr", type=float, default=1e-3)
     parser.add_argument("--finetune_batch", type=int, default=8)
+    parser.add_argument("--closure_units", default="64,64",
+                        help="hidden widths of the closure network, comma-separated")
+    parser.add_argument("--sod_fraction", type=float, default=0.25,
+                        help="fraction of Sod-type training runs")
     parser.add_argument("--num_x", type=int, default=100)
     parser.add_argument("--num_v", type=int, default=64)
     parser.add_argument("--t_end", type=float, default=0.1)
@@ -61,10 +65,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (min taken)")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "moment_closure"))
     args = parser.parse_args()
+    try:
+        units = [int(u) for u in args.closure_units.split(",")]
+    except ValueError:
+        parser.error(f"--closure_units must be comma-separated ints; received "
+                     f"{args.closure_units!r}")
     config.set_precision("float64")
     start = time.perf_counter()
     data = generate_kinetic_data(num_runs=args.train_runs, seed=0, num_x=args.num_x,
-                                 num_v=args.num_v, t_end=args.t_end)
+                                 num_v=args.num_v, t_end=args.t_end,
+                                 sod_fraction=args.sod_fraction)
     data_s = time.perf_counter() - start
     model, info = train_moment_model(data, num_moments=args.num_moments,
                                      autoencoder_epochs=args.autoencoder_epochs,
@@ -74,7 +84,8 @@ def main():
                                      finetune_steps=args.finetune_steps,
                                      finetune_window=args.finetune_window,
                                      finetune_learning_rate=args.finetune_lr,
-                                     finetune_batch_size=args.finetune_batch)
+                                     finetune_batch_size=args.finetune_batch,
+                                     closure_units=units)
     print(f"data {data_s:.1f} s ({args.train_runs} runs), training "
           f"{info['autoencoder_fit_s'] + info['closure_fit_s']:.1f} s, closure loss "
           f"{info['closure_loss']:.3g}")

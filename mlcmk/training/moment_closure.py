@@ -364,12 +364,13 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
                        closure_batch_size=256, learning_rate=3e-3,
                        seed=0, verbose=0, heat_flux_moment=False, frozen_speed_factor=3.0,
                        finetune_steps=0, finetune_window=None, finetune_learning_rate=1e-3,
-                       finetune_batch_size=8):
+                       finetune_batch_size=8, closure_units=(64, 64)):
     """Fits the autoencoder and the closure on kinetic data (from `generate_kinetic_data`).
 
     With `finetune_steps > 0` the closure is then fitted a posteriori through the solver
     (`finetune_closure`) over `finetune_window` snapshot intervals (default: whole runs from
-    the initial state, as the learned model is used).
+    the initial state, as the learned model is used). `closure_units` are the hidden widths of
+    the closure network (`MomentClosure(units=...)`).
 
     Returns:
         `(LearnedMomentModel, info)` with `info` the final losses and fit times (and the
@@ -396,7 +397,8 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     info["autoencoder_fit_s"] = time.perf_counter() - start
     start = time.perf_counter()
     x, y = closure_training_data(autoencoder, data)
-    closure = MomentClosure(num_moments=num_moments, heat_flux_moment=heat_flux_moment)
+    closure = MomentClosure(num_moments=num_moments, heat_flux_moment=heat_flux_moment,
+                            units=closure_units)
     closure.build((None, 4 + num_moments))
     closure.adapt(x, y, autoencoder.maxwellian_moments(), autoencoder.maxwellian_closure())
     steps = closure_epochs * math.ceil(len(x) / closure_batch_size)

@@ -29,8 +29,10 @@ class LearnedMomentModelTest(TestCase):
         data = generate_kinetic_data(num_runs=4, num_x=32, num_v=48, v_max=7.0, t_end=0.02,
                                      num_snapshots=2, seed=1, cache_dir=self.get_temp_dir())
         model, info = train_moment_model(data, num_moments=2, autoencoder_epochs=2,
-                                         closure_epochs=2, max_autoencoder_samples=256)
+                                         closure_epochs=2, max_autoencoder_samples=256,
+                                         closure_units=(48, 40))
         self.assertTrue(np.isfinite(info["closure_loss"]))
+        self.assertEqual([layer.units for layer in model.closure.net.layers], [48, 40, 9])
         x, y = closure_training_data(model.autoencoder, data)
         self.assertEqual(x.shape, (4 * 2 * 32, 4 + 2))
         self.assertEqual(y.shape, (4 * 2 * 32, 1 + 4 * 2))
