@@ -13,7 +13,10 @@ from mlcmk.problems.kinetic.data import generate_kinetic_data
 from mlcmk.problems.kinetic.moment_solver import (
     EulerClosure,
     MomentSolver,
+    characteristic_speeds,
+    moment_rate,
     physical_flux,
+    quasilinear_matrix,
     relaxation_speed_factor,
     to_conserved,
 )
@@ -282,6 +285,65 @@ class BGK3DTest(TestCase):
             p.solve(np.ones((4, 16)), 0.01)
         with self.assertRaisesRegex(ValueError, "velocity_dims=1"):
             compare_models(None, p, p.maxwellian(1.0, 0.0, 1.0), 0.01)
+
+
+class _FrozenMaxwellClosure:
+    """K moments carried along with the Maxwellian's fluxes and coefficients (q = 0)."""
+
+    num_moments = 2
+    num_even = 1
+    w_maxwell = np.array([0.7, 0.0])
+
+    def __call__(self, rho, T, W, eps):
+        n = np.shape(rho)[0]
+        return (np.zeros(n), np.tile([0.3, -0.2], (n, 1)),
+                np.tile([[0.5, 0.1], [0.2, -0.4], [1.1, 0.3]], (n, 1, 1)))
+
+
+class CharacteristicSpeedsTest(TestCase):
+    def test_euler_and_frozen_maxwellian_speeds_are_exact(self):
+        rho, u, T = np.array([1.0, 0.3]), np.array([0.2, -0.5]), np.array([1.3, 0.6])
+        for dims, gamma in ((1, 3.0), (3, 5.0 / 3.0)):
+            Q = to_conserved(rho, u, T, np.zeros((2, 0)), dims=dims)
+            speeds = characteristic_speeds(EulerClosure(velocity_dims=dims), Q, eps=0.1)
+            c = np.sqrt(gamma * T)
+            np.testing.assert_allclose(speeds, np.stack([u - c, u, u + c], -1), atol=1e-8)
+        # Generalised moments riding on the Euler system (the first three rows do not see W):
+        # the W equations add u, K times.
+        W = np.array([[0.7, 0.1], [0.5, -0.2]])
+        speeds = characteristic_speeds(_FrozenMaxwellClosure(), to_conserved(rho, u, T, W), 1.0)
+        c = np.sqrt(3.0 * T)
+        np.testing.assert_allclose(speeds, np.stack([u - c, u, u, u, u + c], -1), atol=1e-6)
+
+    def test_quasilinear_matrix_is_the_linearised_solver(self):
+        # A small sine about a constant state: the solver's rate is -A dQ/dx plus numerical
+        # diffusion in phase with the sine; the cosine component is -A v k delta.
+        K = 4
+        closure = _random_closure(K, seed=3).numpy_closure()
+        rng = np.random.default_rng(4)
+        W0 = closure.w_maxwell + 0.1 * rng.normal(size=K)
+        Q0 = to_conserved(np.array([0.9]), np.array([0.3]), np.array([1.2]), W0[None])[0]
+        direction = rng.normal(size=3 + K)
+        n, delta, eps = 800, 1e-5, 0.2
+        x = (np.arange(n) + 0.5) / n
+        Q = Q0 + delta * np.sin(2 * np.pi * x)[:, None] * direction
+        rate = moment_rate(np, closure, Q, 1.0 / n, eps, 3.0)
+        rate -= moment_rate(np, closure, np.tile(Q0, (n, 1)), 1.0 / n, eps, 3.0)
+        cosine = (rate * np.cos(2 * np.pi * x)[:, None]).sum(0) / (n / 2)
+        A = quasilinear_matrix(closure, Q0[None], eps)[0]
+        expected = -A @ direction * 2 * np.pi * delta
+        np.testing.assert_allclose(cosine, expected, atol=5e-5 * np.abs(expected).max())
+        self.assertGreater(np.abs(A[3:, :3]).max(), 0.1)  # the source terms enter
+        speeds = characteristic_speeds(closure, Q0[None], eps)
+        np.testing.assert_allclose(np.sort_complex(speeds[0]), np.sort_complex(
+            np.linalg.eigvals(A)), atol=1e-12)
+
+    def test_bad_input(self):
+        with self.assertRaisesRegex(ValueError, r"shape \(n, 5\)"):
+            quasilinear_matrix(_FrozenMaxwellClosure(), np.ones((2, 3)), 0.1)
+        Q = to_conserved(np.array([1.0]), np.array([0.0]), np.array([1.0]), np.zeros((1, 2)))
+        with self.assertRaisesRegex(ValueError, "eps"):
+            characteristic_speeds(_FrozenMaxwellClosure(), Q, 0.0)
 
 
 class MomentSolverTest(TestCase):

@@ -22,6 +22,10 @@ Mass, momentum and energy are conserved to round-off by construction (flux diffe
 The scheme (`moment_rate`, `moment_step`) is written once over an array namespace: NumPy for
 `MomentSolver`, `tf.experimental.numpy` for the differentiable unrolled solve that fits a
 closure a posteriori (`mlcmk.training.moment_closure.finetune_closure`).
+
+Nothing makes a learned system hyperbolic: `characteristic_speeds` gives the eigenvalues of
+its quasi-linear form (flux Jacobian and non-conservative source) at given states, to check
+that they are real and that the solver's wave-speed bound covers them.
 """
 
 import math
@@ -156,6 +160,69 @@ def moment_rate(xp, closure, Q, dx, eps, speed_factor):
               + a[..., 1, :] * (gradient(rho * T * sqrt_t * q_hat) / T)[..., None]
               - a[..., 2, :] * (rho * gradient(T) / (2.0 * sqrt_t))[..., None])
     return xp.concatenate([rate[..., :3], rate[..., 3:] + source], axis=-1)
+
+
+def quasilinear_matrix(closure, Q, eps, step=1e-6):
+    r"""$A(Q)$ of the moment system written as $\partial_t Q + A(Q)\,\partial_x Q = $ relaxation.
+
+    $A$ is the Jacobian of the flux minus the non-conservative source of the $W$ equations
+    (`moment_rate`), by central differences of relative size `step` in each conserved
+    variable. Its eigenvalues are the characteristic speeds (`characteristic_speeds`).
+
+    Args:
+        closure: as for `MomentSolver`.
+        Q: `(n, 3 + K)` conserved states.
+        eps: positive float, Knudsen number (an input of learned closures).
+        step: relative finite-difference step.
+
+    Returns:
+        `(n, 3 + K, 3 + K)` array.
+    """
+    Q = np.asarray(Q, dtype=np.float64)
+    K = closure.num_moments
+    if Q.ndim != 2 or Q.shape[1] != 3 + K:
+        raise ValueError(f"`Q` must have shape (n, {3 + K}) for a closure with {K} moments; "
+                         f"received shape {Q.shape}")
+    eps = _positive_number("eps", eps)
+    dims = _dims(closure)
+
+    def parts(Q):
+        rho, u, T, W = to_primitive(Q, dims)
+        q_hat, g_hat, a = closure(rho, T, W, eps)
+        sqrt_t = np.sqrt(T)
+        # The differentiated quantities of the source: rho T, q, T.
+        return (_flux(np, rho, u, T, W, q_hat, g_hat, dims),
+                np.stack([rho * T, rho * T * sqrt_t * q_hat, T], axis=-1), a)
+
+    rho, _, T, _ = to_primitive(Q, dims)
+    check_state(rho, T, "`Q`")
+    n, m = Q.shape
+    jac_flux, jac_source = np.empty((n, m, m)), np.empty((n, 3, m))
+    for j in range(m):
+        h = step * np.maximum(np.abs(Q[:, j]), 1.0)
+        shift = np.zeros_like(Q)
+        shift[:, j] = h
+        (f_plus, s_plus, _), (f_minus, s_minus, _) = parts(Q + shift), parts(Q - shift)
+        jac_flux[:, :, j] = (f_plus - f_minus) / (2.0 * h[:, None])
+        jac_source[:, :, j] = (s_plus - s_minus) / (2.0 * h[:, None])
+    _, _, a = parts(Q)
+    sqrt_t = np.sqrt(T)[:, None, None]
+    source = (a[:, 0, :, None] * jac_source[:, None, 0] / sqrt_t
+              + a[:, 1, :, None] * jac_source[:, None, 1] / sqrt_t**2
+              - a[:, 2, :, None] * rho[:, None, None] * jac_source[:, None, 2] / (2.0 * sqrt_t))
+    jac_flux[:, 3:] -= source
+    return jac_flux
+
+
+def characteristic_speeds(closure, Q, eps, step=1e-6):
+    """Eigenvalues `(n, 3 + K)` (complex, sorted by real part) of `quasilinear_matrix`.
+
+    A system is hyperbolic at a state when they are real; the largest `|lambda - u| /
+    sqrt(T)` is the wave-speed factor a Lax–Friedrichs flux needs there.
+    """
+    eigenvalues = np.linalg.eigvals(quasilinear_matrix(closure, Q, eps, step))
+    order = np.argsort(eigenvalues.real, axis=-1)
+    return np.take_along_axis(eigenvalues, order, axis=-1)
 
 
 def relax_moments(xp, Q, h, eps, w_maxwell):
