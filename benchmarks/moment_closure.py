@@ -10,7 +10,9 @@ uses the eps-dependent wave-speed bound `relaxation_speed_factor` (Euler's at sm
 `--heat_flux_moment 1` makes the first odd generalised moment the heat flux itself (exact
 energy flux; the closure then supplies its flux, the fourth moment). `--finetune_steps N` then
 fits the closure a posteriori, through the unrolled solver, to the kinetic rho, u, T of the
-training runs (`finetune_closure`).
+training runs (`finetune_closure`). It also prints how hyperbolic the learned system is at
+the training runs' kinetic states (`hyperbolicity_report`: the share of cells with complex
+characteristic speeds, and the largest speed against the wave-speed bound).
 
 Writes `benchmarks/results/moment_closure.json` and `moment_closure.png`. ~5 min alone on 2
 cores, ~15 min on 2 busy ones.
@@ -31,7 +33,12 @@ from mlcmk import config
 from mlcmk.io import write_json
 from mlcmk.problems.kinetic import BGK1D
 from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state
-from mlcmk.training.moment_closure import compare_models, plot_comparison, train_moment_model
+from mlcmk.training.moment_closure import (
+    compare_models,
+    hyperbolicity_report,
+    plot_comparison,
+    train_moment_model,
+)
 
 EPS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -94,6 +101,7 @@ def main():
         print(f"a posteriori fit: {ft['steps']} steps through {ft['solver_steps']} solver "
               f"steps, trajectory loss {ft['loss_before']:.4g} -> {ft['loss_after']:.4g}, "
               f"{ft['fit_s']:.0f} s")
+    hyperbolicity = _hyperbolicity(model, data)
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.test_cases.split(",")]
     rows, examples = [], {}
     for eps in EPS:
@@ -137,10 +145,31 @@ def main():
     write_json(args.output + ".json", {
         "settings": vars(args), "training": info, "data_s": data_s, "rows": rows,
         "summary_worst_over_cases": summary, "learned_worst_error": worst,
+        "hyperbolicity_on_training_states": hyperbolicity,
         "note": "small training budget; timings on a shared 2-core machine (contended), "
                 "ratios measured in one run, single-threaded BLAS for both solvers"})
     _plot(summary, examples, args.output + ".png")
     print(f"written {args.output}.json, {args.output}.png")
+
+
+def _hyperbolicity(model, data):
+    """Prints and returns the characteristic speeds of the learned system per eps decade."""
+    report = hyperbolicity_report(model, data)
+    out = {}
+    print("learned system at the training states (characteristic speeds):")
+    for lo, hi in ((1e-3, 1e-2), (1e-2, 0.1), (0.1, 1.0), (1.0, 10.0)):
+        sel = (report["eps"] >= lo) & (report["eps"] <= hi * (1 + 1e-12))
+        if not sel.any():
+            continue
+        row = {"runs": int(sel.sum()),
+               "complex_fraction": float(report["complex_fraction"][sel].mean()),
+               "max_imag": float(report["max_imag"][sel].max()),
+               "max_speed_factor": float(report["max_speed_factor"][sel].max())}
+        out[f"{lo:g}-{hi:g}"] = row
+        print(f"  eps [{lo:g}, {hi:g}] {row['runs']} runs: complex speeds in "
+              f"{100 * row['complex_fraction']:.1f}% of cells, max |Im| / sqrt(T) "
+              f"{row['max_imag']:.2f}, max |Re - u| / sqrt(T) {row['max_speed_factor']:.2f}")
+    return out
 
 
 def _plot(summary, examples, path):

@@ -16,6 +16,7 @@ from mlcmk.models.moment_closure import MomentClosure
 from mlcmk.problems.kinetic.bgk import _positive_number, primitive_from_conserved
 from mlcmk.problems.kinetic.moment_solver import (
     MomentSolver,
+    characteristic_speeds,
     moment_step,
     relaxation_speed_factor,
     to_conserved,
@@ -68,6 +69,35 @@ def closure_training_data(autoencoder, data):
     x = np.concatenate([m["U"], m["W"], eps[:, None]], axis=1)
     y = np.concatenate([m["q_hat"][:, None], m["G_hat"], m["a"].reshape(len(eps), -1)], axis=1)
     return x, y
+
+
+def hyperbolicity_report(model, data, tol=1e-6):
+    """Characteristic speeds of a learned model at the kinetic states of `data`, per run.
+
+    The moments of every cell of `f0` and every snapshot of a run, with the run's `eps`,
+    are the states (`characteristic_speeds` of the model's closure).
+
+    Returns:
+        dict of `(runs,)` arrays: `eps`, `complex_fraction` (cells whose speeds have
+        `|Im lambda| > tol sqrt(T)`: the system is not hyperbolic there), `max_imag`
+        (largest `|Im lambda| / sqrt(T)`) and `max_speed_factor` (largest
+        `|Re lambda - u| / sqrt(T)`, the factor a Lax–Friedrichs bound needs).
+    """
+    f = np.concatenate([data["f0"][:, None], data["f"]], axis=1)
+    runs, nv = f.shape[0], f.shape[-1]
+    report = {k: np.empty(runs) for k in ("complex_fraction", "max_imag", "max_speed_factor")}
+    for r in range(runs):
+        m = kinetic_moments(model.autoencoder, f[r].reshape(-1, nv))
+        speeds = characteristic_speeds(model.numpy_closure,
+                                       to_conserved(m["rho"], m["u"], m["T"], m["W"]),
+                                       float(data["eps"][r]))
+        sqrt_t = np.sqrt(m["T"])[:, None]
+        imag = np.abs(speeds.imag) / sqrt_t
+        report["complex_fraction"][r] = np.mean(imag.max(axis=1) > tol)
+        report["max_imag"][r] = imag.max()
+        report["max_speed_factor"][r] = (np.abs(speeds.real - m["u"][:, None]) / sqrt_t).max()
+    report["eps"] = np.asarray(data["eps"], dtype=np.float64).copy()
+    return report
 
 
 class LearnedMomentModel:

@@ -6,12 +6,17 @@ from mlcmk import config
 from mlcmk.models.moment_closure import MomentClosure
 from mlcmk.problems.kinetic import BGK1D
 from mlcmk.problems.kinetic.data import generate_kinetic_data
-from mlcmk.problems.kinetic.moment_solver import MomentSolver
+from mlcmk.problems.kinetic.moment_solver import (
+    MomentSolver,
+    characteristic_speeds,
+    to_conserved,
+)
 from mlcmk.testing import TestCase
 from mlcmk.training.moment_closure import (
     closure_training_data,
     compare_models,
     finetune_closure,
+    hyperbolicity_report,
     kinetic_moments,
     sample_arrays,
     train_moment_model,
@@ -33,6 +38,22 @@ class LearnedMomentModelTest(TestCase):
                                          closure_units=(48, 40))
         self.assertTrue(np.isfinite(info["closure_loss"]))
         self.assertEqual([layer.units for layer in model.closure.net.layers], [48, 40, 9])
+        # Characteristic speeds at the training states, per run: the same as computed directly.
+        report = hyperbolicity_report(model, data)
+        self.assertEqual(report["max_speed_factor"].shape, (4,))
+        np.testing.assert_array_equal(report["eps"], data["eps"])
+        f = np.concatenate([data["f0"][2][None], data["f"][2]]).reshape(-1, 48)
+        m = kinetic_moments(model.autoencoder, f)
+        speeds = characteristic_speeds(model.numpy_closure,
+                                       to_conserved(m["rho"], m["u"], m["T"], m["W"]),
+                                       data["eps"][2])
+        self.assertAlmostEqual(report["max_speed_factor"][2], np.max(
+            np.abs(speeds.real - m["u"][:, None]) / np.sqrt(m["T"])[:, None]), delta=1e-12)
+        self.assertAlmostEqual(report["max_imag"][2], np.max(
+            np.abs(speeds.imag) / np.sqrt(m["T"])[:, None]), delta=1e-12)
+        self.assertTrue(np.all((0 <= report["complex_fraction"])
+                               & (report["complex_fraction"] <= 1)))
+        self.assertTrue(np.all(report["max_speed_factor"] > 1.0))
         x, y = closure_training_data(model.autoencoder, data)
         self.assertEqual(x.shape, (4 * 2 * 32, 4 + 2))
         self.assertEqual(y.shape, (4 * 2 * 32, 1 + 4 * 2))
@@ -135,7 +156,7 @@ class DifferentiableSolveTest(TestCase):
         import tensorflow as tf
         import tensorflow.experimental.numpy as tnp
 
-        from mlcmk.problems.kinetic.moment_solver import moment_step, to_conserved
+        from mlcmk.problems.kinetic.moment_solver import moment_step
         from mlcmk.training.moment_closure import _tensor_closure
 
         rng = np.random.default_rng(3)
