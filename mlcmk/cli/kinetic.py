@@ -50,6 +50,7 @@ def main(argv):
     from mlcmk.io import write_json
     from mlcmk.problems.kinetic import BGK1D
     from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state
+    from mlcmk.problems.kinetic.moment_solver import characteristic_speeds, to_conserved
     from mlcmk.training.moment_closure import (
         LearnedMomentModel,
         compare_models,
@@ -89,6 +90,16 @@ def main(argv):
             if model_dir:
                 model.save(model_dir)
         result = compare_models(model, problem, f0, _T_END.value)
+        # Is the learned system hyperbolic at its final state, and does the solver's
+        # wave-speed bound cover its characteristic speeds?
+        rho, u, T, W = model.solve(f0, problem.eps, problem.dx, _T_END.value)
+        speeds = characteristic_speeds(model.numpy_closure, to_conserved(rho, u, T, W),
+                                       problem.eps)
+        characteristics = {
+            "complex_fraction": float(np.mean(np.abs(speeds.imag).max(1) > 1e-6 * np.sqrt(T))),
+            "max_speed_factor": float(np.max(np.abs(speeds.real - u[:, None])
+                                             / np.sqrt(T)[:, None])),
+            "bound": float(model.wave_speed_factor(problem.eps, problem.dx))}
     except (ValueError, TypeError) as err:
         print(f"mlcmk kinetic: error: {err}", file=sys.stderr)
         return 2
@@ -100,7 +111,7 @@ def main(argv):
         "num_x": problem.num_x, "num_v": problem.num_v, "v_max": problem.v_max,
         "t_end": _T_END.value, "errors": result["errors"], "times_s": result["times_s"],
         "speedup_learned_vs_kinetic": result["times_s"]["kinetic"] / result["times_s"]["learned"],
-        "training": info,
+        "training": info, "learned_characteristics": characteristics,
         "profiles": {name: {f: np.asarray(a).tolist() for f, a in
                             zip(("rho", "u", "T"), result[name], strict=True)}
                      for name in ("kinetic", "learned", "euler")},
@@ -123,4 +134,12 @@ def format_result(r):
         lines.append(f"  {name:<29} {e['rho']:.3e}  {e['u']:.3e}  {e['T']:.3e}  "
                      f"{r['times_s'][name]:.3f} s")
     lines.append(f"learned / kinetic speed-up: {r['speedup_learned_vs_kinetic']:.2f}x")
+    c = r["learned_characteristics"]
+    lines.append(f"learned system at t = {r['t_end']:g}: complex characteristic speeds in "
+                 f"{100 * c['complex_fraction']:.1f}% of cells (not hyperbolic there); "
+                 f"max |lambda - u| / sqrt(T) {c['max_speed_factor']:.2f}, solver bound "
+                 f"{c['bound']:.2f}")
+    if c["max_speed_factor"] > c["bound"]:
+        lines.append("  warning: the Lax-Friedrichs bound is below the learned system's speeds "
+                     "(raise --frozen_speed_factor, then fine-tune)")
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 import json
 import os
 
+from mlcmk.problems.kinetic.moment_solver import relaxation_speed_factor
 from tests.integration.cli_test import run_cli
 
 
@@ -17,6 +18,10 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
     with open(out / "result.json") as f:
         r = json.load(f)
     assert r["training"]["finetune"]["steps"] == 2
+    c = r["learned_characteristics"]
+    assert abs(c["bound"] - relaxation_speed_factor(0.1, 1 / 24, 5.0)) < 1e-12
+    assert 0 <= c["complex_fraction"] <= 1 and c["max_speed_factor"] > 1
+    assert "characteristic speeds" in result.stdout
     assert "a posteriori fit: trajectory loss" in result.stdout
     assert r["eps"] == 0.1 and r["num_x"] == 24
     for name in ("learned", "euler"):
