@@ -38,6 +38,7 @@ from mlcmk.problems.kinetic.data import generate_kinetic_data
 from mlcmk.problems.kinetic.moment_solver import EulerClosure, MomentSolver
 from mlcmk.training.moment_closure import (
     compare_models,
+    hyperbolicity_report,
     plot_comparison,
     relative_l2,
     train_moment_model,
@@ -123,6 +124,20 @@ plot_comparison(result, "moment_closure_profiles.png")
 # is evaluated, and the best weights seen are kept: a gradient through hundreds of solver
 # steps can throw the closure off). It helps most where the a priori closure is accurate but
 # the solved system drifts (4 moments); see `benchmarks/README.md` for what it buys.
+#
+# Nothing in the fit makes the learned system hyperbolic. `hyperbolicity_report` computes its
+# characteristic speeds (eigenvalues of the flux Jacobian minus the non-conservative source)
+# at the kinetic states of the training runs: complex speeds mean an ill-posed system there,
+# and speeds beyond the solver's bound an under-dissipating Lax–Friedrichs flux. In our runs
+# a closure of 3 generalised moments (the heat flux among them) had complex speeds in a third
+# to a half of the cells, which is why it could not be fine-tuned; one of 2 moments in a few
+# percent.
+
+# %%
+report = hyperbolicity_report(model, data)
+print(f"complex characteristic speeds in {100 * report['complex_fraction'].mean():.1f}% of the "
+      f"cells; largest |lambda - u| / sqrt(T) {report['max_speed_factor'].max():.2f} (bound "
+      f"{model.frozen_speed_factor:g} at large eps)")
 
 # %% [markdown]
 # ## Three velocity dimensions
