@@ -43,7 +43,7 @@ from mlcmk.io import write_json
 from mlcmk.problems.kinetic import BGK1D
 from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state
 from mlcmk.problems.kinetic.moment_solver import EulerClosure, MomentSolver
-from mlcmk.training.moment_closure import euler_solve, relative_l2, train_moment_model
+from mlcmk.training.moment_closure import euler_solve, relative_l2_fields, train_moment_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -108,10 +108,8 @@ def main():
                 "steps": int(np.ceil(args.t_end / three.time_step() - 1e-9)),
                 "speedup_learned": seconds / row["times_s"]["learned"],
                 "speedup_euler": seconds / row["times_s"]["euler"],
-                "euler_3d_errors": {field: relative_l2(a, b) for field, a, b in zip(
-                    ("rho", "u", "T"), euler_3d[:3], profiles[num_v], strict=True)},
-                "reduced_difference": {field: relative_l2(a, b) for field, a, b in zip(
-                    ("rho", "u", "T"), reduced, profiles[num_v], strict=True)}}
+                "euler_3d_errors": relative_l2_fields(euler_3d, profiles[num_v]),
+                "reduced_difference": relative_l2_fields(reduced, profiles[num_v])}
             print(f"eps={eps:<6g} 3-D kinetic {num_v}^3 = {three.num_nodes} nodes: "
                   f"{seconds:.1f} s | learned {row['times_s']['learned']:.3f} s "
                   f"(x{seconds / row['times_s']['learned']:.0f}) | euler "
@@ -125,9 +123,8 @@ def main():
                       row["kinetic_3d"][str(num_v)]["euler_3d_errors"].items()), flush=True)
         finest = profiles[grids[-1]]
         for num_v in grids[:-1]:
-            row["kinetic_3d"][str(num_v)]["difference_to_finest"] = {
-                field: relative_l2(a, b) for field, a, b in
-                zip(("rho", "u", "T"), profiles[num_v], finest, strict=True)}
+            row["kinetic_3d"][str(num_v)]["difference_to_finest"] = relative_l2_fields(
+                profiles[num_v], finest)
             print(f"  {num_v}^3 vs {grids[-1]}^3: relative L2 differences "
                   + ", ".join(f"{k} {v:.2e}" for k, v in
                               row["kinetic_3d"][str(num_v)]["difference_to_finest"].items()))

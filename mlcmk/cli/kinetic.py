@@ -50,9 +50,9 @@ def main(argv):
     from mlcmk.io import write_json
     from mlcmk.problems.kinetic import BGK1D
     from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state
-    from mlcmk.problems.kinetic.moment_solver import characteristic_speeds, to_conserved
     from mlcmk.training.moment_closure import (
         LearnedMomentModel,
+        characteristic_summary,
         compare_models,
         plot_comparison,
         train_moment_model,
@@ -92,14 +92,10 @@ def main(argv):
         result = compare_models(model, problem, f0, _T_END.value)
         # Is the learned system hyperbolic at its final state, and does the solver's
         # wave-speed bound cover its characteristic speeds?
-        rho, u, T, W = model.solve(f0, problem.eps, problem.dx, _T_END.value)
-        speeds = characteristic_speeds(model.numpy_closure, to_conserved(rho, u, T, W),
-                                       problem.eps)
-        characteristics = {
-            "complex_fraction": float(np.mean(np.abs(speeds.imag).max(1) > 1e-6 * np.sqrt(T))),
-            "max_speed_factor": float(np.max(np.abs(speeds.real - u[:, None])
-                                             / np.sqrt(T)[:, None])),
-            "bound": float(model.wave_speed_factor(problem.eps, problem.dx))}
+        characteristics = characteristic_summary(
+            model.numpy_closure, *model.solve(f0, problem.eps, problem.dx, _T_END.value),
+            problem.eps)
+        characteristics["bound"] = float(model.wave_speed_factor(problem.eps, problem.dx))
     except (ValueError, TypeError) as err:
         print(f"mlcmk kinetic: error: {err}", file=sys.stderr)
         return 2

@@ -71,31 +71,40 @@ def closure_training_data(autoencoder, data):
     return x, y
 
 
-def hyperbolicity_report(model, data, tol=1e-6):
-    """Characteristic speeds of a learned model at the kinetic states of `data`, per run.
-
-    The moments of every cell of `f0` and every snapshot of a run, with the run's `eps`,
-    are the states (`characteristic_speeds` of the model's closure).
+def characteristic_summary(closure, rho, u, T, W, eps, tol=1e-6):
+    """How hyperbolic a moment system is over cells `(rho, u, T, W)` (`(n,)`, W `(n, K)`).
 
     Returns:
-        dict of `(runs,)` arrays: `eps`, `complex_fraction` (cells whose speeds have
-        `|Im lambda| > tol sqrt(T)`: the system is not hyperbolic there), `max_imag`
-        (largest `|Im lambda| / sqrt(T)`) and `max_speed_factor` (largest
-        `|Re lambda - u| / sqrt(T)`, the factor a Lax–Friedrichs bound needs).
+        dict: `complex_fraction` (cells whose characteristic speeds have `|Im lambda| >
+        tol sqrt(T)`: the system is not hyperbolic there), `max_imag` (largest `|Im lambda| /
+        sqrt(T)`) and `max_speed_factor` (largest `|Re lambda - u| / sqrt(T)`, the factor a
+        Lax–Friedrichs bound needs).
+    """
+    speeds = characteristic_speeds(closure, to_conserved(rho, u, T, W), eps)
+    sqrt_t = np.sqrt(T)[:, None]
+    imag = np.abs(speeds.imag) / sqrt_t
+    return {"complex_fraction": float(np.mean(imag.max(axis=1) > tol)),
+            "max_imag": float(imag.max()),
+            "max_speed_factor": float((np.abs(speeds.real - u[:, None]) / sqrt_t).max())}
+
+
+def hyperbolicity_report(model, data, tol=1e-6):
+    """`characteristic_summary` of a learned model at the kinetic states of `data`, per run.
+
+    The moments of every cell of `f0` and every snapshot of a run, with the run's `eps`,
+    are the states.
+
+    Returns:
+        dict of `(runs,)` arrays: `eps` and the three entries of `characteristic_summary`.
     """
     f = np.concatenate([data["f0"][:, None], data["f"]], axis=1)
-    runs, nv = f.shape[0], f.shape[-1]
-    report = {k: np.empty(runs) for k in ("complex_fraction", "max_imag", "max_speed_factor")}
-    for r in range(runs):
+    nv = f.shape[-1]
+    rows = []
+    for r in range(f.shape[0]):
         m = kinetic_moments(model.autoencoder, f[r].reshape(-1, nv))
-        speeds = characteristic_speeds(model.numpy_closure,
-                                       to_conserved(m["rho"], m["u"], m["T"], m["W"]),
-                                       float(data["eps"][r]))
-        sqrt_t = np.sqrt(m["T"])[:, None]
-        imag = np.abs(speeds.imag) / sqrt_t
-        report["complex_fraction"][r] = np.mean(imag.max(axis=1) > tol)
-        report["max_imag"][r] = imag.max()
-        report["max_speed_factor"][r] = (np.abs(speeds.real - m["u"][:, None]) / sqrt_t).max()
+        rows.append(characteristic_summary(model.numpy_closure, m["rho"], m["u"], m["T"],
+                                           m["W"], float(data["eps"][r]), tol))
+    report = {k: np.array([row[k] for row in rows]) for k in rows[0]}
     report["eps"] = np.asarray(data["eps"], dtype=np.float64).copy()
     return report
 
@@ -457,6 +466,13 @@ def relative_l2(a, b):
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(b))
 
 
+def relative_l2_fields(profiles, reference):
+    """`{"rho", "u", "T"}` -> `relative_l2` of each of the profiles `(rho, u, T)` (extra
+    entries ignored) against those of `reference`."""
+    return {field: relative_l2(a, b) for field, a, b in
+            zip(("rho", "u", "T"), profiles[:3], reference[:3], strict=True)}
+
+
 def compare_models(model, problem, f0, t_end):
     """Kinetic, learned-moment and Euler solves of `problem` from `f0`, with errors and times.
 
@@ -486,8 +502,7 @@ def compare_models(model, problem, f0, t_end):
         start = time.perf_counter()
         out[name] = solve()
         out["times_s"][name] = time.perf_counter() - start
-        out["errors"][name] = {field: relative_l2(a, b) for field, a, b in
-                               zip(("rho", "u", "T"), out[name], out["kinetic"], strict=True)}
+        out["errors"][name] = relative_l2_fields(out[name], out["kinetic"])
     return out
 
 

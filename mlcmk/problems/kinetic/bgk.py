@@ -141,10 +141,8 @@ class VelocityGrid3D:
     num_axes = 3
 
     def __init__(self, v_max=7.5, num_v=36):
-        self.v_max = _positive_number("v_max", v_max)
-        self.num_v = _positive_int("num_v", num_v, minimum=8)
-        self.axis = np.linspace(-self.v_max, self.v_max, self.num_v)
-        self.dv = 2.0 * self.v_max / (self.num_v - 1)
+        line = VelocityGrid(v_max, num_v)  # one axis
+        self.v_max, self.num_v, self.axis, self.dv = line.v_max, line.num_v, line.v, line.dv
         mesh = np.meshgrid(self.axis, self.axis, self.axis, indexing="ij")
         self.nodes = np.stack([m.ravel() for m in mesh], axis=-1)  # (num_v**3, 3)
         self.weight = self.dv**3

@@ -151,15 +151,31 @@ def moment_rate(xp, closure, Q, dx, eps, speed_factor):
     rate = -(interface - xp.roll(interface, 1, axis=-2)) / dx
     if not K:
         return rate
-    sqrt_t = xp.sqrt(T)
 
     def gradient(g):
         return (xp.roll(g, -1, axis=-1) - xp.roll(g, 1, axis=-1)) / (2.0 * dx)
 
-    source = (a[..., 0, :] * (gradient(rho * T) / sqrt_t)[..., None]
-              + a[..., 1, :] * (gradient(rho * T * sqrt_t * q_hat) / T)[..., None]
-              - a[..., 2, :] * (rho * gradient(T) / (2.0 * sqrt_t))[..., None])
+    derivatives = [gradient(g)[..., None] for g in _source_quantities(xp, rho, T, q_hat)]
+    source = _w_source(xp, a, rho, T, *derivatives)[..., 0]
     return xp.concatenate([rate[..., :3], rate[..., 3:] + source], axis=-1)
+
+
+def _source_quantities(xp, rho, T, q_hat):
+    """The fields whose x-derivatives enter the source of the W equations: rho T, q, T."""
+    return rho * T, rho * T * xp.sqrt(T) * q_hat, T
+
+
+def _w_source(xp, a, rho, T, d_pressure, d_heat_flux, d_temperature):
+    """Non-conservative source of the W equations, `(..., n, K, J)`.
+
+    `a` `(..., n, 3, K)`; the derivatives `(..., n, J)` are those of `_source_quantities`
+    (along x in the solver, with respect to each conserved variable in `quasilinear_matrix`).
+    """
+    sqrt_t = xp.sqrt(T)[..., None, None]
+    return (a[..., 0, :, None] * d_pressure[..., None, :] / sqrt_t
+            + a[..., 1, :, None] * d_heat_flux[..., None, :] / sqrt_t**2
+            - a[..., 2, :, None] * rho[..., None, None] * d_temperature[..., None, :]
+            / (2.0 * sqrt_t))
 
 
 def quasilinear_matrix(closure, Q, eps, step=1e-6):
@@ -189,10 +205,8 @@ def quasilinear_matrix(closure, Q, eps, step=1e-6):
     def parts(Q):
         rho, u, T, W = to_primitive(Q, dims)
         q_hat, g_hat, a = closure(rho, T, W, eps)
-        sqrt_t = np.sqrt(T)
-        # The differentiated quantities of the source: rho T, q, T.
         return (_flux(np, rho, u, T, W, q_hat, g_hat, dims),
-                np.stack([rho * T, rho * T * sqrt_t * q_hat, T], axis=-1), a)
+                np.stack(_source_quantities(np, rho, T, q_hat), axis=-1), a)
 
     rho, _, T, _ = to_primitive(Q, dims)
     check_state(rho, T, "`Q`")
@@ -206,11 +220,7 @@ def quasilinear_matrix(closure, Q, eps, step=1e-6):
         jac_flux[:, :, j] = (f_plus - f_minus) / (2.0 * h[:, None])
         jac_source[:, :, j] = (s_plus - s_minus) / (2.0 * h[:, None])
     _, _, a = parts(Q)
-    sqrt_t = np.sqrt(T)[:, None, None]
-    source = (a[:, 0, :, None] * jac_source[:, None, 0] / sqrt_t
-              + a[:, 1, :, None] * jac_source[:, None, 1] / sqrt_t**2
-              - a[:, 2, :, None] * rho[:, None, None] * jac_source[:, None, 2] / (2.0 * sqrt_t))
-    jac_flux[:, 3:] -= source
+    jac_flux[:, 3:] -= _w_source(np, a, rho, T, *jac_source.transpose(1, 0, 2))
     return jac_flux
 
 
