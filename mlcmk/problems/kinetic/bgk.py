@@ -210,21 +210,20 @@ class VelocityGrid3D:
             (np.log(rho) - 1.5 * np.log(2 * np.pi * T) - 0.5 * np.sum(u**2, axis=-1) / T)[:, None],
             u / T[:, None], (-1.0 / T)[:, None]], axis=1)
         rows, cols = self._pairs
-        for _ in range(max_iterations):
+
+        def evaluate(alpha):
             M = np.exp(alpha @ self.basis)  # (n, N)
-            residual = (M @ self.basis.T) * self.weight - U
-            error = np.max(np.abs(residual) / rho[:, None])
-            if error < tol:
-                break
-            pairs = (M @ self._pair_basis.T) * self.weight  # (n, 15)
-            jacobian = np.empty((len(rho), 5, 5))
-            jacobian[:, rows, cols] = pairs
-            jacobian[:, cols, rows] = pairs
-            alpha = alpha - np.linalg.solve(jacobian, residual[..., None])[..., 0]
-        else:
-            raise ValueError(f"Discrete Maxwellian did not converge (relative moment error "
-                             f"{error:.3g}); the velocity grid is probably too narrow or too "
-                             "coarse for these moments.")
+
+            def jacobian():
+                pairs = (M @ self._pair_basis.T) * self.weight  # (n, 15)
+                out = np.empty((len(rho), 5, 5))
+                out[:, rows, cols] = pairs
+                out[:, cols, rows] = pairs
+                return out
+
+            return M, (M @ self.basis.T) * self.weight - U, jacobian
+
+        M = _newton_maxwellian(alpha, evaluate, rho, tol, max_iterations)
         return M.reshape(*shape, self.num_nodes)
 
     def get_config(self):
@@ -400,19 +399,31 @@ def discrete_maxwellian(grid, U, tol=1e-14, max_iterations=30):
     target = np.stack([rho, np.zeros_like(rho), rho], axis=1)
     alpha = np.stack([np.log(rho / np.sqrt(2 * np.pi * T) * s), np.zeros_like(rho),
                       -0.5 * np.ones_like(rho)], axis=1)
-    for _ in range(max_iterations):
+    def evaluate(alpha):
         M = np.exp(np.einsum("nk,nkj->nj", alpha, basis)) / s[:, None]
-        residual = np.einsum("nkj,nj->nk", basis, M) * grid.dv - target
+        return (M, np.einsum("nkj,nj->nk", basis, M) * grid.dv - target,
+                lambda: np.einsum("nkj,nlj,nj->nkl", basis, basis, M) * grid.dv)
+
+    M = _newton_maxwellian(alpha, evaluate, rho, tol, max_iterations)
+    return M.reshape(*shape, grid.num_v)
+
+
+def _newton_maxwellian(alpha, evaluate, rho, tol, max_iterations):
+    """Newton's method on the exponents `alpha` `(n, k)` of a discrete Maxwellian.
+
+    `evaluate(alpha)` returns the Maxwellian `M`, the residual `(n, k)` of its moment
+    equations and a callable giving their Jacobian `(n, k, k)`; iterates until the residual
+    relative to `rho` is below `tol`. Returns `M`.
+    """
+    for _ in range(max_iterations):
+        M, residual, jacobian = evaluate(alpha)
         error = np.max(np.abs(residual) / rho[:, None])
         if error < tol:
-            break
-        jacobian = np.einsum("nkj,nlj,nj->nkl", basis, basis, M) * grid.dv
-        alpha = alpha - np.linalg.solve(jacobian, residual[..., None])[..., 0]
-    else:
-        raise ValueError(f"Discrete Maxwellian did not converge (relative moment error "
-                         f"{error:.3g}); the velocity grid is probably too narrow or too coarse "
-                         "for these moments.")
-    return M.reshape(*shape, grid.num_v)
+            return M
+        alpha = alpha - np.linalg.solve(jacobian(), residual[..., None])[..., 0]
+    raise ValueError(f"Discrete Maxwellian did not converge (relative moment error "
+                     f"{error:.3g}); the velocity grid is probably too narrow or too coarse "
+                     "for these moments.")
 
 
 def minmod(a, b, xp=np):
