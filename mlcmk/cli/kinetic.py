@@ -30,6 +30,10 @@ _FINETUNE_STEPS = flags.DEFINE_integer("finetune_steps", 0, "Then fit the closur
                                       "posteriori through the unrolled moment solver to the "
                                       "training runs' rho, u, T (Adam steps; 0: off). Applies when "
                                       "the model is trained, not when it is loaded.")
+_HYPERBOLICITY = flags.DEFINE_float("hyperbolicity_weight", 0.0, "Weight of the penalty on "
+                                    "complex characteristic speeds (and speeds beyond "
+                                    "--frozen_speed_factor) of the learned system, in a "
+                                    "penalised a priori fit and in the fine-tuning (0: off).")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Kinetic data cache (default "
                                  "$MLCMK_CACHE_DIR/kinetic or ~/.cache/mlcmk/kinetic).")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Load the trained model from here if "
@@ -79,10 +83,16 @@ def main(argv):
                 data, num_moments=_NUM_MOMENTS.value, autoencoder_epochs=_AE_EPOCHS.value,
                 closure_epochs=_CLOSURE_EPOCHS.value, seed=_TRAIN_SEED.value,
                 verbose=_VERBOSE.value, heat_flux_moment=_HEAT_FLUX.value,
-                frozen_speed_factor=_FROZEN_SPEED.value, finetune_steps=_FINETUNE_STEPS.value)
+                frozen_speed_factor=_FROZEN_SPEED.value, finetune_steps=_FINETUNE_STEPS.value,
+                hyperbolicity_weight=_HYPERBOLICITY.value)
             print(f"trained in {info['autoencoder_fit_s'] + info['closure_fit_s']:.1f} s "
                   f"(autoencoder loss {info['autoencoder_loss']:.3g}, closure loss "
                   f"{info['closure_loss']:.3g})")
+            if "penalised_fit" in info:
+                pf = info["penalised_fit"]
+                print(f"penalised a priori fit: hyperbolicity penalty "
+                      f"{pf['penalty_before']:.3g} -> {pf['penalty_after']:.3g}, closure loss "
+                      f"{pf['loss_before']:.3g} -> {pf['loss_after']:.3g}")
             if "finetune" in info:
                 ft = info["finetune"]
                 print(f"a posteriori fit: trajectory loss {ft['loss_before']:.4g} -> "
@@ -93,7 +103,7 @@ def main(argv):
         # Is the learned system hyperbolic at its final state, and does the solver's
         # wave-speed bound cover its characteristic speeds?
         characteristics = characteristic_summary(
-            model.numpy_closure, *model.solve(f0, problem.eps, problem.dx, _T_END.value),
+            model.closure, *model.solve(f0, problem.eps, problem.dx, _T_END.value),
             problem.eps)
         characteristics["bound"] = float(model.wave_speed_factor(problem.eps, problem.dx))
     except (ValueError, TypeError) as err:
@@ -137,5 +147,5 @@ def format_result(r):
                  f"{c['bound']:.2f}")
     if c["max_speed_factor"] > c["bound"]:
         lines.append("  warning: the Lax-Friedrichs bound is below the learned system's speeds "
-                     "(raise --frozen_speed_factor, then fine-tune)")
+                     "(raise --frozen_speed_factor, or fine-tune with --hyperbolicity_weight)")
     return "\n".join(lines)

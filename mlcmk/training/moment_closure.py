@@ -16,6 +16,9 @@ from mlcmk.models.moment_closure import MomentClosure
 from mlcmk.problems.kinetic.bgk import _positive_number, primitive_from_conserved
 from mlcmk.problems.kinetic.moment_solver import (
     MomentSolver,
+    _flux,
+    _source_quantities,
+    _w_source,
     characteristic_speeds,
     moment_step,
     relaxation_speed_factor,
@@ -74,39 +77,152 @@ def closure_training_data(autoencoder, data):
 def characteristic_summary(closure, rho, u, T, W, eps, tol=1e-6):
     """How hyperbolic a moment system is over cells `(rho, u, T, W)` (`(n,)`, W `(n, K)`).
 
+    For a `MomentClosure` the quasi-linear matrix is exact (`characteristic_matrix`, automatic
+    differentiation); for other closures (`NumpyClosure`, `EulerClosure`) it is the
+    finite-difference `quasilinear_matrix`, whose error grows with the closure's curvature.
+
+    Args:
+        eps: Knudsen number, a float or one per cell `(n,)`.
+
     Returns:
         dict: `complex_fraction` (cells whose characteristic speeds have `|Im lambda| >
         tol sqrt(T)`: the system is not hyperbolic there), `max_imag` (largest `|Im lambda| /
         sqrt(T)`) and `max_speed_factor` (largest `|Re lambda - u| / sqrt(T)`, the factor a
         Lax–Friedrichs bound needs).
     """
-    speeds = characteristic_speeds(closure, to_conserved(rho, u, T, W), eps)
-    sqrt_t = np.sqrt(T)[:, None]
-    imag = np.abs(speeds.imag) / sqrt_t
+    return _summary(_thermal_speeds(closure, rho, u, T, W, eps), tol)
+
+
+def _thermal_speeds(closure, rho, u, T, W, eps):
+    """Characteristic speeds `(n, 3 + K)` relative to `u`, in units of `sqrt(T)`."""
+    rho, u, T, W = (np.asarray(a, np.float64) for a in (rho, u, T, W))
+    eps = np.broadcast_to(np.asarray(eps, np.float64), rho.shape)
+    if not isinstance(closure, MomentClosure):
+        speeds = np.empty((len(rho), 3 + W.shape[1]), complex)
+        for value in np.unique(eps):
+            cells = eps == value
+            speeds[cells] = characteristic_speeds(
+                closure, to_conserved(rho[cells], u[cells], T[cells], W[cells]), value)
+        return (speeds - u[:, None]) / np.sqrt(T)[:, None]
+    import tensorflow as tf
+
+    matrix = tf.function(characteristic_matrix(closure), reduce_retracing=True)
+    return np.concatenate([np.linalg.eigvals(matrix(*(
+        tf.constant(a[i:i + 4096], closure.compute_dtype) for a in (rho, T, W, eps))).numpy())
+        for i in range(0, len(rho), 4096)])
+
+
+def _summary(speeds, tol):
+    imag = np.abs(speeds.imag)
     return {"complex_fraction": float(np.mean(imag.max(axis=1) > tol)),
             "max_imag": float(imag.max()),
-            "max_speed_factor": float((np.abs(speeds.real - u[:, None]) / sqrt_t).max())}
+            "max_speed_factor": float(np.abs(speeds.real).max())}
+
+
+def kinetic_states(model, data):
+    """Moments of every cell of `f0` and of every snapshot of every run of `data`.
+
+    Returns:
+        dict of `rho, u, T, eps` `(runs, cells)` and `W` `(runs, cells, K)`, with `cells =
+        (1 + snapshots) * num_x` (`eps` is the run's, repeated).
+    """
+    f = np.concatenate([data["f0"][:, None], data["f"]], axis=1)
+    runs, nv = f.shape[0], f.shape[-1]
+    m = kinetic_moments(model.autoencoder, f.reshape(-1, nv))
+    states = {k: m[k].reshape(runs, -1, *m[k].shape[1:]) for k in ("rho", "u", "T", "W")}
+    states["eps"] = np.broadcast_to(np.asarray(data["eps"], np.float64)[:, None],
+                                    states["rho"].shape).copy()
+    return states
 
 
 def hyperbolicity_report(model, data, tol=1e-6):
-    """`characteristic_summary` of a learned model at the kinetic states of `data`, per run.
+    """`characteristic_summary` of a learned model's closure at the kinetic states of `data`.
 
     The moments of every cell of `f0` and every snapshot of a run, with the run's `eps`,
-    are the states.
+    are the states (`kinetic_states`).
 
     Returns:
-        dict of `(runs,)` arrays: `eps` and the three entries of `characteristic_summary`.
+        dict of `(runs,)` arrays (one entry per run): `eps` and the three entries of
+        `characteristic_summary`.
     """
-    f = np.concatenate([data["f0"][:, None], data["f"]], axis=1)
-    nv = f.shape[-1]
-    rows = []
-    for r in range(f.shape[0]):
-        m = kinetic_moments(model.autoencoder, f[r].reshape(-1, nv))
-        rows.append(characteristic_summary(model.numpy_closure, m["rho"], m["u"], m["T"],
-                                           m["W"], float(data["eps"][r]), tol))
+    s = kinetic_states(model, data)
+    runs = len(s["rho"])
+    flat = [s[k].reshape(-1, *s[k].shape[2:]) for k in ("rho", "u", "T", "W", "eps")]
+    speeds = _thermal_speeds(model.closure, *flat).reshape(runs, -1, flat[3].shape[1] + 3)
+    rows = [_summary(speeds[r], tol) for r in range(runs)]
     report = {k: np.array([row[k] for row in rows]) for k in rows[0]}
-    report["eps"] = np.asarray(data["eps"], dtype=np.float64).copy()
+    report["eps"] = s["eps"][:, 0].copy()
     return report
+
+
+def characteristic_matrix(closure):
+    r"""The learned system's `quasilinear_matrix` at rest, as a differentiable TF function.
+
+    The system is Galilean invariant (its speeds at velocity `u` are `u` plus those at rest),
+    so the states are taken at `u = 0`. The flux Jacobian and the derivatives of the source
+    quantities are taken by automatic differentiation, so gradients with respect to the
+    closure's weights flow through the matrix (`hyperbolicity_penalty`).
+
+    Args:
+        closure: `MomentClosure`.
+
+    Returns:
+        `matrix(rho, T, W, eps)` (`(n,)`, `(n,)`, `(n, K)`, `(n,)` tensors) -> `(n, 3 + K,
+        3 + K)`, divided by `sqrt(T)` (its eigenvalues are the speeds in thermal units).
+    """
+    import tensorflow as tf
+    import tensorflow.experimental.numpy as tnp
+
+    call = _tensor_closure(closure)
+
+    def matrix(rho, T, W, eps):
+        Q = to_conserved(rho, tf.zeros_like(rho), T, W, tnp)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(Q)
+            r, u, t, w = to_primitive(Q)
+            q_hat, g_hat, a = call(r, t, w, eps)
+            flux = _flux(tnp, r, u, t, w, q_hat, g_hat)
+            source = tf.stack(_source_quantities(tnp, r, t, q_hat), axis=-1)
+        jac_flux = tape.batch_jacobian(flux, Q)
+        jac_source = tape.batch_jacobian(source, Q)
+        del tape
+        w_rows = _w_source(tnp, a, rho, T, jac_source[:, 0], jac_source[:, 1],
+                           jac_source[:, 2])
+        A = tf.concat([jac_flux[:, :3], jac_flux[:, 3:] - w_rows], axis=1)
+        return A / tf.sqrt(T)[:, None, None]
+
+    return matrix
+
+
+def hyperbolicity_penalty(closure, speed_bound=None):
+    r"""Differentiable measure of how far the learned system is from hyperbolic.
+
+    Args:
+        closure: `MomentClosure`.
+        speed_bound: optional positive float `c`: real speeds beyond the solver's wave-speed
+            bound `|u| + c sqrt(T)` are penalised too.
+
+    Returns:
+        `penalty(rho, T, W, eps)` -> scalar: the mean over the states of
+        $\sum_i (\operatorname{Im}\lambda_i)^2 + \max(|\operatorname{Re}\lambda_i| - c,
+        0)^2$ over the characteristic speeds $\lambda_i$ in thermal units
+        (`characteristic_matrix`); zero exactly where the system is hyperbolic (with speeds
+        within the bound).
+    """
+    import tensorflow as tf
+
+    if speed_bound is not None:
+        speed_bound = _positive_number("speed_bound", speed_bound)
+    matrix = characteristic_matrix(closure)
+
+    def penalty(rho, T, W, eps):
+        speeds = tf.linalg.eigvals(matrix(rho, T, W, eps))
+        excess = tf.math.imag(speeds) ** 2
+        if speed_bound is not None:
+            excess += tf.nn.relu(tf.abs(tf.math.real(speeds)) - speed_bound) ** 2
+        return tf.reduce_mean(tf.reduce_sum(excess, axis=-1))
+
+    return penalty
 
 
 class LearnedMomentModel:
@@ -207,8 +323,8 @@ def trajectory_samples(model, data, window=1, cfl=None, margin=1.2):
         dict of `start` (tuple of `(S, n)`, `(S, n)`, `(S, n)`, `(S, n, K)`), `end` (three
         `(S, n)`), `eps` and `speed_factor` `(S,)`, `dt` (float) and `steps` (int).
     """
-    f = np.concatenate([data["f0"][:, None], data["f"]], axis=1)
-    runs, snaps, nx, nv = f.shape
+    runs, snaps, nx = data["f"].shape[:3]
+    snaps += 1  # f0 is snapshot 0
     window = int(window)
     if not 1 <= window < snaps:
         raise ValueError(f"`window` must be an int in [1, {snaps - 1}] (snapshot intervals); "
@@ -217,9 +333,9 @@ def trajectory_samples(model, data, window=1, cfl=None, margin=1.2):
     intervals = np.diff(times)
     if not np.allclose(intervals, intervals[0], rtol=1e-9):
         raise ValueError(f"the snapshots must be equally spaced in time; received {times}")
-    m = kinetic_moments(model.autoencoder, f.reshape(-1, nv))
-    rho, u, T = (m[k].reshape(runs, snaps, nx) for k in ("rho", "u", "T"))
-    W = m["W"].reshape(runs, snaps, nx, -1)
+    states = kinetic_states(model, data)
+    rho, u, T = (states[k].reshape(runs, snaps, nx) for k in ("rho", "u", "T"))
+    W = states["W"].reshape(runs, snaps, nx, -1)
     dx = float(data["x"][1] - data["x"][0])
     factor = np.array([model.wave_speed_factor(e, dx) for e in data["eps"]])
     speed = margin * np.max(np.abs(u) + factor[:, None, None] * np.sqrt(T), axis=(1, 2))
@@ -279,7 +395,8 @@ def trajectory_loss(model, samples):
 
 
 def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, window=None,
-                     seed=0, verbose=1, jit_compile=True, check_every=10):
+                     seed=0, verbose=1, jit_compile=True, check_every=10,
+                     hyperbolicity_weight=0.0, state_batch=512):
     """A posteriori training: fits the closure through the moment solver to kinetic states.
 
     A priori (`train_moment_model`) the closure matches the kinetic fluxes and sources at
@@ -295,6 +412,14 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     Gradients through a long unrolled solve can throw the closure into a worse basin (the
     loss then rises for good): every `check_every` steps the loss over all samples is
     evaluated, and the weights with the lowest one (the starting weights included) are kept.
+
+    Nothing in this loss keeps the learned system hyperbolic, and where it is not (complex
+    characteristic speeds) the unrolled solve is ill-posed and its gradients erratic. With
+    `hyperbolicity_weight > 0` the loss gains that weight times `hyperbolicity_penalty` (the
+    mean squared imaginary part of the speeds and excess over the model's largest wave-speed
+    bound, in thermal units) over `state_batch` random
+    kinetic states of the training runs (`kinetic_states`) per step; the checks then rank
+    weights by trajectory loss plus weighted penalty over all those states.
 
     The solve uses the model's wave-speed bound (`speed_factor` or `frozen_speed_factor`):
     the closure is tuned to that scheme, so set the bound before fine-tuning. Memory grows
@@ -312,12 +437,16 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
         jit_compile: XLA-compile the unrolled solve and its gradient.
         check_every: steps between evaluations of the full loss (each costs about
             `samples / batch_size / 3` steps); the last step is always checked.
+        hyperbolicity_weight: non-negative float, weight of the hyperbolicity penalty.
+        state_batch: kinetic states per step for the penalty.
 
     Returns:
         info dict: `loss_before`, `loss_after` (over all samples, of the weights kept),
         `loss_history` (`[step, loss]` pairs of the checks), `best_step` (0: the starting
-        weights were kept), `skipped_steps`, `steps`, `solver_steps`, `fit_s`. The model's
-        NumPy closure is refreshed.
+        weights were kept), `skipped_steps`, `steps`, `solver_steps`, `fit_s`; with a
+        penalty also `penalty_before`, `penalty_after` (over all states, not weighted) and
+        `penalty_history` (the loss entries are then trajectory loss + weighted penalty). The
+        model's NumPy closure is refreshed.
     """
     import tensorflow as tf
 
@@ -328,6 +457,11 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
         raise ValueError(f"`steps`, `batch_size` and `check_every` must be positive ints; "
                          f"received steps={steps!r}, batch_size={batch_size!r}, "
                          f"check_every={check_every!r}")
+    weight = _penalty_weight(hyperbolicity_weight)
+    state_batch = int(state_batch)
+    if state_batch < 1:
+        raise ValueError(f"`state_batch` must be a positive int; received "
+                         f"state_batch={state_batch!r}")
     start_time = time.perf_counter()
     if window is None:
         window = data["f"].shape[1]
@@ -346,11 +480,35 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     arrays = sample_arrays(samples)
     total = len(arrays[0])
 
+    if weight:
+        states = kinetic_states(model, data)
+        states = [states[k].reshape(-1, *states[k].shape[2:]) for k in ("rho", "T", "W", "eps")]
+        penalty_fn = tf.function(hyperbolicity_penalty(closure, _model_speed_bound(model)),
+                                 reduce_retracing=True)
+
+        @tf.function(reduce_retracing=True)
+        def penalty_gradient(*batch):
+            with tf.GradientTape() as tape:
+                value = penalty_fn(*batch)
+            return value, tape.gradient(value, closure.trainable_variables)
+
+    def full_penalty():
+        n = len(states[0])
+        values = [float(penalty_fn(*(tf.constant(a[i:i + 4096], dtype) for a in states))) *
+                  min(4096, n - i) for i in range(0, n, 4096)]
+        return sum(values) / n
+
     def full_loss():
         losses = [float(evaluate(*(tf.constant(a[i:i + 64], dtype) for a in arrays))) *
                   min(64, total - i) for i in range(0, total, 64)]
-        return sum(losses) / total
+        value = sum(losses) / total
+        if weight:
+            penalty = full_penalty()
+            penalties.append(penalty)
+            value += weight * penalty
+        return value
 
+    penalties = []
     info = {"loss_before": full_loss(), "solver_steps": samples["steps"], "steps": steps,
             "samples": total, "window": int(window)}
     best = (info["loss_before"], 0, [w.numpy() for w in closure.trainable_variables])
@@ -367,6 +525,13 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
             loop_start = time.perf_counter()  # after tracing and compilation
         index = rng.choice(total, size=min(batch_size, total), replace=False)
         loss, grads = gradient(*(tf.constant(a[index], dtype) for a in arrays))
+        if weight:
+            pick = rng.choice(len(states[0]), size=min(state_batch, len(states[0])),
+                              replace=False)
+            penalty, penalty_grads = penalty_gradient(*(tf.constant(a[pick], dtype)
+                                                        for a in states))
+            loss = loss + weight * penalty
+            grads = [g + weight * h for g, h in zip(grads, penalty_grads, strict=True)]
         if np.isfinite(float(loss)) and all(
                 bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads):
             optimizer.apply_gradients(zip(grads, closure.trainable_variables, strict=True))
@@ -386,6 +551,10 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     for w, value in zip(closure.trainable_variables, best[2], strict=True):
         w.assign(value)
     info["loss_after"], info["best_step"], info["loss_history"] = best[0], best[1], history
+    if weight:
+        info["penalty_before"] = penalties[0]
+        info["penalty_after"] = penalties[[h[0] for h in history].index(best[1])]
+        info["penalty_history"] = [[h[0], p] for h, p in zip(history, penalties, strict=True)]
     info["skipped_steps"] = skipped
     info["fit_s"] = time.perf_counter() - start_time
     model.numpy_closure = closure.numpy_closure()
@@ -403,19 +572,23 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
                        closure_batch_size=256, learning_rate=3e-3,
                        seed=0, verbose=0, heat_flux_moment=False, frozen_speed_factor=3.0,
                        finetune_steps=0, finetune_window=None, finetune_learning_rate=1e-3,
-                       finetune_batch_size=8, closure_units=(64, 64)):
+                       finetune_batch_size=8, closure_units=(64, 64), hyperbolicity_weight=0.0,
+                       hyperbolicity_steps=500):
     """Fits the autoencoder and the closure on kinetic data (from `generate_kinetic_data`).
 
     With `finetune_steps > 0` the closure is then fitted a posteriori through the solver
     (`finetune_closure`) over `finetune_window` snapshot intervals (default: whole runs from
     the initial state, as the learned model is used). `closure_units` are the hidden widths of
-    the closure network (`MomentClosure(units=...)`).
+    the closure network (`MomentClosure(units=...)`). With `hyperbolicity_weight > 0` the
+    a priori fit is followed by `hyperbolicity_steps` steps of `penalised_closure_fit` (the
+    same loss plus the weighted `hyperbolicity_penalty`), and the fine-tuning keeps the penalty.
 
     Returns:
         `(LearnedMomentModel, info)` with `info` the final losses and fit times (and the
         fine-tuning's under `"finetune"`).
     """
     _positive_number("frozen_speed_factor", frozen_speed_factor)  # before any training
+    _penalty_weight(hyperbolicity_weight)
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     nv = data["f"].shape[-1]
@@ -449,12 +622,107 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     info["closure_samples"] = len(x)
     info["autoencoder_samples"] = len(f)
     model = LearnedMomentModel(autoencoder, closure, frozen_speed_factor=frozen_speed_factor)
+    if hyperbolicity_weight:
+        info["penalised_fit"] = penalised_closure_fit(
+            model, x, y, hyperbolicity_weight, steps=hyperbolicity_steps, seed=seed,
+            verbose=verbose)
     if finetune_steps:
         info["finetune"] = finetune_closure(
             model, data, steps=finetune_steps, batch_size=finetune_batch_size,
             learning_rate=finetune_learning_rate, window=finetune_window, seed=seed,
-            verbose=verbose)
+            verbose=verbose, hyperbolicity_weight=hyperbolicity_weight)
     return model, info
+
+
+def _penalty_weight(weight):
+    value = float(weight)
+    if not value >= 0:
+        raise ValueError(f"`hyperbolicity_weight` must be a non-negative float; received "
+                         f"hyperbolicity_weight={weight!r}")
+    return value
+
+
+def _model_speed_bound(model):
+    """The largest wave-speed factor of the model's solver (its bound at large eps)."""
+    return model.speed_factor or model.frozen_speed_factor
+
+
+def penalised_closure_fit(model, x, y, weight, steps=500, batch_size=512, learning_rate=1e-3,
+                          seed=0, verbose=0):
+    """A priori closure fit with the hyperbolicity penalty: makes the learned system hyperbolic.
+
+    Adam on the closure's a priori loss (`MomentClosure.compute_loss`: mean squared output
+    error in units of the output RMS) plus `weight` times `hyperbolicity_penalty` with the
+    model's largest wave-speed bound, both over a batch of the training states `x` per step.
+    Started from the plain a priori fit, it trades little of that loss for real
+    characteristic speeds within the bound, which the fit through the solver
+    (`finetune_closure`) needs.
+
+    Args:
+        model: `LearnedMomentModel`; its closure is updated in place.
+        x, y: closure inputs and targets (`closure_training_data`).
+        weight: positive float, weight of the penalty.
+        steps, batch_size, learning_rate, seed: of the Adam loop (cosine-decayed rate).
+        verbose: 1 for a progress bar.
+
+    Returns:
+        info dict: `loss_before`, `loss_after` (a priori loss over all of `x`),
+        `penalty_before`, `penalty_after` (over all of `x`), `steps`, `fit_s`. The model's
+        NumPy closure is refreshed.
+    """
+    import tensorflow as tf
+
+    weight = _penalty_weight(weight)
+    steps, batch_size = int(steps), int(batch_size)
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"`steps` and `batch_size` must be positive ints; received "
+                         f"steps={steps!r}, batch_size={batch_size!r}")
+    start = time.perf_counter()
+    closure = model.closure
+    dtype = closure.compute_dtype
+    K = closure.num_moments
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    rho, _, T = primitive_from_conserved(x[:, :3])
+    arrays = [x, y, rho, T, x[:, 3:3 + K], x[:, -1]]
+    penalty_fn = hyperbolicity_penalty(closure, _model_speed_bound(model))
+
+    def losses(xb, yb, *states):
+        prediction_error = (closure(xb) - yb) / closure.output_scale
+        return tf.reduce_mean(prediction_error**2), penalty_fn(*states)
+
+    evaluate = tf.function(losses, reduce_retracing=True)
+
+    def full():
+        parts = np.array([[float(v) * min(4096, len(x) - i) for v in evaluate(
+            *(tf.constant(a[i:i + 4096], dtype) for a in arrays))]
+            for i in range(0, len(x), 4096)])
+        return parts.sum(axis=0) / len(x)
+
+    optimizer = keras.optimizers.Adam(_cosine(learning_rate, steps))
+    optimizer.build(closure.trainable_variables)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(*batch):
+        with tf.GradientTape() as tape:
+            fit, penalty = losses(*batch)
+            loss = fit + weight * penalty
+        grads = tape.gradient(loss, closure.trainable_variables)
+        optimizer.apply_gradients(zip(grads, closure.trainable_variables, strict=True))
+        return fit, penalty
+
+    info = dict(zip(("loss_before", "penalty_before"), full(), strict=True))
+    rng = np.random.default_rng(seed)
+    progress = keras.utils.Progbar(steps, verbose=verbose)
+    for step in range(steps):
+        index = rng.choice(len(x), size=min(batch_size, len(x)), replace=False)
+        fit, penalty = train_step(*(tf.constant(a[index], dtype) for a in arrays))
+        progress.update(step + 1, [("loss", float(fit)), ("penalty", float(penalty))])
+    info.update(zip(("loss_after", "penalty_after"), full(), strict=True))
+    info["steps"] = steps
+    info["fit_s"] = time.perf_counter() - start
+    model.numpy_closure = closure.numpy_closure()
+    return info
 
 
 def _cosine(learning_rate, steps):

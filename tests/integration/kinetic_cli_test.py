@@ -13,11 +13,16 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
               "0.02", f"--output_dir={out}", f"--model_dir={models}", f"--cache_dir={cache}"]
     result = run_cli("kinetic", *common, "--train_runs", "3", "--num_moments", "2",
                      "--autoencoder_epochs", "1", "--closure_epochs", "1",
-                     "--finetune_steps", "2", "--frozen_speed_factor", "5", timeout=600)
+                     "--finetune_steps", "2", "--frozen_speed_factor", "5",
+                     "--hyperbolicity_weight", "0.5", timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     with open(out / "result.json") as f:
         r = json.load(f)
     assert r["training"]["finetune"]["steps"] == 2
+    assert len(r["training"]["finetune"]["penalty_history"]) == 2  # checks at steps 0 and 2
+    penalised = r["training"]["penalised_fit"]
+    assert penalised["steps"] == 500 and penalised["penalty_after"] >= 0
+    assert "penalised a priori fit: hyperbolicity penalty" in result.stdout
     c = r["learned_characteristics"]
     assert abs(c["bound"] - relaxation_speed_factor(0.1, 1 / 24, 5.0)) < 1e-12
     assert 0 <= c["complex_fraction"] <= 1 and c["max_speed_factor"] > 1
@@ -50,3 +55,7 @@ def test_kinetic_command_rejects_bad_input(tmp_path):
                      f"--cache_dir={tmp_path}", "--train_runs", "1", "--num_x", "8")
     assert result.returncode == 2
     assert "frozen_speed_factor" in result.stderr
+    result = run_cli("kinetic", "--hyperbolicity_weight", "-1", f"--output_dir={tmp_path}",
+                     f"--cache_dir={tmp_path}", "--train_runs", "1", "--num_x", "8")
+    assert result.returncode == 2
+    assert "hyperbolicity_weight=-1" in result.stderr

@@ -9,15 +9,21 @@ from mlcmk.problems.kinetic.data import generate_kinetic_data
 from mlcmk.problems.kinetic.moment_solver import (
     MomentSolver,
     characteristic_speeds,
+    quasilinear_matrix,
     to_conserved,
 )
 from mlcmk.testing import TestCase
 from mlcmk.training.moment_closure import (
+    characteristic_matrix,
+    characteristic_summary,
     closure_training_data,
     compare_models,
     finetune_closure,
+    hyperbolicity_penalty,
     hyperbolicity_report,
     kinetic_moments,
+    kinetic_states,
+    penalised_closure_fit,
     sample_arrays,
     train_moment_model,
     trajectory_loss,
@@ -38,19 +44,26 @@ class LearnedMomentModelTest(TestCase):
                                          closure_units=(48, 40))
         self.assertTrue(np.isfinite(info["closure_loss"]))
         self.assertEqual([layer.units for layer in model.closure.net.layers], [48, 40, 9])
-        # Characteristic speeds at the training states, per run: the same as computed directly.
+        # Characteristic speeds at the training states, per run: the same as computed directly
+        # (exactly from the autodiff matrix, to the finite-difference error from the FD one).
         report = hyperbolicity_report(model, data)
         self.assertEqual(report["max_speed_factor"].shape, (4,))
         np.testing.assert_array_equal(report["eps"], data["eps"])
         f = np.concatenate([data["f0"][2][None], data["f"][2]]).reshape(-1, 48)
         m = kinetic_moments(model.autoencoder, f)
+        exact = np.linalg.eigvals(characteristic_matrix(model.closure)(
+            m["rho"], m["T"], m["W"], np.full(len(f), data["eps"][2])).numpy())
+        self.assertAlmostEqual(report["max_speed_factor"][2], np.abs(exact.real).max(),
+                               delta=1e-12)
+        self.assertAlmostEqual(report["max_imag"][2], np.abs(exact.imag).max(), delta=1e-12)
         speeds = characteristic_speeds(model.numpy_closure,
                                        to_conserved(m["rho"], m["u"], m["T"], m["W"]),
                                        data["eps"][2])
         self.assertAlmostEqual(report["max_speed_factor"][2], np.max(
-            np.abs(speeds.real - m["u"][:, None]) / np.sqrt(m["T"])[:, None]), delta=1e-12)
-        self.assertAlmostEqual(report["max_imag"][2], np.max(
-            np.abs(speeds.imag) / np.sqrt(m["T"])[:, None]), delta=1e-12)
+            np.abs(speeds.real - m["u"][:, None]) / np.sqrt(m["T"])[:, None]), delta=1e-4)
+        fd = characteristic_summary(model.numpy_closure, m["rho"], m["u"], m["T"], m["W"],
+                                    data["eps"][2])
+        self.assertAlmostEqual(fd["max_speed_factor"], report["max_speed_factor"][2], delta=1e-4)
         self.assertTrue(np.all((0 <= report["complex_fraction"])
                                & (report["complex_fraction"] <= 1)))
         self.assertTrue(np.all(report["max_speed_factor"] > 1.0))
@@ -188,6 +201,55 @@ class DifferentiableSolveTest(TestCase):
         np.testing.assert_allclose(Q.numpy(), np.stack(expected), rtol=1e-12, atol=1e-13)
         self.assertGreater(np.abs(np.stack(expected) - np.stack(states)).max(), 1e-3)
 
+    def test_characteristic_matrix_and_hyperbolicity_penalty(self):
+        import tensorflow as tf
+
+        rng = np.random.default_rng(5)
+        closure = MomentClosure(num_moments=3, units=[16])
+        closure.build((None, 7))
+        w_maxwell = np.array([0.4, 0.2, 0.0])
+        closure.w_maxwell.assign(w_maxwell)
+        closure.output_scale.assign(rng.uniform(0.5, 2.0, 13))
+        n, eps = 64, 0.3
+        rho, T = rng.uniform(0.5, 2.0, n), rng.uniform(0.5, 2.0, n)
+        W = w_maxwell + 0.5 * rng.normal(size=(n, 3))
+        states = [tf.constant(a) for a in (rho, T, W, np.full(n, eps))]
+        # Automatic differentiation against the finite-difference quasi-linear matrix.
+        A = characteristic_matrix(closure)(*states).numpy()
+        expected = quasilinear_matrix(closure.numpy_closure(), to_conserved(rho, 0 * rho, T, W),
+                                      eps) / np.sqrt(T)[:, None, None]
+        np.testing.assert_allclose(A, expected, rtol=0, atol=1e-6 * np.abs(expected).max())
+        # The penalty: squared imaginary parts, plus real parts beyond the bound.
+        speeds = np.linalg.eigvals(A)
+        self.assertGreater(np.mean(np.abs(speeds.imag).max(axis=1) > 1e-6), 0.05)
+        bound = 0.5 * np.abs(speeds.real).max()
+        excess = speeds.imag**2 + np.maximum(np.abs(speeds.real) - bound, 0.0) ** 2
+        self.assertAlmostEqual(float(hyperbolicity_penalty(closure)(*states)),
+                               np.mean(np.sum(speeds.imag**2, axis=1)), delta=1e-9)
+        penalty = hyperbolicity_penalty(closure, speed_bound=bound)
+        self.assertAlmostEqual(float(penalty(*states)), np.mean(np.sum(excess, axis=1)),
+                               delta=1e-9)
+        # Its gradient with respect to the weights is the derivative along a direction.
+        weights = closure.trainable_variables
+        with tf.GradientTape() as tape:
+            value = penalty(*states)
+        grads = tape.gradient(value, weights)
+        direction = [rng.normal(size=w.shape) for w in weights]
+        slope = sum(float(tf.reduce_sum(g * d)) for g, d in zip(grads, direction, strict=True))
+        start = [w.numpy() for w in weights]
+        h = 1e-6
+        values = []
+        for sign in (1.0, -1.0):
+            for w, w0, d in zip(weights, start, direction, strict=True):
+                w.assign(w0 + sign * h * d)
+            values.append(float(penalty(*states)))
+        for w, w0 in zip(weights, start, strict=True):
+            w.assign(w0)
+        self.assertGreater(abs(slope), 1e-3)
+        self.assertAlmostEqual((values[0] - values[1]) / (2 * h) / slope, 1.0, delta=1e-4)
+        with self.assertRaisesRegex(ValueError, "speed_bound"):
+            hyperbolicity_penalty(closure, speed_bound=-1.0)
+
     def test_finetuning_lowers_the_trajectory_loss_and_updates_the_solver(self):
         import tensorflow as tf
 
@@ -250,6 +312,46 @@ class DifferentiableSolveTest(TestCase):
         if info["best_step"] == 0:
             for w, w0 in zip(weights, tuned, strict=True):
                 np.testing.assert_array_equal(w.numpy(), w0)
+        # With the hyperbolicity penalty: the checks rank trajectory loss + weighted penalty.
+        info = finetune_closure(model, data, steps=4, batch_size=4, learning_rate=3e-3, window=1,
+                                check_every=2, verbose=0, hyperbolicity_weight=0.5,
+                                state_batch=32)
+        penalty = np.array(info["penalty_history"])
+        np.testing.assert_array_equal(penalty[:, 0], [0, 2, 4])
+        self.assertEqual(info["penalty_before"], penalty[0, 1])
+        best = [h[0] for h in info["loss_history"]].index(info["best_step"])
+        self.assertEqual(info["penalty_after"], penalty[best, 1])
+        states = kinetic_states(model, data)
+        flat = [tf.constant(states[k].reshape(-1, *states[k].shape[2:]))
+                for k in ("rho", "T", "W", "eps")]
+        self.assertEqual(len(flat[0]), 3 * 3 * 24)  # f0 and two snapshots per run
+        self.assertAlmostEqual(
+            float(hyperbolicity_penalty(model.closure, model.frozen_speed_factor)(*flat)),
+            info["penalty_after"], delta=1e-9)
+        self.assertAlmostEqual(float(loss(*batch)) + 0.5 * info["penalty_after"],
+                               info["loss_after"], delta=1e-9)
+        # The penalised a priori fit: the penalty falls, the a priori loss stays near.
+        x, y = closure_training_data(model.autoencoder, data)
+        rho = x[:, 0]
+        T = 2 * x[:, 2] / rho - (x[:, 1] / rho) ** 2
+        full_penalty = hyperbolicity_penalty(model.closure, model.frozen_speed_factor)
+        cells = [tf.constant(a) for a in (rho, T, x[:, 3:5], x[:, -1])]
+        start_penalty = float(full_penalty(*cells))
+        fit = penalised_closure_fit(model, x, y, 1.0, steps=40, batch_size=64,
+                                    learning_rate=3e-3)
+        self.assertAlmostEqual(fit["penalty_before"], start_penalty, delta=1e-9 * start_penalty)
+        self.assertGreater(fit["penalty_before"], 1e-3)
+        self.assertLess(fit["penalty_after"], 0.3 * fit["penalty_before"])
+        self.assertAlmostEqual(fit["penalty_after"], float(full_penalty(*cells)), delta=1e-9)
+        self.assertTrue(np.isfinite(fit["loss_after"]))
+        with self.assertRaisesRegex(ValueError, "steps=0"):
+            penalised_closure_fit(model, x, y, 1.0, steps=0)
+        with self.assertRaisesRegex(ValueError, "hyperbolicity_weight=-1"):
+            train_moment_model(data, hyperbolicity_weight=-1.0)
+        with self.assertRaisesRegex(ValueError, "hyperbolicity_weight=-1"):
+            finetune_closure(model, data, steps=2, hyperbolicity_weight=-1.0)
+        with self.assertRaisesRegex(ValueError, "state_batch=0"):
+            finetune_closure(model, data, steps=2, hyperbolicity_weight=1.0, state_batch=0)
         with self.assertRaisesRegex(ValueError, "window"):
             trajectory_samples(model, data, window=3)
         with self.assertRaisesRegex(ValueError, "steps"):

@@ -23,9 +23,10 @@ The scheme (`moment_rate`, `moment_step`) is written once over an array namespac
 `MomentSolver`, `tf.experimental.numpy` for the differentiable unrolled solve that fits a
 closure a posteriori (`mlcmk.training.moment_closure.finetune_closure`).
 
-Nothing makes a learned system hyperbolic: `characteristic_speeds` gives the eigenvalues of
-its quasi-linear form (flux Jacobian and non-conservative source) at given states, to check
-that they are real and that the solver's wave-speed bound covers them.
+Nothing in the scheme makes a learned system hyperbolic: `characteristic_speeds` gives the
+eigenvalues of its quasi-linear form (flux Jacobian and non-conservative source) at given
+states, to check that they are real and that the solver's wave-speed bound covers them
+(`mlcmk.training.moment_closure.hyperbolicity_penalty` turns that into a training loss).
 """
 
 import math
