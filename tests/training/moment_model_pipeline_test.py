@@ -31,6 +31,27 @@ from mlcmk.training.moment_closure import (
 )
 
 
+def _directional_derivatives(value, weights, rng, h):
+    """The derivative of `value()` along a random direction of the weights: by the gradient
+    tape and by central differences of step `h`."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        result = value()
+    grads = tape.gradient(result, weights)
+    direction = [rng.normal(size=w.shape) for w in weights]
+    slope = sum(float(tf.reduce_sum(g * d)) for g, d in zip(grads, direction, strict=True))
+    start = [w.numpy() for w in weights]
+    values = []
+    for sign in (1.0, -1.0):
+        for w, w0, d in zip(weights, start, direction, strict=True):
+            w.assign(w0 + sign * h * d)
+        values.append(float(value()))
+    for w, w0 in zip(weights, start, strict=True):
+        w.assign(w0)
+    return slope, (values[0] - values[1]) / (2 * h)
+
+
 class LearnedMomentModelTest(TestCase):
     def setUp(self):
         super().setUp()
@@ -230,23 +251,10 @@ class DifferentiableSolveTest(TestCase):
         self.assertAlmostEqual(float(penalty(*states)), np.mean(np.sum(excess, axis=1)),
                                delta=1e-9)
         # Its gradient with respect to the weights is the derivative along a direction.
-        weights = closure.trainable_variables
-        with tf.GradientTape() as tape:
-            value = penalty(*states)
-        grads = tape.gradient(value, weights)
-        direction = [rng.normal(size=w.shape) for w in weights]
-        slope = sum(float(tf.reduce_sum(g * d)) for g, d in zip(grads, direction, strict=True))
-        start = [w.numpy() for w in weights]
-        h = 1e-6
-        values = []
-        for sign in (1.0, -1.0):
-            for w, w0, d in zip(weights, start, direction, strict=True):
-                w.assign(w0 + sign * h * d)
-            values.append(float(penalty(*states)))
-        for w, w0 in zip(weights, start, strict=True):
-            w.assign(w0)
+        slope, difference = _directional_derivatives(lambda: penalty(*states),
+                                                     closure.trainable_variables, rng, 1e-6)
         self.assertGreater(abs(slope), 1e-3)
-        self.assertAlmostEqual((values[0] - values[1]) / (2 * h) / slope, 1.0, delta=1e-4)
+        self.assertAlmostEqual(difference / slope, 1.0, delta=1e-4)
         with self.assertRaisesRegex(ValueError, "speed_bound"):
             hyperbolicity_penalty(closure, speed_bound=-1.0)
 
@@ -268,23 +276,10 @@ class DifferentiableSolveTest(TestCase):
         loss = trajectory_loss(model, samples)
         batch = [tf.constant(a) for a in sample_arrays(samples)]
         weights = model.closure.trainable_variables
-        with tf.GradientTape() as tape:
-            value = loss(*batch)
-        grads = tape.gradient(value, weights)
         rng = np.random.default_rng(0)
-        direction = [rng.normal(size=w.shape) for w in weights]
-        slope = sum(float(tf.reduce_sum(g * d)) for g, d in zip(grads, direction, strict=True))
-        start = [w.numpy() for w in weights]
-        h = 1e-5
-        values = []
-        for sign in (1.0, -1.0):
-            for w, w0, d in zip(weights, start, direction, strict=True):
-                w.assign(w0 + sign * h * d)
-            values.append(float(loss(*batch)))
-        for w, w0 in zip(weights, start, strict=True):
-            w.assign(w0)
+        slope, difference = _directional_derivatives(lambda: loss(*batch), weights, rng, 1e-5)
         self.assertGreater(abs(slope), 1e-6)
-        self.assertAlmostEqual((values[0] - values[1]) / (2 * h) / slope, 1.0, delta=1e-5)
+        self.assertAlmostEqual(difference / slope, 1.0, delta=1e-5)
         # A closure thrown off by a perturbation of its last layer: fitting through the solver
         # brings the trajectories back.
         last = model.closure.net.layers[-1]
