@@ -52,6 +52,16 @@ def _directional_derivatives(value, weights, rng, h):
     return slope, (values[0] - values[1]) / (2 * h)
 
 
+def _random_closure(rng, low, high):
+    """An untrained K = 3 closure with output scales drawn from [low, high]."""
+    closure = MomentClosure(num_moments=3, units=[16])
+    closure.build((None, 7))
+    w_maxwell = np.array([0.4, 0.2, 0.0])
+    closure.w_maxwell.assign(w_maxwell)
+    closure.output_scale.assign(rng.uniform(low, high, 13))
+    return closure, w_maxwell
+
+
 class LearnedMomentModelTest(TestCase):
     def setUp(self):
         super().setUp()
@@ -194,11 +204,7 @@ class DifferentiableSolveTest(TestCase):
         from mlcmk.training.moment_closure import _tensor_closure
 
         rng = np.random.default_rng(3)
-        closure = MomentClosure(num_moments=3, units=[16])
-        closure.build((None, 7))
-        w_maxwell = np.array([0.4, 0.2, 0.0])
-        closure.w_maxwell.assign(w_maxwell)
-        closure.output_scale.assign(rng.uniform(0.05, 0.2, 13))
+        closure, w_maxwell = _random_closure(rng, 0.05, 0.2)
         numpy_closure = closure.numpy_closure()
         problem = BGK1D(num_x=24)
         eps, factor, dt = (0.03, 2.0), (2.5, 3.0), 2e-3
@@ -226,11 +232,7 @@ class DifferentiableSolveTest(TestCase):
         import tensorflow as tf
 
         rng = np.random.default_rng(5)
-        closure = MomentClosure(num_moments=3, units=[16])
-        closure.build((None, 7))
-        w_maxwell = np.array([0.4, 0.2, 0.0])
-        closure.w_maxwell.assign(w_maxwell)
-        closure.output_scale.assign(rng.uniform(0.5, 2.0, 13))
+        closure, w_maxwell = _random_closure(rng, 0.5, 2.0)
         n, eps = 64, 0.3
         rho, T = rng.uniform(0.5, 2.0, n), rng.uniform(0.5, 2.0, n)
         W = w_maxwell + 0.5 * rng.normal(size=(n, 3))
