@@ -492,18 +492,10 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
                 value = penalty_fn(*batch)
             return value, tape.gradient(value, closure.trainable_variables)
 
-    def full_penalty():
-        n = len(states[0])
-        values = [float(penalty_fn(*(tf.constant(a[i:i + 4096], dtype) for a in states))) *
-                  min(4096, n - i) for i in range(0, n, 4096)]
-        return sum(values) / n
-
     def full_loss():
-        losses = [float(evaluate(*(tf.constant(a[i:i + 64], dtype) for a in arrays))) *
-                  min(64, total - i) for i in range(0, total, 64)]
-        value = sum(losses) / total
+        value = float(_row_mean(evaluate, arrays, dtype, 64)[0])
         if weight:
-            penalty = full_penalty()
+            penalty = float(_row_mean(penalty_fn, states, dtype, 4096)[0])
             penalties.append(penalty)
             value += weight * penalty
         return value
@@ -634,6 +626,19 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     return model, info
 
 
+def _row_mean(fn, arrays, dtype, size):
+    """Mean over all rows of `arrays` of `fn` (a batch mean, or a tuple of them), evaluated
+    by batches of `size` rows and weighted by batch size: a float array, one entry per output."""
+    import tensorflow as tf
+
+    n = len(arrays[0])
+    total = 0.0
+    for i in range(0, n, size):
+        out = fn(*(tf.constant(a[i:i + size], dtype) for a in arrays))
+        total = total + np.array([float(v) for v in np.atleast_1d(out)]) * min(size, n - i)
+    return total / n
+
+
 def _penalty_weight(weight):
     value = float(weight)
     if not value >= 0:
@@ -694,10 +699,7 @@ def penalised_closure_fit(model, x, y, weight, steps=500, batch_size=512, learni
     evaluate = tf.function(losses, reduce_retracing=True)
 
     def full():
-        parts = np.array([[float(v) * min(4096, len(x) - i) for v in evaluate(
-            *(tf.constant(a[i:i + 4096], dtype) for a in arrays))]
-            for i in range(0, len(x), 4096)])
-        return parts.sum(axis=0) / len(x)
+        return [float(v) for v in _row_mean(evaluate, arrays, dtype, 4096)]
 
     optimizer = keras.optimizers.Adam(_cosine(learning_rate, steps))
     optimizer.build(closure.trainable_variables)
