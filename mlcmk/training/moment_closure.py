@@ -599,19 +599,12 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
                               verbose=verbose)
     info["autoencoder_loss"] = float(history.history["loss"][-1])
     info["autoencoder_fit_s"] = time.perf_counter() - start
-    start = time.perf_counter()
     x, y = closure_training_data(autoencoder, data)
-    closure = MomentClosure(num_moments=num_moments, heat_flux_moment=heat_flux_moment,
-                            units=closure_units)
-    closure.build((None, 4 + num_moments))
-    closure.adapt(x, y, autoencoder.maxwellian_moments(), autoencoder.maxwellian_closure())
-    steps = closure_epochs * math.ceil(len(x) / closure_batch_size)
-    closure.compile(optimizer=keras.optimizers.Adam(_cosine(learning_rate, steps)))
-    history = closure.fit(x, y, batch_size=closure_batch_size, epochs=closure_epochs,
-                          verbose=verbose)
-    info["closure_loss"] = float(history.history["loss"][-1])
-    info["closure_fit_s"] = time.perf_counter() - start
-    info["closure_samples"] = len(x)
+    closure, closure_info = fit_closure(autoencoder, x, y, epochs=closure_epochs,
+                                        batch_size=closure_batch_size,
+                                        learning_rate=learning_rate, units=closure_units,
+                                        verbose=verbose)
+    info.update(closure_info)
     info["autoencoder_samples"] = len(f)
     model = LearnedMomentModel(autoencoder, closure, frozen_speed_factor=frozen_speed_factor)
     if hyperbolicity_weight:
@@ -624,6 +617,33 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
             learning_rate=finetune_learning_rate, window=finetune_window, seed=seed,
             verbose=verbose, hyperbolicity_weight=hyperbolicity_weight)
     return model, info
+
+
+def fit_closure(autoencoder, x, y, epochs=200, batch_size=256, learning_rate=3e-3,
+                units=(64, 64), verbose=0):
+    """Fits a `MomentClosure` for `autoencoder` to closure inputs and targets, a priori.
+
+    Args:
+        autoencoder: the trained `MomentAutoencoder` whose moments the closure takes (its
+            `num_moments`, `heat_flux_moment` and Maxwellian values set the closure's).
+        x, y: inputs and exact outputs (`closure_training_data`).
+        epochs, batch_size, learning_rate: Adam with a cosine-decayed rate.
+        units: hidden widths of the closure network.
+
+    Returns:
+        `(closure, info)`, `info` with `closure_loss`, `closure_fit_s`, `closure_samples`.
+    """
+    start = time.perf_counter()
+    K = autoencoder.num_moments
+    closure = MomentClosure(num_moments=K, heat_flux_moment=autoencoder.heat_flux_moment,
+                            units=units)
+    closure.build((None, 4 + K))
+    closure.adapt(x, y, autoencoder.maxwellian_moments(), autoencoder.maxwellian_closure())
+    steps = epochs * math.ceil(len(x) / batch_size)
+    closure.compile(optimizer=keras.optimizers.Adam(_cosine(learning_rate, steps)))
+    history = closure.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose)
+    return closure, {"closure_loss": float(history.history["loss"][-1]),
+                     "closure_fit_s": time.perf_counter() - start, "closure_samples": len(x)}
 
 
 def _row_mean(fn, arrays, dtype, size):
