@@ -218,9 +218,10 @@ def main():
                 print(f"num_x {num_x} eps {row['eps']:g} {row['kind']}:{row['seed']}  closure "
                       f"fitted to these runs {text} | learned {fmt(row['learned'])}", flush=True)
         rows += [r[0] for r in grid_rows]
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    write_json(args.output + ".json", {"settings": vars(args), "rows": rows})
-    print(f"written {args.output}.json")
+        # After every grid, so that a long run that stops keeps what it measured.
+        os.makedirs(os.path.dirname(args.output), exist_ok=True)
+        write_json(args.output + ".json", {"settings": vars(args), "rows": rows})
+        print(f"written {args.output}.json ({num_x} cells done)", flush=True)
 
 
 if __name__ == "__main__":
