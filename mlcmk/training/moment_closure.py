@@ -13,7 +13,7 @@ import numpy as np
 
 from mlcmk.models.moment_autoencoder import MomentAutoencoder
 from mlcmk.models.moment_closure import MomentClosure
-from mlcmk.problems.kinetic.bgk import _positive_number, primitive_from_conserved
+from mlcmk.problems.kinetic.bgk import _positive_int, _positive_number, primitive_from_conserved
 from mlcmk.problems.kinetic.moment_solver import (
     MomentSolver,
     _flux,
@@ -633,6 +633,9 @@ def fit_closure(autoencoder, x, y, epochs=200, batch_size=256, learning_rate=3e-
     Returns:
         `(closure, info)`, `info` with `closure_loss`, `closure_fit_s`, `closure_samples`.
     """
+    epochs = _positive_int("epochs", epochs)
+    batch_size = _positive_int("batch_size", batch_size)
+    _positive_number("learning_rate", learning_rate)
     start = time.perf_counter()
     K = autoencoder.num_moments
     closure = MomentClosure(num_moments=K, heat_flux_moment=autoencoder.heat_flux_moment,

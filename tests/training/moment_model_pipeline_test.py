@@ -19,6 +19,7 @@ from mlcmk.training.moment_closure import (
     closure_training_data,
     compare_models,
     finetune_closure,
+    fit_closure,
     hyperbolicity_penalty,
     hyperbolicity_report,
     kinetic_moments,
@@ -343,6 +344,19 @@ class DifferentiableSolveTest(TestCase):
         self.assertTrue(np.isfinite(fit["loss_after"]))
         with self.assertRaisesRegex(ValueError, "steps=0"):
             penalised_closure_fit(model, x, y, 1.0, steps=0)
+        # The a priori fit on its own: the closure of the autoencoder's moments.
+        closure, info = fit_closure(model.autoencoder, x, y, epochs=2, batch_size=64,
+                                    units=(8,))
+        self.assertEqual((closure.num_moments, closure.heat_flux_moment, closure.units),
+                         (2, model.autoencoder.heat_flux_moment, [8]))
+        self.assertEqual(info["closure_samples"], len(x))
+        self.assertTrue(np.isfinite(info["closure_loss"]))
+        with self.assertRaisesRegex(ValueError, "epochs=0"):
+            fit_closure(model.autoencoder, x, y, epochs=0)
+        with self.assertRaisesRegex(ValueError, "learning_rate=-1"):
+            fit_closure(model.autoencoder, x, y, learning_rate=-1.0)
+        with self.assertRaisesRegex(ValueError, r"\(batch, 6\)"):
+            fit_closure(model.autoencoder, x[:, :5], y, epochs=1)
         with self.assertRaisesRegex(ValueError, "hyperbolicity_weight=-1"):
             train_moment_model(data, hyperbolicity_weight=-1.0)
         with self.assertRaisesRegex(ValueError, "hyperbolicity_weight=-1"):
