@@ -112,16 +112,15 @@ def refined_kinetic(problem, kind, seed, t_end, factor):
 
 
 def local_fit(model, data, epochs):
-    """The model with its closure refitted, a priori, to the closure values of `data`."""
+    """The model with its closure refitted, a priori, to the closure values of `data`, and
+    the fit's `info`."""
     x, y = closure_training_data(model.autoencoder, data)
     closure, info = fit_closure(model.autoencoder, x, y, epochs=epochs,
                                 units=model.closure.units)
     print(f"closure fitted to {len(x)} cells of the test runs: loss {info['closure_loss']:.3g} "
           f"in {info['closure_fit_s']:.0f} s", flush=True)
-    local = LearnedMomentModel(model.autoencoder, closure, speed_factor=model.speed_factor,
-                               cfl=model.cfl, frozen_speed_factor=model.frozen_speed_factor)
-    local.info = info
-    return local
+    return LearnedMomentModel(model.autoencoder, closure, speed_factor=model.speed_factor,
+                              cfl=model.cfl, frozen_speed_factor=model.frozen_speed_factor), info
 
 
 def main():
@@ -189,8 +188,9 @@ def main():
                           f"{fmt(row['kinetic_grid_error'])} | learned against it "
                           f"{fmt(row['learned_vs_refined'])}", flush=True)
                 grid_rows.append((row, problem, f0, kinetic, w_kinetic))
-                fit_f.append(f[::args.local_fit_stride])
-                fit_eps.append(eps)
+                if args.local_fit_epochs:
+                    fit_f.append(f[::args.local_fit_stride])
+                    fit_eps.append(eps)
                 print(f"num_x {num_x} eps {eps:g} {kind}:{seed}  exact closure, bound "
                       + ", bound ".join(f"{c}: {fmt(e)}" for c, e in row["oracle"].items())
                       + "".join(f" | state's heat flux, bound {c}: {fmt(e)}" for c, e in
@@ -203,10 +203,10 @@ def main():
                                 row.get("w_error_oracle_state_heat_flux", {}).items()),
                       flush=True)
         if args.local_fit_epochs:
-            local = local_fit(model, {"f": np.stack(fit_f), "eps": np.array(fit_eps)},
-                              args.local_fit_epochs)
+            local, info = local_fit(model, {"f": np.stack(fit_f), "eps": np.array(fit_eps)},
+                                    args.local_fit_epochs)
             for row, problem, f0, kinetic, w_kinetic in grid_rows:
-                row["local_fit_loss"] = local.info["closure_loss"]
+                row["local_fit_loss"] = info["closure_loss"]
                 try:
                     solution = local.solve(f0, row["eps"], problem.dx, 0.1)
                     row["local_fit"] = relative_l2_fields(solution[:3], kinetic)
