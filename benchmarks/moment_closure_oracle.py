@@ -18,10 +18,14 @@ a priori (`fit_closure`, N epochs) to the closure values of the test runs themse
 of `(rho, T, W, eps)` that has seen the answers: the best case of any local closure with
 these moments, evaluated (unlike the exact values) at the moment solution's own state.
 
+With `--limiter NAME` the oracle and learned solves use that slope limiter (`minmod`, the
+models' default, `van_leer` or `mc`) instead of the model's; the kinetic solver keeps minmod.
+
 With `--kinetic_refinement R` the kinetic solution on the grid is itself compared with one on
 R times finer cells (averaged back to the grid): the kinetic solver's own discretisation
 error, the floor of any comparison "against the kinetic solver on the same grid"; the learned
-solve's error against that finer reference is reported too.
+solve's error against that finer reference is reported too, and so is the exact-closure
+solve's (with the solution's own heat flux for heat-flux models).
 
     python benchmarks/moment_closure_oracle.py --model_dir runs/model --num_x 100,200
 """
@@ -34,6 +38,7 @@ import numpy as np
 from mlcmk import config
 from mlcmk.io import write_json
 from mlcmk.problems.kinetic import BGK1D
+from mlcmk.problems.kinetic.bgk import slope_limiter
 from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state
 from mlcmk.problems.kinetic.moment_solver import moment_step, to_conserved, to_primitive
 from mlcmk.training.moment_closure import (
@@ -88,7 +93,7 @@ def oracle_solve(model, problem, times, f, t_end, speed_factor, state_heat_flux=
                  t_end - t)
         closure.time = t + 0.5 * dt  # the closure of the step's midpoint
         Q = moment_step(np, closure, Q, dt, problem.dx, problem.eps, speed_factor,
-                        closure.w_maxwell)
+                        closure.w_maxwell, model.limiter)
         t += dt
     return to_primitive(Q)
 
@@ -120,7 +125,8 @@ def local_fit(model, data, epochs):
     print(f"closure fitted to {len(x)} cells of the test runs: loss {info['closure_loss']:.3g} "
           f"in {info['closure_fit_s']:.0f} s", flush=True)
     return LearnedMomentModel(model.autoencoder, closure, speed_factor=model.speed_factor,
-                              cfl=model.cfl, frozen_speed_factor=model.frozen_speed_factor), info
+                              cfl=model.cfl, frozen_speed_factor=model.frozen_speed_factor,
+                              limiter=model.limiter), info
 
 
 def main():
@@ -132,6 +138,8 @@ def main():
                         help="wave-speed bounds of the oracle solve ('model': the model's)")
     parser.add_argument("--test_cases", default="smooth:1000,smooth:1001,sod:1002")
     parser.add_argument("--snapshots", type=int, default=800)
+    parser.add_argument("--limiter", default=None,
+                        help="slope limiter of the moment solves (default: the model's)")
     parser.add_argument("--kinetic_refinement", type=int, default=0,
                         help="also solve the kinetic equation on this many times finer cells")
     parser.add_argument("--local_fit_epochs", type=int, default=0,
@@ -148,6 +156,10 @@ def main():
         data = generate_kinetic_data(num_runs=48, seed=0)
         model, _ = train_moment_model(data, autoencoder_epochs=15, closure_epochs=60,
                                       heat_flux_moment=True, frozen_speed_factor=5.0)
+    if args.limiter:
+        slope_limiter(args.limiter)
+        model.limiter = args.limiter
+    args.limiter = model.limiter  # recorded in the JSON's settings
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.test_cases.split(",")]
     fmt = lambda e: " / ".join(f"{e[k]:.3f}" for k in ("rho", "u", "T"))  # noqa: E731
     rows = []
@@ -165,6 +177,15 @@ def main():
                 learned = model.solve(f0, eps, problem.dx, 0.1)
                 w_kinetic = kinetic_moments(model.autoencoder, f[-1])["W"]
                 row = {"num_x": num_x, "eps": eps, "kind": kind, "seed": seed, "oracle": {}}
+                refined = None
+                if args.kinetic_refinement > 1:
+                    refined = refined_kinetic(problem, kind, seed, 0.1, args.kinetic_refinement)
+                    row["kinetic_grid_error"] = relative_l2_fields(kinetic, refined)
+                    row["learned_vs_refined"] = relative_l2_fields(learned[:3], refined)
+                    print(f"num_x {num_x} eps {eps:g} {kind}:{seed}  kinetic solution against "
+                          f"{args.kinetic_refinement}x finer cells "
+                          f"{fmt(row['kinetic_grid_error'])} | learned against it "
+                          f"{fmt(row['learned_vs_refined'])}", flush=True)
                 for factor in args.speed_factors.split(","):
                     c = model.wave_speed_factor(eps, problem.dx) if factor == "model" \
                         else float(factor)
@@ -177,16 +198,11 @@ def main():
                             relative_l2_fields(oracle[:3], kinetic)
                         row.setdefault("w_error_oracle_state_heat_flux", {})[f"{c:g}"] = \
                             w_deviation_error(oracle[3], w_kinetic, model)
+                    if refined is not None:  # the last oracle solve, against the finer cells
+                        row.setdefault("oracle_vs_refined", {})[f"{c:g}"] = \
+                            relative_l2_fields(oracle[:3], refined)
                 row["learned"] = relative_l2_fields(learned[:3], kinetic)
                 row["w_error_learned"] = w_deviation_error(learned[3], w_kinetic, model)
-                if args.kinetic_refinement > 1:
-                    refined = refined_kinetic(problem, kind, seed, 0.1, args.kinetic_refinement)
-                    row["kinetic_grid_error"] = relative_l2_fields(kinetic, refined)
-                    row["learned_vs_refined"] = relative_l2_fields(learned[:3], refined)
-                    print(f"num_x {num_x} eps {eps:g} {kind}:{seed}  kinetic solution against "
-                          f"{args.kinetic_refinement}x finer cells "
-                          f"{fmt(row['kinetic_grid_error'])} | learned against it "
-                          f"{fmt(row['learned_vs_refined'])}", flush=True)
                 grid_rows.append((row, problem, f0, kinetic, w_kinetic))
                 if args.local_fit_epochs:
                     fit_f.append(f[::args.local_fit_stride])
@@ -200,7 +216,10 @@ def main():
                       + " ".join(f"{e:.3f}" for e in row["w_error_learned"])
                       + "".join(f" | state's heat flux, bound {c}: "
                                 + " ".join(f"{e:.3f}" for e in w) for c, w in
-                                row.get("w_error_oracle_state_heat_flux", {}).items()),
+                                row.get("w_error_oracle_state_heat_flux", {}).items())
+                      + "".join(f"\n    against {args.kinetic_refinement}x finer cells: exact "
+                                f"closure (state's heat flux for heat-flux models), bound {c}: "
+                                f"{fmt(e)}" for c, e in row.get("oracle_vs_refined", {}).items()),
                       flush=True)
         if args.local_fit_epochs:
             local, info = local_fit(model, {"f": np.stack(fit_f), "eps": np.array(fit_eps)},

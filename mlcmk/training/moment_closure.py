@@ -13,7 +13,12 @@ import numpy as np
 
 from mlcmk.models.moment_autoencoder import MomentAutoencoder
 from mlcmk.models.moment_closure import MomentClosure
-from mlcmk.problems.kinetic.bgk import _positive_int, _positive_number, primitive_from_conserved
+from mlcmk.problems.kinetic.bgk import (
+    _positive_int,
+    _positive_number,
+    primitive_from_conserved,
+    slope_limiter,
+)
 from mlcmk.problems.kinetic.moment_solver import (
     MomentSolver,
     _flux,
@@ -235,11 +240,15 @@ class LearnedMomentModel:
             Euler's `sqrt(3)` at small eps.
         cfl: CFL number of the solver.
         frozen_speed_factor: the bound at large eps when `speed_factor` is None.
+        limiter: slope limiter of the solver (`MomentSolver`), also used by the unrolled solve
+            of `finetune_closure`.
     """
 
     def __init__(self, autoencoder, closure, speed_factor=None, cfl=0.4,
-                 frozen_speed_factor=3.0):
+                 frozen_speed_factor=3.0, limiter="minmod"):
         self.frozen_speed_factor = _positive_number("frozen_speed_factor", frozen_speed_factor)
+        slope_limiter(limiter)
+        self.limiter = limiter
         self.autoencoder = autoencoder
         self.closure = closure
         self.speed_factor = speed_factor
@@ -257,7 +266,7 @@ class LearnedMomentModel:
         self.closure.save(os.path.join(directory, "closure.keras"))
         write_json(os.path.join(directory, "solver.json"),
                    {"speed_factor": self.speed_factor, "cfl": self.cfl,
-                    "frozen_speed_factor": self.frozen_speed_factor})
+                    "frozen_speed_factor": self.frozen_speed_factor, "limiter": self.limiter})
 
     @classmethod
     def load(cls, directory):
@@ -286,7 +295,8 @@ class LearnedMomentModel:
         """Learned moment solve from `f0`; returns `(rho, u, T, W)` at `t_end`."""
         rho, u, T, W = self.initial_moments(f0)
         solver = MomentSolver(dx, closure=self.numpy_closure, eps=eps, cfl=self.cfl,
-                              speed_factor=self.wave_speed_factor(eps, dx))
+                              speed_factor=self.wave_speed_factor(eps, dx),
+                              limiter=self.limiter)
         return solver.solve(rho, u, T, W, t_end=t_end)
 
 
@@ -385,7 +395,7 @@ def trajectory_loss(model, samples):
         Q = to_conserved(rho, u, T, W, tnp)
         eps, factor = eps[:, None], factor[:, None]
         for _ in tf.range(n_steps):
-            Q = moment_step(tnp, call, Q, dt, dx, eps, factor, w_maxwell)
+            Q = moment_step(tnp, call, Q, dt, dx, eps, factor, w_maxwell, model.limiter)
         predicted = to_primitive(Q)[:3]
         per_sample = sum(tf.reduce_mean((p - t) ** 2, axis=-1) / tf.reduce_mean(t**2, axis=-1)
                          for p, t in zip(predicted, targets, strict=True))
@@ -553,10 +563,10 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     return info
 
 
-def euler_solve(f0, dx, t_end, grid_moments, cfl=0.4):
+def euler_solve(f0, dx, t_end, grid_moments, cfl=0.4, limiter="minmod"):
     """Euler (Maxwellian closure, gamma = 3) from the moments of `f0`; returns `(rho, u, T)`."""
     rho, u, T = primitive_from_conserved(grid_moments(f0))
-    return MomentSolver(dx, cfl=cfl).solve(rho, u, T, t_end=t_end)[:3]
+    return MomentSolver(dx, cfl=cfl, limiter=limiter).solve(rho, u, T, t_end=t_end)[:3]
 
 
 def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epochs=200,
@@ -788,7 +798,9 @@ def compare_models(model, problem, f0, t_end):
     f = problem.solve(f0, t_end)
     out["times_s"]["kinetic"] = time.perf_counter() - start
     out["kinetic"] = problem.primitives(f)
-    solvers = {"euler": lambda: euler_solve(f0, problem.dx, t_end, problem.moments)}
+    limiter = "minmod" if model is None else model.limiter  # Euler on the learned scheme
+    solvers = {"euler": lambda: euler_solve(f0, problem.dx, t_end, problem.moments,
+                                            limiter=limiter)}
     if model is not None:
         solvers["learned"] = lambda: model.solve(f0, problem.eps, problem.dx, t_end)[:3]
     for name, solve in solvers.items():

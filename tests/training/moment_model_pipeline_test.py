@@ -5,6 +5,7 @@ import numpy as np
 from mlcmk import config
 from mlcmk.models.moment_closure import MomentClosure
 from mlcmk.problems.kinetic import BGK1D
+from mlcmk.problems.kinetic.bgk import SLOPE_LIMITERS
 from mlcmk.problems.kinetic.data import generate_kinetic_data
 from mlcmk.problems.kinetic.moment_solver import (
     MomentSolver,
@@ -14,6 +15,7 @@ from mlcmk.problems.kinetic.moment_solver import (
 )
 from mlcmk.testing import TestCase
 from mlcmk.training.moment_closure import (
+    LearnedMomentModel,
     characteristic_matrix,
     characteristic_summary,
     closure_training_data,
@@ -129,6 +131,18 @@ class LearnedMomentModelTest(TestCase):
         euler = MomentSolver(problem.dx, eps=1e-9).solve(rho0, u0, T0, t_end=0.02)
         for a, b in zip(learned[:3], euler[:3], strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+        # The slope limiter is part of the saved model, and the solve uses it.
+        model.limiter = "mc"
+        directory = self.get_temp_dir()
+        model.save(directory)
+        loaded = LearnedMomentModel.load(directory)
+        self.assertEqual(loaded.limiter, "mc")
+        sharp = loaded.solve(f0, 0.1, problem.dx, 0.02)
+        np.testing.assert_allclose(sharp[0], model.solve(f0, 0.1, problem.dx, 0.02)[0],
+                                   rtol=1e-13)
+        self.assertGreater(np.abs(sharp[0] - rho).max(), 1e-8)  # not the minmod solve
+        with self.assertRaisesRegex(ValueError, "`limiter`.*'upwind'"):
+            LearnedMomentModel(model.autoencoder, model.closure, limiter="upwind")
 
 
 class MomentEquationTest(TestCase):
@@ -209,25 +223,28 @@ class DifferentiableSolveTest(TestCase):
         numpy_closure = closure.numpy_closure()
         problem = BGK1D(num_x=24)
         eps, factor, dt = (0.03, 2.0), (2.5, 3.0), 2e-3
-        states, expected = [], []
+        states = []
         for b in range(2):
             rho, u, T = problem.random_smooth_initial(np.random.default_rng(10 + b))
             W = w_maxwell + 0.05 * rng.normal(size=(24, 3))
-            Q = to_conserved(rho, u, T, W)
-            states.append(Q)
-            for _ in range(5):
-                Q = moment_step(np, numpy_closure, Q, dt, problem.dx, eps[b], factor[b],
-                                w_maxwell)
-            expected.append(Q)
-        Q = tf.constant(np.stack(states))
+            states.append(to_conserved(rho, u, T, W))
         call = _tensor_closure(closure)
-        for _ in range(5):
-            Q = moment_step(tnp, call, Q, tf.constant(dt, tf.float64), problem.dx,
-                            tf.constant(eps, tf.float64)[:, None],
-                            tf.constant(factor, tf.float64)[:, None],
-                            tf.constant(w_maxwell))
-        np.testing.assert_allclose(Q.numpy(), np.stack(expected), rtol=1e-12, atol=1e-13)
-        self.assertGreater(np.abs(np.stack(expected) - np.stack(states)).max(), 1e-3)
+        for limiter in SLOPE_LIMITERS:
+            expected = []
+            for b, Q in enumerate(states):
+                for _ in range(5):
+                    Q = moment_step(np, numpy_closure, Q, dt, problem.dx, eps[b], factor[b],
+                                    w_maxwell, limiter)
+                expected.append(Q)
+            Q = tf.constant(np.stack(states))
+            for _ in range(5):
+                Q = moment_step(tnp, call, Q, tf.constant(dt, tf.float64), problem.dx,
+                                tf.constant(eps, tf.float64)[:, None],
+                                tf.constant(factor, tf.float64)[:, None],
+                                tf.constant(w_maxwell), limiter)
+            np.testing.assert_allclose(Q.numpy(), np.stack(expected), rtol=1e-12, atol=1e-13,
+                                       err_msg=limiter)
+            self.assertGreater(np.abs(np.stack(expected) - np.stack(states)).max(), 1e-3)
 
     def test_characteristic_matrix_and_hyperbolicity_penalty(self):
         import tensorflow as tf

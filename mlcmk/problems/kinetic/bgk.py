@@ -431,6 +431,32 @@ def minmod(a, b, xp=np):
     return xp.where(a * b > 0, xp.sign(a) * xp.minimum(xp.abs(a), xp.abs(b)), 0.0)
 
 
+def monotonized_central(a, b, xp=np):
+    """Monotonized-central limiter: `min(2|a|, 2|b|, |a + b| / 2)` with the common sign, else 0."""
+    magnitude = xp.minimum(2.0 * xp.minimum(xp.abs(a), xp.abs(b)), 0.5 * xp.abs(a + b))
+    return xp.where(a * b > 0, xp.sign(a) * magnitude, 0.0)
+
+
+def van_leer(a, b, xp=np):
+    """Van Leer's limiter: the harmonic mean `2ab / (a + b)` where `a, b` share a sign, else 0."""
+    same = a * b > 0
+    return xp.where(same, 2.0 * a * b / xp.where(same, a + b, 1.0), 0.0)
+
+
+SLOPE_LIMITERS = {"minmod": minmod, "van_leer": van_leer, "mc": monotonized_central}
+
+
+def slope_limiter(name):
+    """The limiter function `(a, b, xp) -> slope` named `name` (a key of `SLOPE_LIMITERS`).
+
+    All three are TVD slope limiters of second-order MUSCL, from the most diffusive to the
+    least: `minmod` <= `van_leer` <= `mc` in magnitude.
+    """
+    if name not in SLOPE_LIMITERS:
+        raise ValueError(f"`limiter` must be one of {sorted(SLOPE_LIMITERS)}; received {name!r}")
+    return SLOPE_LIMITERS[name]
+
+
 @register_problem("bgk_1d", "bgk", kind="kinetic")
 class BGK1D(Problem):
     r"""BGK equation, periodic in x on `[-length/2, length/2)`, one or three velocity dimensions.

@@ -14,7 +14,8 @@ $E = \tfrac12\rho u^2 + \tfrac32\rho T$: the Euler equations of the monatomic ga
 ($\gamma = 5/3$, the Maxwellian closure of `BGK1D(velocity_dims=3)`).
 
 Scheme: the closure is evaluated once per cell; MUSCL reconstruction of
-$(\rho, u, T, W, \hat q, \hat G)$ with minmod slopes, local Lax–Friedrichs flux
+$(\rho, u, T, W, \hat q, \hat G)$ with limited slopes (minmod by default; van Leer or
+monotonized central, less diffusive, as `limiter`), local Lax–Friedrichs flux
 (speed $|u| + c\sqrt T$), central differences for the gradients in the non-conservative source
 of $W$, SSP-RK2; the stiff relaxation is integrated exactly after each stage ($\rho$ is
 constant during it), so the scheme stays stable and becomes Euler's as $\varepsilon \to 0$.
@@ -37,8 +38,8 @@ from mlcmk.problems.kinetic.bgk import (
     _positive_number,
     _velocity_dims,
     check_state,
-    minmod,
     single_threaded_blas,
+    slope_limiter,
 )
 
 _SQRT3 = math.sqrt(3.0)  # Euler sound speed over sqrt(T) for gamma = 3
@@ -113,13 +114,14 @@ def to_primitive(Q, dims=1):
     return rho, u, T, Q[..., 3:] / rho[..., None]
 
 
-def moment_rate(xp, closure, Q, dx, eps, speed_factor):
+def moment_rate(xp, closure, Q, dx, eps, speed_factor, limiter="minmod"):
     """`-d/dx flux + explicit source` of cell averages `Q` `(..., n, 3 + K)`.
 
     Written once for NumPy (`xp = numpy`, `MomentSolver`) and TensorFlow
     (`xp = tf.experimental.numpy`, the differentiable solve of `mlcmk.training.moment_closure`);
     leading axes are independent periodic grids. `eps` and `speed_factor` broadcast against
-    `(..., n)`; `closure(rho, T, W, eps)` takes `(..., n)` arrays.
+    `(..., n)`; `closure(rho, T, W, eps)` takes `(..., n)` arrays. `limiter`: the slope
+    limiter's name (`mlcmk.problems.kinetic.bgk.SLOPE_LIMITERS`).
     """
     dims = _dims(closure)
     rho, u, T, W = to_primitive(Q, dims)
@@ -130,7 +132,7 @@ def moment_rate(xp, closure, Q, dx, eps, speed_factor):
     P = xp.concatenate([xp.stack([rho, u, T], axis=-1), W, q_hat[..., None], g_hat], axis=-1)
     P_next = xp.roll(P, -1, axis=-2)
     forward = P_next - P
-    slope = minmod(xp.roll(forward, 1, axis=-2), forward, xp)
+    slope = slope_limiter(limiter)(xp.roll(forward, 1, axis=-2), forward, xp)
     left = P + 0.5 * slope  # at i+1/2 from cell i
     right = xp.roll(P - 0.5 * slope, -1, axis=-2)  # at i+1/2 from cell i+1
     # Fall back to first order where the reconstruction is not admissible.
@@ -247,20 +249,21 @@ def relax_moments(xp, Q, h, eps, w_maxwell):
     return xp.concatenate([Q[..., :3], rho * W], axis=-1)
 
 
-def moment_step(xp, closure, Q, dt, dx, eps, speed_factor, w_maxwell):
+def moment_step(xp, closure, Q, dt, dx, eps, speed_factor, w_maxwell, limiter="minmod"):
     """One SSP-RK2 step of the moment system with the stiff relaxation applied to each stage.
 
     The relaxation acts over `dt` on the first stage and `dt/2` more on the average (which
     carries `dt/2` already): as eps -> 0 both stages are evaluated at `W = W_M`, so the scheme
     becomes Euler's (asymptotic preserving). `dt`, `eps`, `speed_factor` broadcast against
-    the cells `(..., n)`; `xp` as in `moment_rate`.
+    the cells `(..., n)`; `xp` and `limiter` as in `moment_rate`.
     """
     h = xp.asarray(dt)[..., None]
-    Q1 = relax_moments(xp, Q + h * moment_rate(xp, closure, Q, dx, eps, speed_factor), dt, eps,
-                       w_maxwell)
-    return relax_moments(xp, 0.5 * (Q + Q1 + h * moment_rate(xp, closure, Q1, dx, eps,
-                                                               speed_factor)),
-                         0.5 * dt, eps, w_maxwell)
+
+    def rate(Q):
+        return moment_rate(xp, closure, Q, dx, eps, speed_factor, limiter)
+
+    Q1 = relax_moments(xp, Q + h * rate(Q), dt, eps, w_maxwell)
+    return relax_moments(xp, 0.5 * (Q + Q1 + h * rate(Q1)), 0.5 * dt, eps, w_maxwell)
 
 
 class MomentSolver:
@@ -275,9 +278,12 @@ class MomentSolver:
         cfl: positive float, time step `cfl * dx / max(|u| + speed_factor sqrt(T))`.
         speed_factor: positive float, `c` in the wave-speed bound `|u| + c sqrt(T)`
             (default: the Euler sound speed `sqrt(gamma)`, `gamma = 1 + 2 / velocity_dims`).
+        limiter: slope limiter of the MUSCL reconstruction, `"minmod"` (default),
+            `"van_leer"` or `"mc"` (monotonized central; the least diffusive).
     """
 
-    def __init__(self, dx, closure=None, eps=1.0, cfl=0.4, speed_factor=None):
+    def __init__(self, dx, closure=None, eps=1.0, cfl=0.4, speed_factor=None,
+                 limiter="minmod"):
         self.dx = _positive_number("dx", dx)
         self.closure = EulerClosure() if closure is None else closure
         self.dims = _dims(self.closure)
@@ -286,10 +292,13 @@ class MomentSolver:
         if speed_factor is None:
             speed_factor = math.sqrt(1.0 + 2.0 / self.dims)
         self.speed_factor = _positive_number("speed_factor", speed_factor)
+        slope_limiter(limiter)
+        self.limiter = limiter
 
     def rate(self, Q):
         """`-d/dx flux + explicit source` of cell averages `Q` (n, 3 + K)."""
-        return moment_rate(np, self.closure, Q, self.dx, self.eps, self.speed_factor)
+        return moment_rate(np, self.closure, Q, self.dx, self.eps, self.speed_factor,
+                           self.limiter)
 
     def time_step(self, Q):
         rho, u, T, _ = to_primitive(Q, self.dims)
@@ -319,7 +328,7 @@ class MomentSolver:
             while t < t_end * (1 - 1e-12):
                 dt = min(self.time_step(Q), t_end - t)
                 Q = moment_step(np, self.closure, Q, dt, self.dx, self.eps, self.speed_factor,
-                                np.asarray(self.closure.w_maxwell))
+                                np.asarray(self.closure.w_maxwell), self.limiter)
                 self._check(Q, t)
                 t += dt
         return to_primitive(Q, self.dims)
