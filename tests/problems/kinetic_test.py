@@ -432,6 +432,8 @@ class MomentSolverTest(TestCase):
             slope_limiter("superbee")
         with self.assertRaisesRegex(ValueError, "`limiter`"):
             MomentSolver(0.1, limiter="superbee")
+        with self.assertRaisesRegex(ValueError, r"`limiter`.*\['minmod'\]"):
+            MomentSolver(0.1, limiter=["minmod"])
 
     def test_less_diffusive_limiters_converge_to_a_fine_euler_solution_faster(self):
         # Smooth Euler flow before any shock forms, cell averages against a 32x finer solve.

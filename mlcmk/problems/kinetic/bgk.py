@@ -452,7 +452,7 @@ def slope_limiter(name):
     All three are TVD slope limiters of second-order MUSCL, from the most diffusive to the
     least: `minmod` <= `van_leer` <= `mc` in magnitude.
     """
-    if name not in SLOPE_LIMITERS:
+    if not isinstance(name, str) or name not in SLOPE_LIMITERS:
         raise ValueError(f"`limiter` must be one of {sorted(SLOPE_LIMITERS)}; received {name!r}")
     return SLOPE_LIMITERS[name]
 
