@@ -38,7 +38,7 @@ import numpy as np
 from mlcmk import config
 from mlcmk.io import write_json
 from mlcmk.problems.kinetic import BGK1D
-from mlcmk.problems.kinetic.bgk import slope_limiter
+from mlcmk.problems.kinetic.bgk import SLOPE_LIMITERS
 from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state
 from mlcmk.problems.kinetic.moment_solver import moment_step, to_conserved, to_primitive
 from mlcmk.training.moment_closure import (
@@ -138,7 +138,7 @@ def main():
                         help="wave-speed bounds of the oracle solve ('model': the model's)")
     parser.add_argument("--test_cases", default="smooth:1000,smooth:1001,sod:1002")
     parser.add_argument("--snapshots", type=int, default=800)
-    parser.add_argument("--limiter", default=None,
+    parser.add_argument("--limiter", default=None, choices=sorted(SLOPE_LIMITERS),
                         help="slope limiter of the moment solves (default: the model's)")
     parser.add_argument("--kinetic_refinement", type=int, default=0,
                         help="also solve the kinetic equation on this many times finer cells")
@@ -157,7 +157,6 @@ def main():
         model, _ = train_moment_model(data, autoencoder_epochs=15, closure_epochs=60,
                                       heat_flux_moment=True, frozen_speed_factor=5.0)
     if args.limiter:
-        slope_limiter(args.limiter)
         model.limiter = args.limiter
     args.limiter = model.limiter  # recorded in the JSON's settings
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.test_cases.split(",")]
