@@ -62,6 +62,8 @@ def main():
                         help="snapshot intervals per unrolled solve (default: whole runs)")
     parser.add_argument("--finetune_lr", type=float, default=1e-3)
     parser.add_argument("--finetune_batch", type=int, default=8)
+    parser.add_argument("--finetune_check_every", type=int, default=10,
+                        help="steps between checks of the loss over all runs (raise for many runs)")
     parser.add_argument("--closure_units", default="64,64",
                         help="hidden widths of the closure network, comma-separated")
     parser.add_argument("--hyperbolicity_weight", type=float, default=0.0,
@@ -96,6 +98,7 @@ def main():
                                      finetune_window=args.finetune_window,
                                      finetune_learning_rate=args.finetune_lr,
                                      finetune_batch_size=args.finetune_batch,
+                                     finetune_check_every=args.finetune_check_every,
                                      closure_units=units,
                                      hyperbolicity_weight=args.hyperbolicity_weight)
     print(f"data {data_s:.1f} s ({args.train_runs} runs), training "

@@ -575,12 +575,14 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
                        seed=0, verbose=0, heat_flux_moment=False, frozen_speed_factor=3.0,
                        finetune_steps=0, finetune_window=None, finetune_learning_rate=1e-3,
                        finetune_batch_size=8, closure_units=(64, 64), hyperbolicity_weight=0.0,
-                       hyperbolicity_steps=500):
+                       hyperbolicity_steps=500, finetune_check_every=10):
     """Fits the autoencoder and the closure on kinetic data (from `generate_kinetic_data`).
 
     With `finetune_steps > 0` the closure is then fitted a posteriori through the solver
     (`finetune_closure`) over `finetune_window` snapshot intervals (default: whole runs from
-    the initial state, as the learned model is used). `closure_units` are the hidden widths of
+    the initial state, as the learned model is used), with the loss over all runs evaluated
+    every `finetune_check_every` steps (each check costs about `runs / finetune_batch_size / 3`
+    steps: raise it for many runs). `closure_units` are the hidden widths of
     the closure network (`MomentClosure(units=...)`). With `hyperbolicity_weight > 0` the
     a priori fit is followed by `hyperbolicity_steps` steps of `penalised_closure_fit` (the
     same loss plus the weighted `hyperbolicity_penalty`), and the fine-tuning keeps the penalty.
@@ -591,6 +593,10 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     """
     _positive_number("frozen_speed_factor", frozen_speed_factor)  # before any training
     _penalty_weight(hyperbolicity_weight)
+    if finetune_steps and (int(finetune_batch_size) < 1 or int(finetune_check_every) < 1):
+        raise ValueError(f"`finetune_batch_size` and `finetune_check_every` must be positive "
+                         f"ints; received finetune_batch_size={finetune_batch_size!r}, "
+                         f"finetune_check_every={finetune_check_every!r}")
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     nv = data["f"].shape[-1]
@@ -625,7 +631,8 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
         info["finetune"] = finetune_closure(
             model, data, steps=finetune_steps, batch_size=finetune_batch_size,
             learning_rate=finetune_learning_rate, window=finetune_window, seed=seed,
-            verbose=verbose, hyperbolicity_weight=hyperbolicity_weight)
+            verbose=verbose, hyperbolicity_weight=hyperbolicity_weight,
+            check_every=finetune_check_every)
     return model, info
 
 

@@ -285,8 +285,13 @@ class DifferentiableSolveTest(TestCase):
         data = generate_kinetic_data(num_runs=3, num_x=24, num_v=48, v_max=7.0, t_end=0.05,
                                      eps_range=(1.0, 10.0), num_snapshots=2, seed=2,
                                      cache_dir=self.get_temp_dir())
-        model, _ = train_moment_model(data, num_moments=2, autoencoder_epochs=2,
-                                      closure_epochs=2, max_autoencoder_samples=128)
+        model, info = train_moment_model(data, num_moments=2, autoencoder_epochs=2,
+                                         closure_epochs=2, max_autoencoder_samples=128,
+                                         finetune_steps=3, finetune_window=1,
+                                         finetune_check_every=2)
+        # The fine-tuning's full-loss checks: every 2 steps and at the last.
+        np.testing.assert_array_equal(np.array(info["finetune"]["loss_history"])[:, 0],
+                                      [0, 2, 3])
         samples = trajectory_samples(model, data, window=1)
         self.assertEqual(samples["start"][0].shape, (3 * 2, 24))
         # Window 1 from snapshot 0 (f0) ends at the first snapshot.
@@ -378,6 +383,8 @@ class DifferentiableSolveTest(TestCase):
             train_moment_model(data, hyperbolicity_weight=-1.0)
         with self.assertRaisesRegex(ValueError, "hyperbolicity_weight=-1"):
             finetune_closure(model, data, steps=2, hyperbolicity_weight=-1.0)
+        with self.assertRaisesRegex(ValueError, "finetune_check_every=0"):
+            train_moment_model(data, finetune_steps=2, finetune_check_every=0)
         with self.assertRaisesRegex(ValueError, "state_batch=0"):
             finetune_closure(model, data, steps=2, hyperbolicity_weight=1.0, state_batch=0)
         with self.assertRaisesRegex(ValueError, "window"):
