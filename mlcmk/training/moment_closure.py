@@ -593,10 +593,9 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     """
     _positive_number("frozen_speed_factor", frozen_speed_factor)  # before any training
     _penalty_weight(hyperbolicity_weight)
-    if finetune_steps and (int(finetune_batch_size) < 1 or int(finetune_check_every) < 1):
-        raise ValueError(f"`finetune_batch_size` and `finetune_check_every` must be positive "
-                         f"ints; received finetune_batch_size={finetune_batch_size!r}, "
-                         f"finetune_check_every={finetune_check_every!r}")
+    if finetune_steps:
+        _positive_int("finetune_batch_size", finetune_batch_size)
+        _positive_int("finetune_check_every", finetune_check_every)
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     nv = data["f"].shape[-1]
