@@ -10,9 +10,11 @@ uses the eps-dependent wave-speed bound `relaxation_speed_factor` (Euler's at sm
 `--heat_flux_moment 1` makes the first odd generalised moment the heat flux itself (exact
 energy flux; the closure then supplies its flux, the fourth moment). `--finetune_steps N` then
 fits the closure a posteriori, through the unrolled solver, to the kinetic rho, u, T of the
-training runs (`finetune_closure`). It also prints how hyperbolic the learned system is at
-the training runs' kinetic states (`hyperbolicity_report`: the share of cells with complex
-characteristic speeds, and the largest speed against the wave-speed bound).
+training runs (`finetune_closure`), or with `--finetune_runs M` of M runs drawn the same way
+(the training runs and more: the a priori fit needs few runs, the a posteriori fit many).
+It also prints how hyperbolic the learned system is at the training runs' kinetic states
+(`hyperbolicity_report`: the share of cells with complex characteristic speeds, and the
+largest speed against the wave-speed bound).
 `--hyperbolicity_weight W` adds W times `hyperbolicity_penalty` (complex speeds and speeds
 beyond the bound) to a penalised a priori fit and to the fine-tuning.
 
@@ -23,6 +25,9 @@ cores, ~15 min on 2 busy ones.
     python benchmarks/moment_closure.py --train_runs 64 --closure_epochs 300
     python benchmarks/moment_closure.py --num_moments 4 --frozen_speed_factor 10 \
         --finetune_steps 100 --output benchmarks/results/moment_closure_k4_finetune
+    python benchmarks/moment_closure.py --heat_flux_moment 1 --frozen_speed_factor 5 \
+        --sod_fraction 0.5 --finetune_runs 192 --finetune_steps 300 --finetune_batch 16 \
+        --finetune_check_every 50 --output benchmarks/results/moment_closure_192runs
 """
 
 import argparse
@@ -62,6 +67,9 @@ def main():
                         help="snapshot intervals per unrolled solve (default: whole runs)")
     parser.add_argument("--finetune_lr", type=float, default=1e-3)
     parser.add_argument("--finetune_batch", type=int, default=8)
+    parser.add_argument("--finetune_runs", type=int, default=0,
+                        help="kinetic runs of the a posteriori fit (same seed and settings; "
+                             "0: the training runs)")
     parser.add_argument("--finetune_check_every", type=int, default=10,
                         help="steps between checks of the loss over all runs (raise for many runs)")
     parser.add_argument("--closure_units", default="64,64",
@@ -88,6 +96,12 @@ def main():
     data = generate_kinetic_data(num_runs=args.train_runs, seed=0, num_x=args.num_x,
                                  num_v=args.num_v, t_end=args.t_end,
                                  sod_fraction=args.sod_fraction)
+    finetune_data = None
+    if args.finetune_runs:
+        # Run k of a data set depends on (seed, k) only: these start with the training runs.
+        finetune_data = generate_kinetic_data(num_runs=args.finetune_runs, seed=0,
+                                              num_x=args.num_x, num_v=args.num_v,
+                                              t_end=args.t_end, sod_fraction=args.sod_fraction)
     data_s = time.perf_counter() - start
     model, info = train_moment_model(data, num_moments=args.num_moments,
                                      autoencoder_epochs=args.autoencoder_epochs,
@@ -99,6 +113,7 @@ def main():
                                      finetune_learning_rate=args.finetune_lr,
                                      finetune_batch_size=args.finetune_batch,
                                      finetune_check_every=args.finetune_check_every,
+                                     finetune_data=finetune_data,
                                      closure_units=units,
                                      hyperbolicity_weight=args.hyperbolicity_weight)
     print(f"data {data_s:.1f} s ({args.train_runs} runs), training "

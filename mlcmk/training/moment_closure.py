@@ -472,6 +472,9 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     if state_batch < 1:
         raise ValueError(f"`state_batch` must be a positive int; received "
                          f"state_batch={state_batch!r}")
+    autoencoder = model.autoencoder
+    _check_velocity_grid("data", data, np.linspace(-autoencoder.v_max, autoencoder.v_max,
+                                                   autoencoder.num_v), "the model's autoencoder")
     start_time = time.perf_counter()
     if window is None:
         window = data["f"].shape[1]
@@ -575,12 +578,14 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
                        seed=0, verbose=0, heat_flux_moment=False, frozen_speed_factor=3.0,
                        finetune_steps=0, finetune_window=None, finetune_learning_rate=1e-3,
                        finetune_batch_size=8, closure_units=(64, 64), hyperbolicity_weight=0.0,
-                       hyperbolicity_steps=500, finetune_check_every=10):
+                       hyperbolicity_steps=500, finetune_check_every=10, finetune_data=None):
     """Fits the autoencoder and the closure on kinetic data (from `generate_kinetic_data`).
 
     With `finetune_steps > 0` the closure is then fitted a posteriori through the solver
-    (`finetune_closure`) over `finetune_window` snapshot intervals (default: whole runs from
-    the initial state, as the learned model is used), with the loss over all runs evaluated
+    (`finetune_closure`) on the runs of `finetune_data` (default: `data`; this fit gains
+    from many more runs than the a priori one needs, `benchmarks/README.md`) over
+    `finetune_window` snapshot intervals (default: whole runs from the initial state, as
+    the learned model is used), with the loss over all runs evaluated
     every `finetune_check_every` steps (each check costs about `runs / finetune_batch_size / 3`
     steps: raise it for many runs). `closure_units` are the hidden widths of
     the closure network (`MomentClosure(units=...)`). With `hyperbolicity_weight > 0` the
@@ -596,6 +601,8 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     if finetune_steps:
         _positive_int("finetune_batch_size", finetune_batch_size)
         _positive_int("finetune_check_every", finetune_check_every)
+        finetune_data = data if finetune_data is None else finetune_data
+        _check_velocity_grid("finetune_data", finetune_data, data["v"], "`data`")
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     nv = data["f"].shape[-1]
@@ -628,11 +635,22 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
             verbose=verbose)
     if finetune_steps:
         info["finetune"] = finetune_closure(
-            model, data, steps=finetune_steps, batch_size=finetune_batch_size,
+            model, finetune_data, steps=finetune_steps, batch_size=finetune_batch_size,
             learning_rate=finetune_learning_rate, window=finetune_window, seed=seed,
             verbose=verbose, hyperbolicity_weight=hyperbolicity_weight,
             check_every=finetune_check_every)
     return model, info
+
+
+def _check_velocity_grid(name, data, expected, expected_name):
+    """Kinetic data `name` must be on the velocity grid `expected` (that of `expected_name`):
+    the encoder's moments are quadratures on the grid it was fitted on."""
+    v, expected = np.asarray(data["v"], np.float64), np.asarray(expected, np.float64)
+    if v.shape != expected.shape or not np.allclose(
+            v, expected, rtol=0, atol=1e-12 * np.abs(expected).max()):
+        raise ValueError(f"`{name}` must be on the velocity grid of {expected_name} "
+                         f"({len(expected)} nodes in [{expected[0]:g}, {expected[-1]:g}]); "
+                         f"received {len(v)} nodes in [{v[0]:g}, {v[-1]:g}]")
 
 
 def fit_closure(autoencoder, x, y, epochs=200, batch_size=256, learning_rate=3e-3,

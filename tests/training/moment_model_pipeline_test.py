@@ -285,13 +285,20 @@ class DifferentiableSolveTest(TestCase):
         data = generate_kinetic_data(num_runs=3, num_x=24, num_v=48, v_max=7.0, t_end=0.05,
                                      eps_range=(1.0, 10.0), num_snapshots=2, seed=2,
                                      cache_dir=self.get_temp_dir())
+        # The a posteriori fit on more runs than the a priori one: the same three and a fourth.
+        more = generate_kinetic_data(num_runs=4, num_x=24, num_v=48, v_max=7.0, t_end=0.05,
+                                     eps_range=(1.0, 10.0), num_snapshots=2, seed=2,
+                                     cache_dir=self.get_temp_dir())
+        np.testing.assert_array_equal(more["f"][:3], data["f"])
         model, info = train_moment_model(data, num_moments=2, autoencoder_epochs=2,
                                          closure_epochs=2, max_autoencoder_samples=128,
                                          finetune_steps=3, finetune_window=1,
-                                         finetune_check_every=2)
+                                         finetune_check_every=2, finetune_data=more)
         # The fine-tuning's full-loss checks: every 2 steps and at the last.
         np.testing.assert_array_equal(np.array(info["finetune"]["loss_history"])[:, 0],
                                       [0, 2, 3])
+        self.assertEqual(info["finetune"]["samples"], 4 * 2)  # two windows of each run of `more`
+        self.assertEqual(info["closure_samples"], 3 * 2 * 24)  # a priori: the cells of `data`
         samples = trajectory_samples(model, data, window=1)
         self.assertEqual(samples["start"][0].shape, (3 * 2, 24))
         # Window 1 from snapshot 0 (f0) ends at the first snapshot.
@@ -385,6 +392,11 @@ class DifferentiableSolveTest(TestCase):
             finetune_closure(model, data, steps=2, hyperbolicity_weight=-1.0)
         with self.assertRaisesRegex(ValueError, "finetune_check_every=0"):
             train_moment_model(data, finetune_steps=2, finetune_check_every=0)
+        other_grid = {**data, "v": np.linspace(-8.0, 8.0, 40)}
+        with self.assertRaisesRegex(ValueError, "finetune_data.*of `data`.*received 40 nodes"):
+            train_moment_model(data, finetune_steps=2, finetune_data=other_grid)
+        with self.assertRaisesRegex(ValueError, "`data`.*autoencoder.*received 40 nodes"):
+            finetune_closure(model, other_grid, steps=2)
         with self.assertRaisesRegex(ValueError, "state_batch=0"):
             finetune_closure(model, data, steps=2, hyperbolicity_weight=1.0, state_batch=0)
         with self.assertRaisesRegex(ValueError, "window"):
