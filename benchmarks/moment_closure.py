@@ -116,7 +116,8 @@ def main():
                                      finetune_data=finetune_data,
                                      closure_units=units,
                                      hyperbolicity_weight=args.hyperbolicity_weight)
-    print(f"data {data_s:.1f} s ({args.train_runs} runs), training "
+    finetune_runs = f", {args.finetune_runs} for the fine-tuning" if args.finetune_runs else ""
+    print(f"data {data_s:.1f} s ({args.train_runs} runs{finetune_runs}), training "
           f"{info['autoencoder_fit_s'] + info['closure_fit_s']:.1f} s, closure loss "
           f"{info['closure_loss']:.3g}")
     if "penalised_fit" in info:
