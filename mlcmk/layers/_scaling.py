@@ -24,11 +24,6 @@ def width_factor(scaling, width):
     return 1.0
 
 
-def check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
-
-
 def check_input_shape(layer_name, input_shape):
     """Requires rank >= 2 and a known last dimension; returns the last dimension."""
     input_shape = tuple(input_shape)

@@ -3,10 +3,10 @@
 import keras
 from keras import ops
 
+from mlcmk._validation import check_positive_int
 from mlcmk.layers._scaling import (
     canonical_scaling,
     check_input_shape,
-    check_positive_int,
     width_factor,
 )
 
@@ -59,7 +59,7 @@ class ScaledDense(keras.layers.Layer):
         bias_regularizer=None,
         **kwargs,
     ):
-        check_positive_int("units", units)
+        units = check_positive_int("units", units)
         scaling = canonical_scaling(scaling)
         super().__init__(**kwargs)
         self.units = units

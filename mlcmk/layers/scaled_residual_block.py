@@ -3,10 +3,10 @@
 import keras
 from keras import ops
 
+from mlcmk._validation import check_positive_int
 from mlcmk.layers._scaling import (
     canonical_scaling,
     check_input_shape,
-    check_positive_int,
     width_factor,
 )
 
@@ -51,8 +51,8 @@ class ScaledResidualBlock(keras.layers.Layer):
         outer_initializer=None,
         **kwargs,
     ):
-        check_positive_int("hidden_units", hidden_units)
-        check_positive_int("num_blocks", num_blocks)
+        hidden_units = check_positive_int("hidden_units", hidden_units)
+        num_blocks = check_positive_int("num_blocks", num_blocks)
         scaling = canonical_scaling(scaling)
         super().__init__(**kwargs)
         self.hidden_units = hidden_units

@@ -2,7 +2,8 @@
 
 import keras
 
-from mlcmk.layers._scaling import canonical_scaling, check_positive_int
+from mlcmk._validation import check_positive_int
+from mlcmk.layers._scaling import canonical_scaling
 from mlcmk.layers.scaled_residual_block import ScaledResidualBlock
 
 
@@ -36,10 +37,10 @@ class ScaledResNet(keras.Model):
         scaling="mean_field",
         **kwargs,
     ):
-        check_positive_int("num_blocks", num_blocks)
-        check_positive_int("width", width)
-        check_positive_int("hidden_units", hidden_units)
-        check_positive_int("output_dim", output_dim)
+        num_blocks = check_positive_int("num_blocks", num_blocks)
+        width = check_positive_int("width", width)
+        hidden_units = check_positive_int("hidden_units", hidden_units)
+        output_dim = check_positive_int("output_dim", output_dim)
         scaling = canonical_scaling(scaling)
         super().__init__(**kwargs)
 

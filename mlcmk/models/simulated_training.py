@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from mlcmk.problems.control.base import check_positive_int
+from mlcmk._validation import check_positive_int
 
 
 class SimulatedTrainingModel(keras.Model):

@@ -2,7 +2,8 @@
 
 import keras
 
-from mlcmk.layers._scaling import canonical_scaling, check_positive_int
+from mlcmk._validation import check_positive_int
+from mlcmk.layers._scaling import canonical_scaling
 from mlcmk.layers.scaled_dense import ScaledDense
 
 
@@ -34,8 +35,8 @@ class TwoLayerNetwork(keras.Model):
     """
 
     def __init__(self, width, output_dim=1, activation="relu", scaling="mean_field", **kwargs):
-        check_positive_int("width", width)
-        check_positive_int("output_dim", output_dim)
+        width = check_positive_int("width", width)
+        output_dim = check_positive_int("output_dim", output_dim)
         scaling = canonical_scaling(scaling)
         super().__init__(**kwargs)
 

@@ -23,29 +23,16 @@ deep learning", JMLR 18 (2018); E, Ma, Wu, "Machine learning from a continuous v
 section 5.5.
 """
 
-import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from mlcmk._validation import check_number, check_positive_int
+
 TERMINAL_LOSSES = ("mse", "softmax_cross_entropy")
 READOUTS = ("sum", "slice")
-
-
-def _check_float(name, value, positive=False):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > 0 if positive else value >= 0)
-    if not ok:
-        raise ValueError(
-            f"`{name}` must be a float {'> 0' if positive else '>= 0'}; received {name}={value!r}"
-        )
-
-
-def _check_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
 
 
 def _replicas():
@@ -96,11 +83,11 @@ class ResidualControlNetwork(keras.Model):
     def __init__(self, num_layers=20, width=5, step_size=0.25, activation="tanh", readout="sum",
                  output_dim=1, terminal_loss="mse", regularization=1e-3,
                  kernel_initializer="zeros", **kwargs):
-        _check_int("num_layers", num_layers)
-        _check_int("width", width)
-        _check_int("output_dim", output_dim)
-        _check_float("step_size", step_size, positive=True)
-        _check_float("regularization", regularization)
+        num_layers = check_positive_int("num_layers", num_layers)
+        width = check_positive_int("width", width)
+        output_dim = check_positive_int("output_dim", output_dim)
+        check_number("step_size", step_size, 0, strict=True)
+        check_number("regularization", regularization, 0)
         if readout not in READOUTS:
             raise ValueError(f"`readout` must be one of {READOUTS}; received readout={readout!r}")
         if readout == "sum" and output_dim != 1:
@@ -281,9 +268,9 @@ class ExtendedMSA(ResidualControlNetwork):
 
     def __init__(self, *args, rho=1.0, lbfgs_iterations=10, perturbation=0.005, seed=0,
                  **kwargs):
-        _check_float("rho", rho)
-        _check_int("lbfgs_iterations", lbfgs_iterations)
-        _check_float("perturbation", perturbation)
+        check_number("rho", rho, 0)
+        lbfgs_iterations = check_positive_int("lbfgs_iterations", lbfgs_iterations)
+        check_number("perturbation", perturbation, 0)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"`seed` must be an int >= 0; received seed={seed!r}")
         super().__init__(*args, **kwargs)

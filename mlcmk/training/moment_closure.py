@@ -11,11 +11,10 @@ import time
 import keras
 import numpy as np
 
+from mlcmk._validation import check_positive_int, check_positive_number
 from mlcmk.models.moment_autoencoder import MomentAutoencoder
 from mlcmk.models.moment_closure import MomentClosure
 from mlcmk.problems.kinetic.bgk import (
-    _positive_int,
-    _positive_number,
     primitive_from_conserved,
     slope_limiter,
 )
@@ -217,7 +216,7 @@ def hyperbolicity_penalty(closure, speed_bound=None):
     import tensorflow as tf
 
     if speed_bound is not None:
-        speed_bound = _positive_number("speed_bound", speed_bound)
+        speed_bound = check_positive_number("speed_bound", speed_bound)
     matrix = characteristic_matrix(closure)
 
     def penalty(rho, T, W, eps):
@@ -246,7 +245,7 @@ class LearnedMomentModel:
 
     def __init__(self, autoencoder, closure, speed_factor=None, cfl=0.4,
                  frozen_speed_factor=3.0, limiter="minmod"):
-        self.frozen_speed_factor = _positive_number("frozen_speed_factor", frozen_speed_factor)
+        self.frozen_speed_factor = check_positive_number("frozen_speed_factor", frozen_speed_factor)
         slope_limiter(limiter)
         self.limiter = limiter
         self.autoencoder = autoencoder
@@ -460,21 +459,12 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     """
     import tensorflow as tf
 
-    steps = int(steps)
-    batch_size = int(batch_size)
-    check_every = int(check_every)
-    if steps < 1 or batch_size < 1 or check_every < 1:
-        raise ValueError(f"`steps`, `batch_size` and `check_every` must be positive ints; "
-                         f"received steps={steps!r}, batch_size={batch_size!r}, "
-                         f"check_every={check_every!r}")
+    steps = check_positive_int("steps", steps)
+    batch_size = check_positive_int("batch_size", batch_size)
+    check_every = check_positive_int("check_every", check_every)
     weight = _penalty_weight(hyperbolicity_weight)
-    state_batch = int(state_batch)
-    if state_batch < 1:
-        raise ValueError(f"`state_batch` must be a positive int; received "
-                         f"state_batch={state_batch!r}")
-    autoencoder = model.autoencoder
-    _check_velocity_grid("data", data, np.linspace(-autoencoder.v_max, autoencoder.v_max,
-                                                   autoencoder.num_v), "the model's autoencoder")
+    state_batch = check_positive_int("state_batch", state_batch)
+    _check_model_grid(model, data)
     start_time = time.perf_counter()
     if window is None:
         window = data["f"].shape[1]
@@ -596,11 +586,11 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
         `(LearnedMomentModel, info)` with `info` the final losses and fit times (and the
         fine-tuning's under `"finetune"`).
     """
-    _positive_number("frozen_speed_factor", frozen_speed_factor)  # before any training
+    check_positive_number("frozen_speed_factor", frozen_speed_factor)  # before any training
     _penalty_weight(hyperbolicity_weight)
     if finetune_steps:
-        _positive_int("finetune_batch_size", finetune_batch_size)
-        _positive_int("finetune_check_every", finetune_check_every)
+        check_positive_int("finetune_batch_size", finetune_batch_size)
+        check_positive_int("finetune_check_every", finetune_check_every)
         finetune_data = data if finetune_data is None else finetune_data
         _check_velocity_grid("finetune_data", finetune_data, data["v"], "`data`")
     keras.utils.set_random_seed(seed)
@@ -653,6 +643,13 @@ def _check_velocity_grid(name, data, expected, expected_name):
                          f"received {len(v)} nodes in [{v[0]:g}, {v[-1]:g}]")
 
 
+def _check_model_grid(model, data):
+    """Kinetic runs `data` must be on the velocity grid of `model`'s autoencoder."""
+    autoencoder = model.autoencoder
+    _check_velocity_grid("data", data, np.linspace(-autoencoder.v_max, autoencoder.v_max,
+                                                   autoencoder.num_v), "the model's autoencoder")
+
+
 def fit_closure(autoencoder, x, y, epochs=200, batch_size=256, learning_rate=3e-3,
                 units=(64, 64), verbose=0):
     """Fits a `MomentClosure` for `autoencoder` to closure inputs and targets, a priori.
@@ -667,9 +664,9 @@ def fit_closure(autoencoder, x, y, epochs=200, batch_size=256, learning_rate=3e-
     Returns:
         `(closure, info)`, `info` with `closure_loss`, `closure_fit_s`, `closure_samples`.
     """
-    epochs = _positive_int("epochs", epochs)
-    batch_size = _positive_int("batch_size", batch_size)
-    _positive_number("learning_rate", learning_rate)
+    epochs = check_positive_int("epochs", epochs)
+    batch_size = check_positive_int("batch_size", batch_size)
+    check_positive_number("learning_rate", learning_rate)
     start = time.perf_counter()
     K = autoencoder.num_moments
     closure = MomentClosure(num_moments=K, heat_flux_moment=autoencoder.heat_flux_moment,
@@ -735,10 +732,8 @@ def penalised_closure_fit(model, x, y, weight, steps=500, batch_size=512, learni
     import tensorflow as tf
 
     weight = _penalty_weight(weight)
-    steps, batch_size = int(steps), int(batch_size)
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"`steps` and `batch_size` must be positive ints; received "
-                         f"steps={steps!r}, batch_size={batch_size!r}")
+    steps = check_positive_int("steps", steps)
+    batch_size = check_positive_int("batch_size", batch_size)
     start = time.perf_counter()
     closure = model.closure
     dtype = closure.compute_dtype

@@ -31,6 +31,7 @@ import os
 
 import numpy as np
 
+from mlcmk._validation import check_positive_int
 from mlcmk.data.deepmd import System
 from mlcmk.io import write_json
 from mlcmk.models.deep_potential import DeepPotential
@@ -49,7 +50,6 @@ from mlcmk.training.potential_learning import (
     EMTLabeller,
     PotentialEnsembleTrainer,
     _member_forces,
-    _positive_int,
     check_trust_levels,
     ensemble_errors,
     initial_configurations,
@@ -208,7 +208,7 @@ class MultiStructureExaminer(Examiner):
             raise TypeError(f"`ensemble` must be an Ensemble; received {type(ensemble).__name__}")
         self.ensemble = ensemble
         self.structure_set = structure_set
-        self.batch_size = _positive_int("batch_size", batch_size)
+        self.batch_size = check_positive_int("batch_size", batch_size)
 
     def examine(self, configurations):
         out = np.full(len(configurations), np.nan)
@@ -277,7 +277,7 @@ def labelled_systems(structure_set, configurations, labels):
 def per_structure_selector(structure_set, cap, base=None):
     """A selector choosing at most `cap` candidates of each structure (by `base`, default
     `random_selector`)."""
-    cap = _positive_int("cap", cap)
+    cap = check_positive_int("cap", cap)
     base = base or random_selector
 
     def select(candidates, num, rng):
@@ -313,7 +313,7 @@ def emt_md_frames(structure, num_frames, *, temperatures=(300.0, 600.0, 900.0, 1
 
     thermalize = getattr(velocitydistribution, "thermalize_momenta",
                          velocitydistribution.MaxwellBoltzmannDistribution)
-    num_frames = _positive_int("num_frames", num_frames)
+    num_frames = check_positive_int("num_frames", num_frames)
     reference = structure_atoms(structure)
     symbols = reference.get_chemical_symbols()
     type_map = list(type_map) if type_map is not None else sorted(set(symbols))
@@ -492,8 +492,8 @@ def build_multi_potential_learner(structures, directory, *, num_members=4, model
 
     lo, hi = check_trust_levels(trust_levels)
     structure_set = StructureSet(structures, type_map=type_map)
-    labels_per_structure = _positive_int("labels_per_structure", labels_per_structure)
-    num_initial_per_structure = _positive_int("num_initial_per_structure",
+    labels_per_structure = check_positive_int("labels_per_structure", labels_per_structure)
+    num_initial_per_structure = check_positive_int("num_initial_per_structure",
                                               num_initial_per_structure)
     if test_systems is not None:
         test_systems = dict(test_systems)

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from mlcmk._validation import check_number
 from mlcmk.models.scaled_resnet import ScaledResNet
 from mlcmk.models.two_layer_network import TwoLayerNetwork
 
@@ -68,13 +69,9 @@ class ParticleWassersteinFlow(keras.Model):
                 "`network` must use scaling='mean_field' for the particle flow; "
                 f"received scaling={network.scaling!r}"
             )
-        for name, value, low in (("time_step", time_step, None), ("weight_decay", weight_decay, 0),
-                                 ("temperature", temperature, 0)):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-                value > 0 if low is None else value >= low)
-            if not ok or not math.isfinite(value):
-                expected = "> 0" if low is None else ">= 0"
-                raise ValueError(f"`{name}` must be a float {expected}; received {name}={value!r}")
+        check_number("time_step", time_step, 0, strict=True)
+        check_number("weight_decay", weight_decay, 0)
+        check_number("temperature", temperature, 0)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"`seed` must be an int >= 0; received seed={seed!r}")
         kwargs.setdefault("dtype", network.dtype_policy)

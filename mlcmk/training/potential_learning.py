@@ -30,6 +30,7 @@ import weakref
 
 import numpy as np
 
+from mlcmk._validation import check_positive_int
 from mlcmk.data.deepmd import System
 from mlcmk.models.deep_potential import DeepPotential, make_dataset
 from mlcmk.models.ensemble import Ensemble, max_vector_deviation
@@ -143,12 +144,6 @@ def check_trust_levels(trust_levels):
     if lo > hi:
         raise ValueError(f"Trust levels need lo <= hi; received lo={lo!r}, hi={hi!r}")
     return lo, hi
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
-    return int(value)
 
 
 _COMPUTE_FUNCTIONS = weakref.WeakKeyDictionary()
@@ -275,9 +270,9 @@ class ASEMDExplorer(Explorer):
             raise TypeError(f"`ramp` must be a bool; received ramp={ramp!r}")
         self.ramp = bool(ramp)
         self.max_strain = float(max_strain)
-        self.num_trajectories = _positive_int("num_trajectories", num_trajectories)
-        self.num_steps = _positive_int("num_steps", num_steps)
-        self.sample_every = _positive_int("sample_every", sample_every)
+        self.num_trajectories = check_positive_int("num_trajectories", num_trajectories)
+        self.num_steps = check_positive_int("num_steps", num_steps)
+        self.sample_every = check_positive_int("sample_every", sample_every)
         if self.sample_every > self.num_steps:
             raise ValueError(f"`sample_every` ({sample_every}) must be <= `num_steps` "
                              f"({num_steps})")
@@ -369,7 +364,7 @@ class ForceDeviationExaminer(Examiner):
         self.ensemble = ensemble
         self.atom_types = np.asarray(atom_types, dtype=np.int64)
         self.natoms = len(self.atom_types)
-        self.batch_size = _positive_int("batch_size", batch_size)
+        self.batch_size = check_positive_int("batch_size", batch_size)
 
     def member_forces(self, configurations):
         """Forces `(K, n, natoms, 3)` predicted by every member."""
@@ -459,7 +454,7 @@ class PotentialEnsembleTrainer(Trainer):
         self.natoms = len(self.atom_types)
         self.type_map = list(type_map)
         self.steps = steps
-        self.batch_size = _positive_int("batch_size", batch_size)
+        self.batch_size = check_positive_int("batch_size", batch_size)
         self.learning_rate = float(learning_rate)
         self.stop_learning_rate = float(stop_learning_rate)
         self.seed = int(seed)
@@ -523,7 +518,7 @@ def initial_configurations(reference_atoms, num, max_strain=0.03, max_displaceme
     atoms0 = structure_atoms(reference_atoms)
     rng = np.random.default_rng([int(seed), 5])
     out = []
-    for _ in range(_positive_int("num", num)):
+    for _ in range(check_positive_int("num", num)):
         atoms = atoms0.copy()
         eps = rng.uniform(-max_strain, max_strain, size=(3, 3))
         eps = 0.5 * (eps + eps.T)

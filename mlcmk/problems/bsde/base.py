@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from mlcmk._validation import check_positive_int, check_positive_number
 from mlcmk.problems.base import Problem
 
 
@@ -33,22 +34,6 @@ def _standard_normals(shape, seed):
     step); TensorFlow's own kernel has no ThreeFry, hence XLA also when called eagerly.
     """
     return tf.random.stateless_normal(shape, seed, dtype="float32", alg="threefry")
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
-    return int(value)
-
-
-def _positive_float(name, value):
-    try:
-        ok = float(value) > 0 and math.isfinite(float(value))
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"`{name}` must be a finite number > 0; received {name}={value!r}")
-    return float(value)
 
 
 class ReferenceValue(float):
@@ -98,9 +83,9 @@ class BSDEProblem(Problem):
     extremal_terminal = False
 
     def __init__(self, dim, total_time, num_steps, x0=0.0, x0_spread=0.0):
-        self.dim = _positive_int("dim", dim)
-        self.total_time = _positive_float("total_time", total_time)
-        self.num_steps = _positive_int("num_steps", num_steps)
+        self.dim = check_positive_int("dim", dim)
+        self.total_time = check_positive_number("total_time", total_time)
+        self.num_steps = check_positive_int("num_steps", num_steps)
         x0_arr = np.asarray(x0, dtype="float64")
         if x0_arr.ndim == 0:
             x0_arr = np.full((self.dim,), float(x0_arr))
@@ -185,7 +170,7 @@ class BSDEProblem(Problem):
         if count is None:
             raise ValueError(f"`num_paths` must be an int or a scalar int tensor of known value; "
                              f"received num_paths={num_paths!r}")
-        count = _positive_int("num_paths", count)
+        count = check_positive_int("num_paths", count)
         seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
         seed_x0, seed_dw = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         # Normals are drawn in float32 and cast: a float64 draw costs 2-3x more (a quarter of a

@@ -19,24 +19,6 @@ from mlcmk.problems.base import Problem
 from mlcmk.problems.control.constraints import get_constraint
 
 
-def check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
-    return int(value)
-
-
-def check_float(name, value, low=None, strict=False):
-    try:
-        v = float(value)
-        ok = np.isfinite(v) and (low is None or (v > low if strict else v >= low))
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        bound = "" if low is None else f" {'>' if strict else '>='} {low}"
-        raise ValueError(f"`{name}` must be a finite number{bound}; received {name}={value!r}")
-    return v
-
-
 class ControlProblem(Problem):
     """A discrete-time stochastic control problem (see the module docstring).
 

@@ -4,7 +4,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from mlcmk.problems.control.base import ControlProblem, check_float, check_positive_int
+from mlcmk._validation import check_number, check_positive_int
+from mlcmk.problems.control.base import ControlProblem
 from mlcmk.problems.control.constraints import cap_sum, scaled_sigmoid
 from mlcmk.problems.registry import register_problem
 
@@ -72,18 +73,18 @@ class EnergyStorage(ControlProblem):
                  device_seed=0):
         self.num_devices = check_positive_int("num_devices", num_devices)
         self.num_steps = check_positive_int("num_steps", num_steps)
-        self.price_mean = check_float("price_mean", price_mean, 0.0, strict=True)
-        self.price_amplitude = check_float("price_amplitude", price_amplitude, 0.0)
-        self.price_reversion = check_float("price_reversion", price_reversion, 0.0)
-        self.price_volatility = check_float("price_volatility", price_volatility, 0.0)
-        self.wind_mean = check_float("wind_mean", wind_mean, 0.0)
-        self.wind_reversion = check_float("wind_reversion", wind_reversion, 0.0)
-        self.wind_volatility = check_float("wind_volatility", wind_volatility, 0.0)
-        self.feed_in = check_float("feed_in", feed_in, 0.0)
+        self.price_mean = check_number("price_mean", price_mean, 0.0, strict=True)
+        self.price_amplitude = check_number("price_amplitude", price_amplitude, 0.0)
+        self.price_reversion = check_number("price_reversion", price_reversion, 0.0)
+        self.price_volatility = check_number("price_volatility", price_volatility, 0.0)
+        self.wind_mean = check_number("wind_mean", wind_mean, 0.0)
+        self.wind_reversion = check_number("wind_reversion", wind_reversion, 0.0)
+        self.wind_volatility = check_number("wind_volatility", wind_volatility, 0.0)
+        self.feed_in = check_number("feed_in", feed_in, 0.0)
         if self.feed_in > 1:
             raise ValueError(f"`feed_in` must lie in [0, 1]; received feed_in={feed_in!r}")
-        self.salvage = check_float("salvage", salvage, 0.0)
-        self.rule_threshold = check_float("rule_threshold", rule_threshold, 0.0)
+        self.salvage = check_number("salvage", salvage, 0.0)
+        self.rule_threshold = check_number("rule_threshold", rule_threshold, 0.0)
         self.device_seed = int(device_seed)
         n = self.num_devices
         self.state_dim, self.control_dim, self.noise_dim = n + 2, 3 * n, 2

@@ -4,8 +4,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from mlcmk._validation import check_number, check_positive_int
 from mlcmk.problems.bsde.base import ReferenceValue
-from mlcmk.problems.control.base import ControlProblem, check_float, check_positive_int
+from mlcmk.problems.control.base import ControlProblem
 from mlcmk.problems.control.constraints import get_constraint
 from mlcmk.problems.registry import register_problem
 
@@ -82,14 +83,14 @@ class LQRegulator(ControlProblem):
         self.control_dim = self.dim if control_dim is None else check_positive_int(
             "control_dim", control_dim)
         self.num_steps = check_positive_int("num_steps", num_steps)
-        self.total_time = check_float("total_time", total_time, 0.0, strict=True)
-        self.drift = check_float("drift", drift)
-        self.coupling = check_float("coupling", coupling)
-        self.control_gain = check_float("control_gain", control_gain)
-        self.state_cost = check_float("state_cost", state_cost, 0.0)
-        self.control_cost = check_float("control_cost", control_cost, 0.0, strict=True)
-        self.terminal_cost_weight = check_float("terminal_cost", terminal_cost, 0.0)
-        self.sigma = check_float("sigma", sigma, 0.0)
+        self.total_time = check_number("total_time", total_time, 0.0, strict=True)
+        self.drift = check_number("drift", drift)
+        self.coupling = check_number("coupling", coupling)
+        self.control_gain = check_number("control_gain", control_gain)
+        self.state_cost = check_number("state_cost", state_cost, 0.0)
+        self.control_cost = check_number("control_cost", control_cost, 0.0, strict=True)
+        self.terminal_cost_weight = check_number("terminal_cost", terminal_cost, 0.0)
+        self.sigma = check_number("sigma", sigma, 0.0)
         x0_arr = np.asarray(x0, dtype="float64")
         if x0_arr.ndim == 0:
             x0_arr = np.full(self.dim, float(x0_arr))
@@ -97,7 +98,7 @@ class LQRegulator(ControlProblem):
             raise ValueError(f"`x0` must be a float or a sequence of dim={self.dim} floats; "
                              f"received x0 with shape {x0_arr.shape}")
         self.x0 = x0_arr
-        self.x0_std = check_float("x0_std", x0_std, 0.0)
+        self.x0_std = check_number("x0_std", x0_std, 0.0)
         self.matrix_seed = int(matrix_seed)
         self._constraint = get_constraint(constraint, self.control_dim)
         self.constraint = None if constraint is None else self._constraint.serialize()

@@ -4,8 +4,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from mlcmk._validation import check_number, check_positive_int
 from mlcmk.problems.bsde.base import ReferenceValue
-from mlcmk.problems.control.base import ControlProblem, check_float, check_positive_int
+from mlcmk.problems.control.base import ControlProblem
 from mlcmk.problems.control.constraints import Box, Unconstrained
 from mlcmk.problems.registry import register_problem
 
@@ -44,7 +45,7 @@ class MertonPortfolio(ControlProblem):
                  max_position=None):
         self.num_assets = check_positive_int("num_assets", num_assets)
         self.num_steps = check_positive_int("num_steps", num_steps)
-        self.total_time = check_float("total_time", total_time, 0.0, strict=True)
+        self.total_time = check_number("total_time", total_time, 0.0, strict=True)
         mu_arr = np.asarray(mu, dtype="float64")
         if mu_arr.ndim == 0:
             mu_arr = np.full(self.num_assets, float(mu_arr))
@@ -55,15 +56,15 @@ class MertonPortfolio(ControlProblem):
                              f"floats; received mu={mu!r}")
         self.mu = mu if isinstance(mu, (int, float)) else [float(v) for v in mu]
         self._mu = mu_arr
-        self.sigma = check_float("sigma", sigma, 0.0, strict=True)
-        self.correlation = check_float("correlation", correlation)
+        self.sigma = check_number("sigma", sigma, 0.0, strict=True)
+        self.correlation = check_number("correlation", correlation)
         if not -1.0 / max(self.num_assets - 1, 1) < self.correlation < 1.0:
             raise ValueError(f"`correlation` must lie in (-1/(m-1), 1) for a positive definite "
                              f"covariance; received correlation={correlation!r}")
-        self.risk_aversion = check_float("risk_aversion", risk_aversion, 0.0, strict=True)
-        self.initial_wealth = check_float("initial_wealth", initial_wealth)
+        self.risk_aversion = check_number("risk_aversion", risk_aversion, 0.0, strict=True)
+        self.initial_wealth = check_number("initial_wealth", initial_wealth)
         if max_position is not None:
-            max_position = check_float("max_position", max_position, 0.0, strict=True)
+            max_position = check_number("max_position", max_position, 0.0, strict=True)
         self.max_position = max_position
         self.state_dim, self.control_dim, self.noise_dim = 1, self.num_assets, self.num_assets
         m = self.num_assets

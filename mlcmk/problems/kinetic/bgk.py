@@ -36,22 +36,9 @@ import math
 
 import numpy as np
 
+from mlcmk._validation import check_positive_int, check_positive_number
 from mlcmk.problems.base import Problem
 from mlcmk.problems.registry import register_problem
-
-
-def _positive_number(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"`{name}` must be a positive number; received {name}={value!r}")
-    if not math.isfinite(float(value)) or float(value) <= 0:
-        raise ValueError(f"`{name}` must be a positive finite number; received {name}={value!r}")
-    return float(value)
-
-
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}; received {name}={value!r}")
-    return int(value)
 
 
 def _velocity_dims(value):
@@ -87,8 +74,8 @@ class VelocityGrid:
     num_axes = 1
 
     def __init__(self, v_max=8.0, num_v=64):
-        self.v_max = _positive_number("v_max", v_max)
-        self.num_v = _positive_int("num_v", num_v, minimum=8)
+        self.v_max = check_positive_number("v_max", v_max)
+        self.num_v = check_positive_int("num_v", num_v, minimum=8)
         self.v = np.linspace(-self.v_max, self.v_max, self.num_v)
         self.dv = 2.0 * self.v_max / (self.num_v - 1)
         self.basis = np.stack([np.ones_like(self.v), self.v, 0.5 * self.v**2])  # (3, num_v)
@@ -490,12 +477,12 @@ class BGK1D(Problem):
 
     def __init__(self, eps=0.1, num_x=100, v_max=8.0, num_v=64, length=1.0, cfl=0.5,
                  velocity_dims=1, reduced=False):
-        self.eps = _positive_number("eps", eps)
-        self.num_x = _positive_int("num_x", num_x, minimum=4)
-        self.v_max = _positive_number("v_max", v_max)
-        self.num_v = _positive_int("num_v", num_v, minimum=8)
-        self.length = _positive_number("length", length)
-        self.cfl = _positive_number("cfl", cfl)
+        self.eps = check_positive_number("eps", eps)
+        self.num_x = check_positive_int("num_x", num_x, minimum=4)
+        self.v_max = check_positive_number("v_max", v_max)
+        self.num_v = check_positive_int("num_v", num_v, minimum=8)
+        self.length = check_positive_number("length", length)
+        self.cfl = check_positive_number("cfl", cfl)
         if self.cfl > 1:
             raise ValueError(f"`cfl` must be in (0, 1]; received cfl={cfl!r}")
         self.velocity_dims = _velocity_dims(velocity_dims)
@@ -604,7 +591,7 @@ class BGK1D(Problem):
         Returns:
             `f(t_end)`; or `(times, snapshots)` / `(times, snapshots, next_states, dt)`.
         """
-        t_end = _positive_number("t_end", t_end)
+        t_end = check_positive_number("t_end", t_end)
         f = np.array(f0, dtype=np.float64)
         if f.shape != (self.num_x, self.num_nodes):
             raise ValueError(f"`f0` must have shape (num_x, num_nodes)=({self.num_x}, "
@@ -613,7 +600,8 @@ class BGK1D(Problem):
         if np.any(f < 0):
             raise ValueError(f"`f0` must be non-negative; received min {f.min():.3g}")
         check_state(*self.primitives(f)[::2], where="initial data")
-        segments = 1 if num_snapshots is None else _positive_int("num_snapshots", num_snapshots)
+        segments = (1 if num_snapshots is None
+                    else check_positive_int("num_snapshots", num_snapshots))
         dt_max = self.time_step()
         steps = max(1, math.ceil(t_end / segments / dt_max - 1e-9))
         dt = t_end / segments / steps

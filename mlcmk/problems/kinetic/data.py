@@ -12,7 +12,8 @@ import os
 
 import numpy as np
 
-from mlcmk.problems.kinetic.bgk import BGK1D, _positive_int
+from mlcmk._validation import check_positive_int
+from mlcmk.problems.kinetic.bgk import BGK1D
 
 
 def default_cache_dir():
@@ -54,8 +55,8 @@ def generate_kinetic_data(num_runs=16, seed=0, num_x=100, v_max=8.0, num_v=64, t
         `(runs,)`, `dt` `(runs,)`, `times` `(snapshots,)`, `is_sod` `(runs,)`, `v`, `x`; and
         `path`, the cache file.
     """
-    num_runs = _positive_int("num_runs", num_runs)
-    num_snapshots = _positive_int("num_snapshots", num_snapshots)
+    num_runs = check_positive_int("num_runs", num_runs)
+    num_snapshots = check_positive_int("num_snapshots", num_snapshots)
     if not 0 <= sod_fraction <= 1:
         raise ValueError(f"`sod_fraction` must be in [0, 1]; received {sod_fraction!r}")
     config = {"num_runs": num_runs, "seed": int(seed), "num_x": num_x, "v_max": float(v_max),

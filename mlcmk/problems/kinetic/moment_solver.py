@@ -34,8 +34,8 @@ import math
 
 import numpy as np
 
+from mlcmk._validation import check_positive_number
 from mlcmk.problems.kinetic.bgk import (
-    _positive_number,
     _velocity_dims,
     check_state,
     single_threaded_blas,
@@ -55,9 +55,9 @@ def relaxation_speed_factor(eps, dx, frozen=3.0):
     long. A frozen bound at small $\varepsilon$ only adds numerical diffusion (it smears
     shocks that Euler's bound resolves).
     """
-    eps = _positive_number("eps", eps)
-    dx = _positive_number("dx", dx)
-    frozen = _positive_number("frozen", frozen)
+    eps = check_positive_number("eps", eps)
+    dx = check_positive_number("dx", dx)
+    frozen = check_positive_number("frozen", frozen)
     return _SQRT3 + (frozen - _SQRT3) * eps / (eps + dx)
 
 
@@ -202,7 +202,7 @@ def quasilinear_matrix(closure, Q, eps, step=1e-6):
     if Q.ndim != 2 or Q.shape[1] != 3 + K:
         raise ValueError(f"`Q` must have shape (n, {3 + K}) for a closure with {K} moments; "
                          f"received shape {Q.shape}")
-    eps = _positive_number("eps", eps)
+    eps = check_positive_number("eps", eps)
     dims = _dims(closure)
 
     def parts(Q):
@@ -284,14 +284,14 @@ class MomentSolver:
 
     def __init__(self, dx, closure=None, eps=1.0, cfl=0.4, speed_factor=None,
                  limiter="minmod"):
-        self.dx = _positive_number("dx", dx)
+        self.dx = check_positive_number("dx", dx)
         self.closure = EulerClosure() if closure is None else closure
         self.dims = _dims(self.closure)
-        self.eps = _positive_number("eps", eps)
-        self.cfl = _positive_number("cfl", cfl)
+        self.eps = check_positive_number("eps", eps)
+        self.cfl = check_positive_number("cfl", cfl)
         if speed_factor is None:
             speed_factor = math.sqrt(1.0 + 2.0 / self.dims)
-        self.speed_factor = _positive_number("speed_factor", speed_factor)
+        self.speed_factor = check_positive_number("speed_factor", speed_factor)
         slope_limiter(limiter)
         self.limiter = limiter
 
@@ -315,7 +315,7 @@ class MomentSolver:
         Returns:
             `(rho, u, T, W)` at `t_end`.
         """
-        t_end = _positive_number("t_end", t_end)
+        t_end = check_positive_number("t_end", t_end)
         rho, u, T = (np.asarray(a, dtype=np.float64) for a in (rho, u, T))
         check_state(rho, T, "initial data of the moment solver")
         K = self.closure.num_moments

@@ -1,0 +1,41 @@
+"""Checks of scalar arguments shared by the whole package (private).
+
+Each raises an error that names the argument, the value received and what was expected, and
+returns the value in a canonical Python type, so callers can write
+`self.width = check_positive_int("width", width)`.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+
+def check_positive_int(name, value, minimum=1):
+    """`value` as an int; ValueError unless it is an int (not a bool) `>= minimum`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"`{name}` must be {expected}; received {name}={value!r}")
+    return int(value)
+
+
+def check_number(name, value, low=None, strict=False):
+    """`value` as a float.
+
+    TypeError unless it is a real number (a bool is not); ValueError unless it is finite and
+    `>= low` (`> low` with `strict`; no bound when `low` is None).
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a number; received {name}={value!r}")
+    v = float(value)
+    if not math.isfinite(v) or (low is not None and (v <= low if strict else v < low)):
+        bound = "" if low is None else f" {'>' if strict else '>='} {low}"
+        raise ValueError(f"`{name}` must be a finite number{bound}; received {name}={value!r}")
+    return v
+
+
+def check_positive_number(name, value):
+    """`value` as a float; TypeError unless a real number, ValueError unless finite and > 0."""
+    return check_number(name, value, 0, strict=True)

@@ -1,0 +1,46 @@
+import numpy as np
+
+import mlcmk
+from mlcmk._validation import check_number, check_positive_int, check_positive_number
+from mlcmk.problems.kinetic.bgk import BGK1D
+from mlcmk.testing import TestCase
+
+
+class ValidationTest(TestCase):
+    def test_positive_int(self):
+        self.assertEqual(check_positive_int("n", 3), 3)
+        value = check_positive_int("n", np.int64(4))
+        self.assertIs(type(value), int)  # canonical Python int, safe in configs
+        self.assertEqual(check_positive_int("n", 2, minimum=2), 2)
+        for bad in (0, -1, True, 2.0, "3", None):
+            with self.assertRaisesRegex(ValueError, r"`n` must be a positive int; received n="):
+                check_positive_int("n", bad)
+        with self.assertRaisesRegex(ValueError, r"`n` must be an int >= 2; received n=1"):
+            check_positive_int("n", 1, minimum=2)
+
+    def test_number(self):
+        self.assertEqual(check_number("x", -2), -2.0)
+        self.assertIs(type(check_number("x", np.float32(0.5))), float)
+        self.assertEqual(check_number("x", np.array(1.5)), 1.5)
+        self.assertEqual(check_number("x", 0, low=0), 0.0)
+        for bad in (True, "1.0", None, [1.0], np.ones(2)):
+            with self.assertRaisesRegex(TypeError, r"`x` must be a number; received x="):
+                check_number("x", bad)
+        for bad in (float("nan"), float("inf")):
+            with self.assertRaisesRegex(ValueError, r"`x` must be a finite number; received"):
+                check_number("x", bad)
+        with self.assertRaisesRegex(ValueError, r"`x` must be a finite number >= 0; received "
+                                                r"x=-1"):
+            check_number("x", -1, low=0)
+        with self.assertRaisesRegex(ValueError, r"`x` must be a finite number > 0; received x=0"):
+            check_positive_number("x", 0)
+
+    def test_callers_share_the_messages(self):
+        # One check behind the layers, the problems and the kinetic solver alike.
+        with self.assertRaisesRegex(ValueError, r"`units` must be a positive int"):
+            mlcmk.ScaledDense(0)
+        self.assertIs(type(mlcmk.ScaledDense(np.int64(3)).units), int)
+        with self.assertRaisesRegex(ValueError, r"`eps` must be a finite number > 0"):
+            BGK1D(eps=-1.0)
+        with self.assertRaisesRegex(ValueError, r"`num_x` must be an int >= "):
+            BGK1D(num_x=1)
