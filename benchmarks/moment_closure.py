@@ -12,7 +12,10 @@ energy flux; the closure then supplies its flux, the fourth moment). `--finetune
 fits the closure a posteriori, through the unrolled solver, to the kinetic rho, u, T of the
 training runs (`finetune_closure`), or with `--finetune_runs M` of M runs drawn the same way
 (the training runs and more: the a priori fit needs few runs, the a posteriori fit many).
-It also prints how hyperbolic the learned system is at the training runs' kinetic states
+`--fit_check_runs N` (default 12) compares the learned model's errors on N of the runs its
+closure was fitted to with those on N unseen runs drawn the same way (eps >= 0.1): a model that
+misses on its own training runs is under-fitted, one that misses only on new runs generalises
+poorly. It also prints how hyperbolic the learned system is at the training runs' kinetic states
 (`hyperbolicity_report`: the share of cells with complex characteristic speeds, and the
 largest speed against the wave-speed bound).
 `--hyperbolicity_weight W` adds W times `hyperbolicity_penalty` (complex speeds and speeds
@@ -44,6 +47,7 @@ from mlcmk.training.moment_closure import (
     compare_models,
     hyperbolicity_report,
     plot_comparison,
+    run_errors,
     train_moment_model,
 )
 
@@ -84,6 +88,9 @@ def main():
     parser.add_argument("--test_cases", default="smooth:1000,smooth:1001,sod:1002",
                         help="kind:seed list of unseen initial data")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (min taken)")
+    parser.add_argument("--fit_check_runs", type=int, default=12,
+                        help="training runs and as many unseen runs (eps >= 0.1) whose errors "
+                             "are compared: under-fitting or poor generalisation (0: skip)")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "moment_closure"))
     args = parser.parse_args()
     try:
@@ -131,6 +138,8 @@ def main():
               f"steps, trajectory loss {ft['loss_before']:.4g} -> {ft['loss_after']:.4g}, "
               f"{ft['fit_s']:.0f} s")
     hyperbolicity = _hyperbolicity(model, data)
+    fitted = finetune_data if finetune_data is not None and args.finetune_steps else data
+    fit_check = _fit_check(model, fitted, args)
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.test_cases.split(",")]
     rows, examples = [], {}
     for eps in EPS:
@@ -174,7 +183,7 @@ def main():
     write_json(args.output + ".json", {
         "settings": vars(args), "training": info, "data_s": data_s, "rows": rows,
         "summary_worst_over_cases": summary, "learned_worst_error": worst,
-        "hyperbolicity_on_training_states": hyperbolicity,
+        "hyperbolicity_on_training_states": hyperbolicity, "fit_check": fit_check,
         "note": "small training budget; timings on a shared 2-core machine (contended), "
                 "ratios measured in one run, single-threaded BLAS for both solvers"})
     _plot(summary, examples, args.output + ".png")
@@ -198,6 +207,32 @@ def _hyperbolicity(model, data):
         print(f"  eps [{lo:g}, {hi:g}] {row['runs']} runs: complex speeds in "
               f"{100 * row['complex_fraction']:.1f}% of cells, max |Im| / sqrt(T) "
               f"{row['max_imag']:.2f}, max |Re - u| / sqrt(T) {row['max_speed_factor']:.2f}")
+    return out
+
+
+def _fit_check(model, fitted, args, min_eps=0.1):
+    """Errors at t_end on runs the closure was fitted to and on unseen runs drawn the same way
+    (seed 1), eps >= `min_eps` (where the goal is missed): training against test error."""
+    n = args.fit_check_runs
+    if n <= 0:
+        return None
+    unseen = generate_kinetic_data(num_runs=4 * n, seed=1, num_x=args.num_x, num_v=args.num_v,
+                                   t_end=args.t_end, sod_fraction=args.sod_fraction)
+    out = {}
+    print(f"errors at t = {args.t_end:g} on runs with eps >= {min_eps:g} (median / max):")
+    for name, runs in (("fitted", fitted), ("unseen", unseen)):
+        chosen = np.flatnonzero(runs["eps"] >= min_eps)[:n]
+        rows = run_errors(model, runs, chosen)
+        out[name] = {"rows": rows}
+        for kind, is_sod in (("smooth", False), ("sod", True)):
+            sel = [r["errors"] for r in rows if r["is_sod"] == is_sod]
+            if not sel:
+                continue
+            stats = {f: (float(np.median([e[f] for e in sel])), float(max(e[f] for e in sel)))
+                     for f in ("rho", "u", "T")}
+            out[name][kind] = {"runs": len(sel), **stats}
+            print(f"  {name:<6} {kind:<6} {len(sel):>2} runs: " + "  ".join(
+                f"{f} {m:.3f} / {x:.3f}" for f, (m, x) in stats.items()))
     return out
 
 

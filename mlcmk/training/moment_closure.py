@@ -795,6 +795,41 @@ def relative_l2_fields(profiles, reference):
             zip(("rho", "u", "T"), profiles[:3], reference[:3], strict=True)}
 
 
+def run_errors(model, data, runs=None):
+    """Relative L2 errors of the learned solve of kinetic-data runs at their last snapshot.
+
+    Run `k` is solved from its `f0` at its `eps` to the last snapshot time and `(rho, u, T)`
+    are compared with those of the kinetic solution stored there (no kinetic re-solve). On the
+    runs a model was fitted to this is its training error; on runs drawn the same way with
+    another seed, its test error: the two tell under-fitting from poor generalisation.
+
+    Args:
+        model: a `LearnedMomentModel`.
+        data: runs from `generate_kinetic_data`, on the model's velocity grid.
+        runs: indices of the runs (default: all).
+
+    Returns:
+        list of dicts with `run`, `eps`, `is_sod` and `errors` (`rho`, `u`, `T`; `inf` where
+        the learned solve broke down).
+    """
+    _check_model_grid(model, data)
+    runs = range(len(data["eps"])) if runs is None else runs
+    dx = float(data["x"][1] - data["x"][0])
+    t_end = float(data["times"][-1])
+    out = []
+    for k in runs:
+        final = kinetic_moments(model.autoencoder, data["f"][k, -1])
+        reference = (final["rho"], final["u"], final["T"])
+        try:
+            errors = relative_l2_fields(model.solve(data["f0"][k], data["eps"][k], dx, t_end),
+                                        reference)
+        except FloatingPointError:
+            errors = dict.fromkeys(("rho", "u", "T"), float("inf"))
+        out.append({"run": int(k), "eps": float(data["eps"][k]),
+                    "is_sod": bool(data["is_sod"][k]), "errors": errors})
+    return out
+
+
 def compare_models(model, problem, f0, t_end):
     """Kinetic, learned-moment and Euler solves of `problem` from `f0`, with errors and times.
 

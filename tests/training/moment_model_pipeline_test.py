@@ -27,6 +27,7 @@ from mlcmk.training.moment_closure import (
     kinetic_moments,
     kinetic_states,
     penalised_closure_fit,
+    run_errors,
     sample_arrays,
     train_moment_model,
     trajectory_loss,
@@ -117,6 +118,22 @@ class LearnedMomentModelTest(TestCase):
         for name in ("learned", "euler"):
             self.assertEqual(set(result["errors"][name]), {"rho", "u", "T"})
             self.assertLess(result["errors"][name]["rho"], 0.05)
+        # Errors on the data's own runs (training error): the learned solve of run k from its
+        # f0 at its eps, against the kinetic moments stored at the last snapshot.
+        rows = run_errors(model, data, runs=[3, 1])
+        self.assertEqual([(r["run"], r["eps"], r["is_sod"]) for r in rows],
+                         [(k, data["eps"][k], data["is_sod"][k]) for k in (3, 1)])
+        self.assertAlmostEqual(data["times"][-1], 0.02, delta=1e-15)
+        for row in rows:
+            k = row["run"]
+            run = BGK1D(eps=data["eps"][k], num_x=32, num_v=48, v_max=7.0)
+            learned = model.solve(data["f0"][k], data["eps"][k], run.dx, 0.02)
+            kinetic = run.primitives(data["f"][k, -1])
+            for i, field in enumerate(("rho", "u", "T")):
+                self.assertAlmostEqual(row["errors"][field], np.linalg.norm(
+                    learned[i] - kinetic[i]) / np.linalg.norm(kinetic[i]), delta=1e-10)
+            self.assertLess(row["errors"]["rho"], 0.05)
+        self.assertEqual(len(run_errors(model, data)), 4)
         # Conservation of the learned solve.
         rho, u, T, _ = model.solve(f0, 0.1, problem.dx, 0.02)
         U0 = problem.moments(f0).sum(0)
@@ -397,6 +414,8 @@ class DifferentiableSolveTest(TestCase):
             train_moment_model(data, finetune_steps=2, finetune_data=other_grid)
         with self.assertRaisesRegex(ValueError, "`data`.*autoencoder.*received 40 nodes"):
             finetune_closure(model, other_grid, steps=2)
+        with self.assertRaisesRegex(ValueError, "`data`.*autoencoder.*received 40 nodes"):
+            run_errors(model, other_grid)
         with self.assertRaisesRegex(ValueError, "state_batch=0"):
             finetune_closure(model, data, steps=2, hyperbolicity_weight=1.0, state_batch=0)
         with self.assertRaisesRegex(ValueError, "window"):
