@@ -8,6 +8,8 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from mlcmk._validation import check_positive_int
+
 _PRECISIONS = ("float32", "float64")
 
 
@@ -84,8 +86,7 @@ def configure_logical_cpus(n):
     Raises:
         RuntimeError: if TensorFlow has already initialised with fewer than `n` logical CPUs.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"`n` must be a positive int; received n={n!r}")
+    n = check_positive_int("n", n)
     cpus = tf.config.list_physical_devices("CPU")
     try:
         tf.config.set_logical_device_configuration(

@@ -2,8 +2,11 @@ import numpy as np
 
 import mlcmk
 from mlcmk._validation import check_number, check_positive_int, check_positive_number
+from mlcmk.models.moment_autoencoder import MomentAutoencoder
+from mlcmk.problems.bsde.hjb import HJBLQ
 from mlcmk.problems.kinetic.bgk import BGK1D
 from mlcmk.testing import TestCase
+from mlcmk.training.path_norm import path_norm_prefactor
 
 
 class ValidationTest(TestCase):
@@ -44,3 +47,15 @@ class ValidationTest(TestCase):
             BGK1D(eps=-1.0)
         with self.assertRaisesRegex(ValueError, r"`num_x` must be an int >= "):
             BGK1D(num_x=1)
+        # Models, problems and training helpers.
+        with self.assertRaisesRegex(ValueError, r"`num_v` must be an int >= 8; received num_v=4"):
+            MomentAutoencoder(num_v=4)
+        with self.assertRaisesRegex(ValueError, r"`v_max` must be a finite number > 0"):
+            MomentAutoencoder(v_max=float("inf"))
+        with self.assertRaisesRegex(ValueError, r"`lam` must be a finite number >= 0"):
+            HJBLQ(dim=2, lam=float("nan"))
+        with self.assertRaisesRegex(TypeError, r"`lam` must be a number; received lam='1'"):
+            path_norm_prefactor("1", 4, 100)
+        # NumPy ints are ints, and the result is the same as for Python ints.
+        self.assertEqual(path_norm_prefactor(0.5, np.int64(4), np.int32(100)),
+                         0.5 * np.sqrt(np.log(8) / 100))

@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
+from mlcmk._validation import check_positive_int
 from mlcmk.models.deep_potential_neighbors import neighbor_list_numpy
 
 try:
@@ -147,8 +148,7 @@ def run_nve(atoms, calculator, *, steps, timestep_fs=1.0, temperature_K=None, se
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from ase.md.verlet import VelocityVerlet
 
-    if not isinstance(steps, int) or steps <= 0:
-        raise ValueError(f"`steps` must be a positive int; received steps={steps!r}")
+    steps = check_positive_int("steps", steps)
     atoms = atoms.copy()
     atoms.calc = calculator
     if temperature_K is not None:

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from mlcmk._validation import check_number, check_positive_int
 from mlcmk.models.simulated_training import SimulatedTrainingModel
 from mlcmk.problems.bsde.base import deserialize_problem, serialize_problem
 from mlcmk.problems.control.base import ControlProblem
@@ -179,11 +180,9 @@ class ControlPolicyStack(SimulatedTrainingModel):
         if policy_network not in POLICY_NETWORKS:
             raise ValueError(f"`policy_network` must be one of {POLICY_NETWORKS}; received "
                              f"policy_network={policy_network!r}")
-        for name, value in (("batch_size", batch_size), ("validation_size", validation_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"`seed` must be an int >= 0; received seed={seed!r}")
+        batch_size = check_positive_int("batch_size", batch_size)
+        validation_size = check_positive_int("validation_size", validation_size)
+        seed = check_positive_int("seed", seed, 0)
         n = problem.state_dim
         if hidden_units is None:
             hidden_units = (n + 10, n + 10)
@@ -192,9 +191,7 @@ class ControlPolicyStack(SimulatedTrainingModel):
                for u in units):
             raise ValueError(f"`hidden_units` must be a sequence of positive ints; received "
                              f"hidden_units={hidden_units!r}")
-        if not (isinstance(penalty_weight, (int, float)) and penalty_weight >= 0):
-            raise ValueError(f"`penalty_weight` must be a number >= 0; received "
-                             f"penalty_weight={penalty_weight!r}")
+        penalty_weight = check_number("penalty_weight", penalty_weight, 0)
         _check_dimensions(problem)
 
         # === Config ===

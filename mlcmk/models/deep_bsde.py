@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from mlcmk._validation import check_positive_int
 from mlcmk.layers.bsde_step import BSDEStep
 from mlcmk.models.simulated_training import SimulatedTrainingModel
 from mlcmk.problems.bsde.base import BSDEProblem, deserialize_problem, serialize_problem
@@ -178,11 +179,9 @@ class DeepBSDE(SimulatedTrainingModel):
         if z_network not in Z_NETWORKS:
             raise ValueError(f"`z_network` must be one of {Z_NETWORKS}; received "
                              f"z_network={z_network!r}")
-        for name, value in (("batch_size", batch_size), ("validation_size", validation_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"`seed` must be an int >= 0; received seed={seed!r}")
+        batch_size = check_positive_int("batch_size", batch_size)
+        validation_size = check_positive_int("validation_size", validation_size)
+        seed = check_positive_int("seed", seed, 0)
         d = problem.dim
         if hidden_units is None:
             hidden_units = (64,) if z_network == "gradient" else (d + 10, d + 10)

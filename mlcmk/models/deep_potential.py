@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from mlcmk._validation import check_positive_int
 from mlcmk.layers.symmetric_embedding import SymmetricEmbedding, _check_positive_int_list
 from mlcmk.models.deep_potential_neighbors import neighbor_list, neighbor_list_numpy
 
@@ -494,8 +495,7 @@ def make_dataset(systems, batch_size=1, *, shuffle=True, seed=0, repeat=True, ty
     Returns:
         A `tf.data.Dataset` of `(x, y)` dicts for `DeepPotential.fit`.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"`batch_size` must be a positive int; received {batch_size!r}")
+    batch_size = check_positive_int("batch_size", batch_size)
     systems = list(systems)
     if not systems:
         raise ValueError("`systems` is empty")

@@ -11,6 +11,8 @@ import shutil
 import keras
 import numpy as np
 
+from mlcmk._validation import check_positive_int
+
 ACCURATE, CANDIDATE, FAILED = 0, 1, 2
 CLASS_NAMES = ("accurate", "candidate", "failed")
 
@@ -142,10 +144,7 @@ class Ensemble:
         if not callable(factory):
             raise TypeError(f"`factory` must be callable; received {factory!r}")
         if seeds is None:
-            if isinstance(num_members, bool) or not isinstance(num_members, int) \
-                    or num_members < 1:
-                raise ValueError(f"`num_members` must be a positive int; received "
-                                 f"num_members={num_members!r}")
+            num_members = check_positive_int("num_members", num_members)
             seeds = list(range(num_members))
         seeds = [int(s) for s in seeds]
         members = []

@@ -27,6 +27,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from mlcmk._validation import check_positive_int, check_positive_number
+
 
 def _check_units(name, units):
     if not isinstance(units, (list, tuple)) or not all(
@@ -65,13 +67,9 @@ class MomentAutoencoder(keras.Model):
 
     def __init__(self, v_max=8.0, num_v=64, num_moments=4, encoder_units=(32, 32),
                  decoder_units=(64, 64), activation="tanh", heat_flux_moment=False, **kwargs):
-        if isinstance(v_max, bool) or not isinstance(v_max, (int, float)) or v_max <= 0:
-            raise ValueError(f"`v_max` must be a positive number; received v_max={v_max!r}")
-        if isinstance(num_v, bool) or not isinstance(num_v, int) or num_v < 8:
-            raise ValueError(f"`num_v` must be an int >= 8; received num_v={num_v!r}")
-        if isinstance(num_moments, bool) or not isinstance(num_moments, int) or num_moments < 1:
-            raise ValueError(f"`num_moments` must be a positive int; received "
-                             f"num_moments={num_moments!r}")
+        v_max = check_positive_number("v_max", v_max)
+        num_v = check_positive_int("num_v", num_v, 8)
+        num_moments = check_positive_int("num_moments", num_moments)
         check_heat_flux_moment(heat_flux_moment, num_moments)
         super().__init__(**kwargs)
         # === Config ===

@@ -41,6 +41,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from mlcmk._validation import check_positive_int
 from mlcmk.models.moment_autoencoder import check_heat_flux_moment
 
 _NUMPY_ACTIVATIONS = {
@@ -79,9 +80,7 @@ class MomentClosure(keras.Model):
 
     def __init__(self, num_moments=4, units=(64, 64), activation="tanh", heat_flux_moment=False,
                  **kwargs):
-        if isinstance(num_moments, bool) or not isinstance(num_moments, int) or num_moments < 1:
-            raise ValueError(f"`num_moments` must be a positive int; received "
-                             f"num_moments={num_moments!r}")
+        num_moments = check_positive_int("num_moments", num_moments)
         if not isinstance(units, (list, tuple)) or not all(
                 isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units):
             raise ValueError(f"`units` must be a list of positive ints; received units={units!r}")

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from mlcmk import config as mlcmk_config
+from mlcmk._validation import check_positive_int
 from mlcmk.io import write_json
 from mlcmk.models.deep_bsde import DeepBSDE
 from mlcmk.problems.bsde.base import BSDEProblem, deserialize_problem
@@ -38,8 +39,7 @@ class _Clock(keras.callbacks.Callback):
 
 def check_schedule(iterations, epochs):
     """Validates a training length; returns `epochs` (default: one per 100 iterations, <= 40)."""
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"`iterations` must be a positive int; received iterations={iterations!r}")
+    iterations = check_positive_int("iterations", iterations)
     if epochs is None:
         epochs = max(1, min(40, iterations // 100))
     if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= iterations:

@@ -41,6 +41,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from mlcmk._validation import check_positive_int
 from mlcmk.io import write_json
 from mlcmk.models.ensemble import ACCURATE, CANDIDATE, FAILED, TrustLevels
 
@@ -348,10 +349,10 @@ class ConcurrentLearner:
                 raise ValueError(f"`trust_levels` must be TrustLevels or (lo, hi); received "
                                  f"trust_levels={trust_levels!r}")
             trust_levels = TrustLevels(*trust_levels)
-        for name, value in (("max_iterations", max_iterations), ("min_iterations", min_iterations),
-                            ("max_labels_per_iteration", max_labels_per_iteration)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
+        max_iterations = check_positive_int("max_iterations", max_iterations)
+        min_iterations = check_positive_int("min_iterations", min_iterations)
+        max_labels_per_iteration = check_positive_int("max_labels_per_iteration",
+                                                      max_labels_per_iteration)
         if converge_fraction is not None and not 0 < converge_fraction <= 1:
             raise ValueError(f"`converge_fraction` must be in (0, 1] or None; received "
                              f"converge_fraction={converge_fraction!r}")

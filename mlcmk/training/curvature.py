@@ -1,10 +1,11 @@
 r"""Curvature of the squared loss: the largest Gauss-Newton eigenvalue, for choosing GD steps."""
 
-import math
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from mlcmk._validation import check_positive_int, check_positive_number
 
 
 def gauss_newton_max_eigenvalue(model, x, iterations=500, rtol=1e-7, seed=0):
@@ -32,13 +33,9 @@ def gauss_newton_max_eigenvalue(model, x, iterations=500, rtol=1e-7, seed=0):
     Returns:
         `(eigenvalue, iterations_done)`: a Python float and int.
     """
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations <= 0:
-        raise ValueError(f"`iterations` must be a positive int; received iterations={iterations!r}")
-    if (isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not math.isfinite(rtol)
-            or rtol <= 0):
-        raise ValueError(f"`rtol` must be a float > 0; received rtol={rtol!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"`seed` must be an int >= 0; received seed={seed!r}")
+    iterations = check_positive_int("iterations", iterations)
+    rtol = check_positive_number("rtol", rtol)
+    seed = check_positive_int("seed", seed, 0)
     if not model.built or not model.trainable_variables:
         raise ValueError("`model` must be built and have trainable variables")
     dtype = model.compute_dtype

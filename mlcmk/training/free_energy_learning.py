@@ -13,6 +13,7 @@ The parts plug into `ConcurrentLearner`:
 import numpy as np
 import tensorflow as tf
 
+from mlcmk._validation import check_positive_int, check_positive_number
 from mlcmk.models.ensemble import Ensemble
 from mlcmk.models.free_energy import FreeEnergyModel
 from mlcmk.training.concurrent_learning import (
@@ -118,8 +119,7 @@ class MCMCExplorer(Explorer):
         self.domain = _check_domain(domain)
         for name, value in (("num_chains", num_chains), ("num_results", num_results),
                             ("thin", thin)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
+            check_positive_int(name, value)
         temperatures = np.asarray(temperatures, dtype=np.float64).ravel()
         if temperatures.size == 0 or np.any(~(temperatures > 0)):
             raise ValueError(f"`temperatures` must be positive numbers; received "
@@ -484,15 +484,12 @@ class ReinforcedDynamicsExplorer(Explorer):
         for name, value, low in (("num_walkers", num_walkers, 1), ("num_results", num_results, 1),
                                  ("sample_every", sample_every, 1),
                                  ("num_burnin", num_burnin, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-                    or value < low:
-                raise ValueError(f"`{name}` must be an int >= {low}; received {name}={value!r}")
+            check_positive_int(name, value, low)
         if dt is None:
             if not callable(getattr(problem, "curvature_bound", None)):
                 raise ValueError("`dt` must be given for a problem without curvature_bound")
             dt = 1.0 / float(problem.curvature_bound())
-        if isinstance(dt, bool) or not np.isfinite(dt) or dt <= 0:
-            raise ValueError(f"`dt` must be a finite number > 0; received dt={dt!r}")
+        dt = check_positive_number("dt", dt)
         beta = float(problem.beta)
         if not np.isfinite(beta) or beta <= 0:
             raise ValueError(f"`problem.beta` must be a finite number > 0; received {beta!r}")

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from mlcmk._validation import check_number
+from mlcmk._validation import check_number, check_positive_int
 from mlcmk.models.scaled_resnet import ScaledResNet
 from mlcmk.models.two_layer_network import TwoLayerNetwork
 
@@ -72,8 +72,7 @@ class ParticleWassersteinFlow(keras.Model):
         check_number("time_step", time_step, 0, strict=True)
         check_number("weight_decay", weight_decay, 0)
         check_number("temperature", temperature, 0)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"`seed` must be an int >= 0; received seed={seed!r}")
+        check_positive_int("seed", seed, 0)
         kwargs.setdefault("dtype", network.dtype_policy)
         super().__init__(**kwargs)
         # === Layers ===
@@ -227,9 +226,7 @@ class ParticleRecorder(keras.callbacks.Callback):
 
     def __init__(self, every=1, max_particles=None):
         super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
-            raise ValueError(f"`every` must be a positive int; received every={every!r}")
-        self.every = every
+        self.every = check_positive_int("every", every)
         self.max_particles = max_particles
         self.times = []
         self.snapshots = []

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from mlcmk._validation import check_number, check_positive_int
 from mlcmk.layers._scaling import width_factor
 from mlcmk.models.scaled_resnet import ScaledResNet
 from mlcmk.models.two_layer_network import TwoLayerNetwork
@@ -87,12 +88,10 @@ def path_norm(model):
 
 def path_norm_prefactor(lam, input_dim, num_samples):
     r"""The factor $\lambda\sqrt{\log(2d)/n}$ of the path norm in the regularised loss."""
-    if not (isinstance(lam, (int, float)) and lam >= 0):
-        raise ValueError(f"`lam` must be a float >= 0; received lam={lam!r}")
-    for name, value in (("input_dim", input_dim), ("num_samples", num_samples)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
-    return float(lam) * math.sqrt(math.log(2 * input_dim) / num_samples)
+    lam = check_number("lam", lam, 0)
+    input_dim = check_positive_int("input_dim", input_dim)
+    num_samples = check_positive_int("num_samples", num_samples)
+    return lam * math.sqrt(math.log(2 * input_dim) / num_samples)
 
 
 def regularized_loss(model, x, y, lam, num_samples=None):
@@ -279,10 +278,9 @@ def rademacher_complexity(
         raise ValueError(f"`x` must have shape (n, d); received shape {x.shape}")
     if not path_norm_bound > 0:
         raise ValueError(f"`path_norm_bound` must be > 0; received {path_norm_bound!r}")
-    for name, value in (("num_draws", num_draws), ("num_restarts", num_restarts),
-                        ("num_steps", num_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
+    num_draws = check_positive_int("num_draws", num_draws)
+    num_restarts = check_positive_int("num_restarts", num_restarts)
+    num_steps = check_positive_int("num_steps", num_steps)
     n, d = x.shape
     rng = np.random.default_rng(seed)
     eps = rng.choice([-1.0, 1.0], size=(num_draws, n))

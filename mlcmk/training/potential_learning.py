@@ -30,7 +30,7 @@ import weakref
 
 import numpy as np
 
-from mlcmk._validation import check_positive_int
+from mlcmk._validation import check_positive_int, check_positive_number
 from mlcmk.data.deepmd import System
 from mlcmk.models.deep_potential import DeepPotential, make_dataset
 from mlcmk.models.ensemble import Ensemble, max_vector_deviation
@@ -260,8 +260,7 @@ class ASEMDExplorer(Explorer):
             raise ValueError(f"`max_strain` must be in [0, 0.5); received {max_strain!r}")
         for name, value in (("timestep_fs", timestep_fs), ("friction", friction),
                             ("max_displacement", max_displacement)):
-            if not value > 0:
-                raise ValueError(f"`{name}` must be positive; received {name}={value!r}")
+            check_positive_number(name, value)
         self.ensemble = ensemble
         self.reference = structure_atoms(reference_atoms)
         self.driver = driver

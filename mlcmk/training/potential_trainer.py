@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from mlcmk import config
+from mlcmk._validation import check_positive_int
 from mlcmk.io import write_json
 from mlcmk.models.deep_potential import DeepPotential, make_dataset
 
@@ -126,8 +127,7 @@ def train_potential(train_systems, test_systems=None, *, type_map=None, steps=20
     Returns:
         `(model, result)`: the trained model and a JSON-ready dict of metrics and timings.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
-        raise ValueError(f"`steps` must be a positive int; received steps={steps!r}")
+    steps = check_positive_int("steps", steps)
     if not train_systems:
         raise ValueError("`train_systems` is empty")
     config.set_precision(precision)

@@ -242,6 +242,9 @@ def test_pulled_hjb_paths():
     # Pulling changes the paths, not the equation's reference.
     assert float(problem.reference_value()) == float(
         HJBLQ(dim=3, num_steps=5, lam=5.0, x0=1.0).reference_value())
-    for bad in (-1.0, "auto", float("nan"), True):
-        with pytest.raises(ValueError, match="pull"):
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="`pull` must be a finite number >= 0"):
+            HJBLQ(dim=2, pull=bad)
+    for bad in ("auto", True):
+        with pytest.raises(TypeError, match="`pull` must be a number"):
             HJBLQ(dim=2, pull=bad)

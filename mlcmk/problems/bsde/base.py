@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from mlcmk._validation import check_positive_int, check_positive_number
+from mlcmk._validation import check_number, check_positive_int, check_positive_number
 from mlcmk.problems.base import Problem
 
 
@@ -95,9 +95,7 @@ class BSDEProblem(Problem):
                 f"received x0 with shape {x0_arr.shape}"
             )
         self.x0 = x0_arr
-        if not (float(x0_spread) >= 0 and math.isfinite(float(x0_spread))):
-            raise ValueError(f"`x0_spread` must be a finite float >= 0; received {x0_spread!r}")
-        self.x0_spread = float(x0_spread)
+        self.x0_spread = check_number("x0_spread", x0_spread, 0)
 
     # --- the equation -------------------------------------------------------------------------
     @property

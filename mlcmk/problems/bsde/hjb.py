@@ -5,6 +5,7 @@ import math
 import numpy as np
 from keras import ops
 
+from mlcmk._validation import check_number
 from mlcmk.problems.bsde.base import BSDEProblem, ReferenceValue
 from mlcmk.problems.registry import register_problem
 
@@ -50,16 +51,11 @@ class HJBLQ(BSDEProblem):
     def __init__(self, dim=100, total_time=1.0, num_steps=20, x0=0.0, x0_spread=0.0, lam=1.0,
                  reference_samples=2_000_000, seed=0, pull=0.0):
         super().__init__(dim, total_time, num_steps, x0, x0_spread)
-        if not (float(lam) >= 0 and math.isfinite(float(lam))):
-            raise ValueError(f"`lam` must be a finite float >= 0; received lam={lam!r}")
-        self.lam = float(lam)
+        self.lam = check_number("lam", lam, 0)
         self.reference_samples = int(reference_samples)
         self.seed = int(seed)
         self._reference = None
-        if isinstance(pull, (str, bool)) or not (float(pull) >= 0
-                                                  and math.isfinite(float(pull))):
-            raise ValueError(f"`pull` must be a finite float >= 0; received pull={pull!r}")
-        self.pull = float(pull)
+        self.pull = check_number("pull", pull, 0)
 
     def drift(self, t, x):
         return -self.pull * x

@@ -35,6 +35,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from mlcmk._validation import check_number, check_positive_int
+
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(6)
 _V_EDGES = np.arange(-6.0, 7.0 + 1e-9, 1.0)   # standardised log m, relative to the largest x_i
 _NUM_PANELS = len(_V_EDGES) - 1
@@ -122,8 +124,7 @@ def _check_inputs(log_x, tau, strikes):
     strikes = tuple(float(k) for k in strikes)
     if any(not np.isfinite(k) or k < 0 for k in strikes):
         raise ValueError(f"`strikes` must be finite and >= 0; received {strikes!r}")
-    if not np.isfinite(tau) or tau < 0:
-        raise ValueError(f"`tau` must be a finite float >= 0; received tau={tau!r}")
+    check_number("tau", tau, 0)
     return log_x, strikes
 
 
@@ -380,12 +381,10 @@ def primal_dual_bounds(problem, num_fit_paths=10_000, num_bound_paths=20_000, st
         if k not in strikes:
             raise ValueError(f"`strikes` must contain the payoff's strikes "
                              f"{[c[0] for c in problem.payoff_calls]}; received {strikes!r}")
-    if not np.isfinite(fit_spread) or fit_spread < 0:
-        raise ValueError(f"`fit_spread` must be a finite float >= 0; received {fit_spread!r}")
+    check_number("fit_spread", fit_spread, 0)
     for name, value in (("num_fit_paths", num_fit_paths), ("num_bound_paths", num_bound_paths),
                         ("chunk", chunk)):
-        if not isinstance(value, (int, np.integer)) or value < 2:
-            raise ValueError(f"`{name}` must be an int >= 2; received {name}={value!r}")
+        check_positive_int(name, value, 2)
     start = time.perf_counter()
     n_steps, dt = problem.num_steps, problem.dt
     rates = (problem.rate_lend, problem.rate_borrow)

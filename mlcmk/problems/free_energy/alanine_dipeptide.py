@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from mlcmk._validation import check_positive_int, check_positive_number
 from mlcmk.problems.base import Problem
 from mlcmk.problems.registry import register_problem
 
@@ -187,19 +188,14 @@ class AlanineDipeptide(Problem):
                  platform="Reference", threads=1):
         for name, value in (("temperature", temperature), ("timestep", timestep),
                             ("friction", friction)):
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
-                    or not np.isfinite(value) or value <= 0:
-                raise ValueError(f"`{name}` must be a finite number > 0; received "
-                                 f"{name}={value!r}")
+            check_positive_number(name, value)
         if solvent not in SOLVENTS:
             raise ValueError(f"`solvent` must be one of {sorted(SOLVENTS)}; received "
                              f"solvent={solvent!r}")
         if platform not in PLATFORMS:
             raise ValueError(f"`platform` must be one of {PLATFORMS}; received "
                              f"platform={platform!r}")
-        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) \
-                or threads < 1:
-            raise ValueError(f"`threads` must be an int >= 1; received threads={threads!r}")
+        check_positive_int("threads", threads)
         self.temperature = float(temperature)
         self.solvent = solvent
         self.timestep = float(timestep)
@@ -328,14 +324,10 @@ class AlanineDipeptide(Problem):
         from mlcmk.problems.free_energy.restrained_md import block_average
 
         centers = _check_angles(centers)
-        if isinstance(kappa, bool) or not np.isfinite(kappa) or kappa <= 0:
-            raise ValueError(f"`kappa` must be a finite number > 0; received kappa={kappa!r}")
+        check_positive_number("kappa", kappa)
         for name, value, low in (("num_steps", num_steps, 1), ("num_burnin", num_burnin, 0),
                                  ("sample_every", sample_every, 1)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-                    or value < low:
-                raise ValueError(f"`{name}` must be an int >= {low}; received "
-                                 f"{name}={value!r}")
+            check_positive_int(name, value, low)
         if num_steps // sample_every < num_blocks:
             raise ValueError(f"`num_steps` // `sample_every` = {num_steps // sample_every} "
                              f"samples cannot fill num_blocks={num_blocks} blocks")

@@ -2,6 +2,8 @@ r"""Restrained overdamped Langevin dynamics and the mean force it measures."""
 
 import numpy as np
 
+from mlcmk._validation import check_positive_int, check_positive_number
+
 
 def block_average(series, num_blocks):
     """Mean and standard error of a time series by block averaging.
@@ -15,9 +17,7 @@ def block_average(series, num_blocks):
         `(mean, stderr)`, each of shape `series.shape[1:]`.
     """
     series = np.asarray(series, dtype=np.float64)
-    if isinstance(num_blocks, bool) or not isinstance(num_blocks, (int, np.integer)) \
-            or num_blocks < 2:
-        raise ValueError(f"`num_blocks` must be an int >= 2; received num_blocks={num_blocks!r}")
+    num_blocks = check_positive_int("num_blocks", num_blocks, 2)
     length = series.shape[0] // num_blocks
     if length < 1:
         raise ValueError(f"A series of {series.shape[0]} samples cannot be cut into "
@@ -68,11 +68,9 @@ def restrained_mean_force(gradient_fn, centers, initial_positions, kappa, beta=1
                          f"{centers.shape[0]} and D >= {centers.shape[1]}; received shape "
                          f"{q.shape}")
     for name, value in (("kappa", kappa), ("beta", beta), ("dt", dt)):
-        if not np.isfinite(value) or value <= 0:
-            raise ValueError(f"`{name}` must be a finite number > 0; received {name}={value!r}")
+        check_positive_number(name, value)
     for name, value in (("num_steps", num_steps), ("num_burnin", num_burnin)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"`{name}` must be an int >= 0; received {name}={value!r}")
+        check_positive_int(name, value, 0)
     d = centers.shape[1]
     if seed is None or isinstance(seed, (int, np.integer)):
         rng = np.random.default_rng(seed)
