@@ -68,9 +68,7 @@ def set_seed(seed):
     Args:
         seed: non-negative int.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"`seed` must be a non-negative int; received seed={seed!r}")
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(check_positive_int("seed", seed, 0))
 
 
 def configure_logical_cpus(n):

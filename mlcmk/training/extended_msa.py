@@ -25,7 +25,6 @@ section 5.5.
 
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -271,8 +270,7 @@ class ExtendedMSA(ResidualControlNetwork):
         check_number("rho", rho, 0)
         lbfgs_iterations = check_positive_int("lbfgs_iterations", lbfgs_iterations)
         check_number("perturbation", perturbation, 0)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"`seed` must be an int >= 0; received seed={seed!r}")
+        check_positive_int("seed", seed, 0)
         super().__init__(*args, **kwargs)
         self.rho = float(rho)
         self.lbfgs_iterations = int(lbfgs_iterations)

@@ -28,6 +28,8 @@ import math
 import numpy as np
 from keras import ops
 
+from mlcmk._validation import check_positive_int
+
 
 def scaled_sigmoid(raw, low, high):
     """`low + (high - low) * sigmoid(raw)`: a smooth map onto [low, high] (tensors broadcast)."""
@@ -78,9 +80,7 @@ class ControlConstraint:
     type_name = None
 
     def __init__(self, dim):
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise ValueError(f"`dim` must be a positive int; received dim={dim!r}")
-        self.dim = int(dim)
+        self.dim = check_positive_int("dim", dim)
 
     @property
     def raw_dim(self):
@@ -258,10 +258,7 @@ class LinearConstraints(ControlConstraint):
 
         self.a_ub, self.b_ub = matrix("a_ub", a_ub, "b_ub", b_ub)
         self.a_eq, self.b_eq = matrix("a_eq", a_eq, "b_eq", b_eq)
-        if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) \
-                or iterations < 0:
-            raise ValueError(f"`iterations` must be an int >= 0; received {iterations!r}")
-        self.iterations = int(iterations)
+        self.iterations = check_positive_int("iterations", iterations, 0)
 
         # Equalities: a = a_p + N y.
         if self.a_eq.shape[0]:

@@ -364,8 +364,7 @@ class AlanineDipeptide(Problem):
 
         A realistic source of the first labels of concurrent learning.
         """
-        if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
-            raise ValueError(f"`num` must be an int >= 1; received num={num!r}")
+        num = check_positive_int("num", num)
         context = self.context([*_ints(seed), 3])
         self.prepare(context, (-1.4, 1.3), 0.0, [*_ints(seed), 4])
         context.getIntegrator().step(num_steps)
@@ -529,8 +528,7 @@ def reference_free_energy(problem, num_windows=24, kappa=200.0, num_steps=5000,
     """
     for name, value in (("num_windows", num_windows), ("num_steps", num_steps),
                         ("num_bins", num_bins), ("sample_every", sample_every)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"`{name}` must be an int >= 1; received {name}={value!r}")
+        check_positive_int(name, value)
     if not kappa > 0:
         raise ValueError(f"`kappa` must be > 0; received kappa={kappa!r}")
     settings = {"version": _REFERENCE_VERSION, "problem": problem.get_config(),

@@ -2,6 +2,7 @@ r"""Müller–Brown potential coupled to a harmonic bath: a free energy known in
 
 import numpy as np
 
+from mlcmk._validation import check_positive_int, check_positive_number
 from mlcmk.problems.base import Problem
 from mlcmk.problems.free_energy.restrained_md import restrained_mean_force
 from mlcmk.problems.registry import register_problem
@@ -61,13 +62,9 @@ class MuellerBrownBath(Problem):
 
     def __init__(self, num_bath=20, energy_scale=0.05, beta=1.0, bath_stiffness=(200.0, 800.0),
                  stiffness_modulation=0.5, wave_number=2.0, coupling=0.3, seed=0):
-        if isinstance(num_bath, bool) or not isinstance(num_bath, (int, np.integer)) \
-                or num_bath < 0:
-            raise ValueError(f"`num_bath` must be an int >= 0; received num_bath={num_bath!r}")
+        num_bath = check_positive_int("num_bath", num_bath, 0)
         for name, value in (("energy_scale", energy_scale), ("beta", beta)):
-            if not np.isfinite(value) or value <= 0:
-                raise ValueError(f"`{name}` must be a finite number > 0; received "
-                                 f"{name}={value!r}")
+            check_positive_number(name, value)
         low, high = (float(v) for v in bath_stiffness)
         if not 0 < low <= high:
             raise ValueError(f"`bath_stiffness` must be (low, high) with 0 < low <= high; "

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from mlcmk._validation import check_positive_int
 from mlcmk.problems.base import Problem
 from mlcmk.problems.registry import register_problem
 
@@ -23,13 +24,8 @@ class BarronTeacher(Problem):
     """
 
     def __init__(self, dim=10, num_atoms=8, seed=0):
-        for argument, value in (("dim", dim), ("num_atoms", num_atoms)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(
-                    f"`{argument}` must be a positive int; received {argument}={value!r}"
-                )
-        self.dim = dim
-        self.num_atoms = num_atoms
+        self.dim = dim = check_positive_int("dim", dim)
+        self.num_atoms = num_atoms = check_positive_int("num_atoms", num_atoms)
         self.seed = seed
         rng = np.random.default_rng(seed)
         directions = rng.standard_normal((num_atoms, dim))
@@ -44,7 +40,6 @@ class BarronTeacher(Problem):
 
     def sample(self, n, seed=None, dtype="float32"):
         """Draws `n` inputs `x ~ N(0, I_d)` and returns `(x, f*(x))` as NumPy arrays."""
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise ValueError(f"`n` must be a positive int; received n={n!r}")
+        n = check_positive_int("n", n)
         x = np.random.default_rng(seed).standard_normal((n, self.dim))
         return x.astype(dtype), self.target(x).astype(dtype)
