@@ -39,3 +39,27 @@ def check_number(name, value, low=None, strict=False):
 def check_positive_number(name, value):
     """`value` as a float; TypeError unless a real number, ValueError unless finite and > 0."""
     return check_number(name, value, 0, strict=True)
+
+
+def check_positive_ints(name, values, allow_empty=False, allow_scalar=False):
+    """`values` as a list of ints; ValueError unless a sequence of ints (not bools) `>= 1`.
+
+    Args:
+        name: the argument's name, for the message.
+        values: a sequence (list, tuple, 1-D array) of ints.
+        allow_empty: accept an empty sequence (for example a policy with no hidden layer).
+        allow_scalar: accept a single int as a one-element list.
+    """
+    if allow_scalar and isinstance(values, (int, np.integer)) and not isinstance(values, bool):
+        values = [values]
+    expected = "a list of positive ints" if allow_empty else "a non-empty list of positive ints"
+    items = None
+    if not isinstance(values, (str, bytes, dict, set)):
+        try:
+            items = list(values)
+        except TypeError:
+            pass
+    if items is None or (not items and not allow_empty) or any(
+            isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in items):
+        raise ValueError(f"`{name}` must be {expected}; received {name}={values!r}")
+    return [int(v) for v in items]

@@ -1,7 +1,12 @@
 import numpy as np
 
 import mlcmk
-from mlcmk._validation import check_number, check_positive_int, check_positive_number
+from mlcmk._validation import (
+    check_number,
+    check_positive_int,
+    check_positive_ints,
+    check_positive_number,
+)
 from mlcmk.models.moment_autoencoder import MomentAutoencoder
 from mlcmk.problems.bsde.hjb import HJBLQ
 from mlcmk.problems.kinetic.bgk import BGK1D
@@ -38,6 +43,21 @@ class ValidationTest(TestCase):
         with self.assertRaisesRegex(ValueError, r"`x` must be a finite number > 0; received x=0"):
             check_positive_number("x", 0)
 
+    def test_positive_ints(self):
+        value = check_positive_ints("units", (3, np.int64(2)))
+        self.assertEqual(value, [3, 2])
+        self.assertTrue(all(type(v) is int for v in value))
+        self.assertEqual(check_positive_ints("units", np.array([4, 1])), [4, 1])
+        self.assertEqual(check_positive_ints("units", (), allow_empty=True), [])
+        self.assertEqual(check_positive_ints("sel", 5, allow_scalar=True), [5])
+        for bad in ((), [2, 0], [2, 2.0], [True], "12", 5, None, {3: 1}):
+            with self.assertRaisesRegex(ValueError, r"`units` must be a non-empty list of "
+                                                    r"positive ints; received units="):
+                check_positive_ints("units", bad)
+        with self.assertRaisesRegex(ValueError, r"`units` must be a list of positive ints; "
+                                                r"received units=\[-1\]"):
+            check_positive_ints("units", [-1], allow_empty=True)
+
     def test_callers_share_the_messages(self):
         # One check behind the layers, the problems and the kinetic solver alike.
         with self.assertRaisesRegex(ValueError, r"`units` must be a positive int"):
@@ -59,3 +79,8 @@ class ValidationTest(TestCase):
         # NumPy ints are ints, and the result is the same as for Python ints.
         self.assertEqual(path_norm_prefactor(0.5, np.int64(4), np.int32(100)),
                          0.5 * np.sqrt(np.log(8) / 100))
+        # Layer sizes: an empty list is a linear policy, never an empty embedding.
+        with self.assertRaisesRegex(ValueError, r"`neuron` must be a non-empty list"):
+            mlcmk.SymmetricEmbedding(rcut=6.0, rcut_smth=0.5, sel=[4], neuron=[])
+        with self.assertRaisesRegex(ValueError, r"`encoder_units` must be a list of positive"):
+            MomentAutoencoder(encoder_units=(32, 0))

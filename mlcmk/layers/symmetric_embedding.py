@@ -4,6 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from mlcmk._validation import check_positive_ints
+
 
 def smooth_switch(r, rcut_smth, rcut):
     r"""`s(r)`: `1/r` below `rcut_smth`, `0` from `rcut` on, a C^2 quintic switch between.
@@ -33,19 +35,6 @@ def _residual_repeat(k, kernel_shape):
     if k > 0 and width_out in (width_in, 2 * width_in):
         return width_out // width_in
     return 0
-
-
-def _check_positive_int_list(name, value):
-    if isinstance(value, int):
-        value = [value]
-    try:
-        value = [int(v) for v in value]
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"`{name}` must be a list of positive ints; received {name}={value!r}"
-                         ) from err
-    if not value or any(v <= 0 for v in value):
-        raise ValueError(f"`{name}` must be a list of positive ints; received {name}={value!r}")
-    return value
 
 
 @keras.saving.register_keras_serializable(package="mlcmk")
@@ -84,8 +73,8 @@ class SymmetricEmbedding(keras.layers.Layer):
         if not (0.0 <= rcut_smth < rcut):
             raise ValueError(f"Need 0 <= rcut_smth < rcut; received rcut_smth={rcut_smth}, "
                              f"rcut={rcut}")
-        sel = _check_positive_int_list("sel", sel)
-        neuron = _check_positive_int_list("neuron", neuron)
+        sel = check_positive_ints("sel", sel, allow_scalar=True)
+        neuron = check_positive_ints("neuron", neuron, allow_scalar=True)
         if not isinstance(axis_neuron, int) or not 0 < axis_neuron <= neuron[-1]:
             raise ValueError(f"`axis_neuron` must be an int in [1, neuron[-1]={neuron[-1]}]; "
                              f"received axis_neuron={axis_neuron!r}")

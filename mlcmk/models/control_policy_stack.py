@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from mlcmk._validation import check_number, check_positive_int
+from mlcmk._validation import check_number, check_positive_int, check_positive_ints
 from mlcmk.models.simulated_training import SimulatedTrainingModel
 from mlcmk.problems.bsde.base import deserialize_problem, serialize_problem
 from mlcmk.problems.control.base import ControlProblem
@@ -186,11 +186,7 @@ class ControlPolicyStack(SimulatedTrainingModel):
         n = problem.state_dim
         if hidden_units is None:
             hidden_units = (n + 10, n + 10)
-        units = tuple(hidden_units)
-        if any(isinstance(u, bool) or not isinstance(u, (int, np.integer)) or u < 1
-               for u in units):
-            raise ValueError(f"`hidden_units` must be a sequence of positive ints; received "
-                             f"hidden_units={hidden_units!r}")
+        units = tuple(check_positive_ints("hidden_units", hidden_units, allow_empty=True))
         penalty_weight = check_number("penalty_weight", penalty_weight, 0)
         _check_dimensions(problem)
 

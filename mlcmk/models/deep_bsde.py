@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from mlcmk._validation import check_positive_int
+from mlcmk._validation import check_positive_int, check_positive_ints
 from mlcmk.layers.bsde_step import BSDEStep
 from mlcmk.models.simulated_training import SimulatedTrainingModel
 from mlcmk.problems.bsde.base import BSDEProblem, deserialize_problem, serialize_problem
@@ -77,17 +77,6 @@ class StackedBatchNormalization(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
-
-
-def _check_units(hidden_units):
-    units = tuple(hidden_units)
-    if not units or any(isinstance(u, bool) or not isinstance(u, (int, np.integer)) or u < 1
-                        for u in units):
-        raise ValueError(
-            f"`hidden_units` must be a non-empty sequence of positive ints; "
-            f"received hidden_units={hidden_units!r}"
-        )
-    return tuple(int(u) for u in units)
 
 
 # Initial sharpness of the smooth-max (> 0) and smooth-min (< 0) features (`extremes=True`).
@@ -200,7 +189,7 @@ class DeepBSDE(SimulatedTrainingModel):
         # === Config ===
         self.problem = problem
         self.z_network = z_network
-        self.hidden_units = _check_units(hidden_units)
+        self.hidden_units = tuple(check_positive_ints("hidden_units", hidden_units))
         self.activation = activation
         self.batch_norm = bool(batch_norm)
         self.batch_size = int(batch_size)

@@ -10,8 +10,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from mlcmk._validation import check_positive_int
-from mlcmk.layers.symmetric_embedding import SymmetricEmbedding, _check_positive_int_list
+from mlcmk._validation import check_positive_int, check_positive_ints
+from mlcmk.layers.symmetric_embedding import SymmetricEmbedding
 from mlcmk.models.deep_potential_neighbors import neighbor_list, neighbor_list_numpy
 
 DESCRIPTORS = ("se_e2_a", "raw_sorted")
@@ -51,7 +51,7 @@ class FittingNetwork(keras.layers.Layer):
     def __init__(self, ntypes, neuron=(240, 240, 240), resnet_dt=True, **kwargs):
         super().__init__(**kwargs)
         self.ntypes = int(ntypes)
-        self.neuron = _check_positive_int_list("neuron", neuron)
+        self.neuron = check_positive_ints("neuron", neuron, allow_scalar=True)
         self.resnet_dt = bool(resnet_dt)
 
     def build(self, input_shape):
@@ -115,7 +115,7 @@ def _as_int_list(name, value, length):
     if len(value) != length:
         raise ValueError(f"`{name}` must have one entry per type ({length}); received "
                          f"{name}={value!r}")
-    return _check_positive_int_list(name, value)
+    return check_positive_ints(name, value)
 
 
 @keras.saving.register_keras_serializable(package="mlcmk")

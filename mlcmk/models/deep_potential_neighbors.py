@@ -26,16 +26,9 @@ More neighbours of a type within `rcut` than its `sel` is an error (never silent
 import numpy as np
 import tensorflow as tf
 
+from mlcmk._validation import check_positive_ints
+
 _FREE_BOX_TOLERANCE = 1e-12
-
-
-def _check_sel(sel):
-    if isinstance(sel, int):
-        sel = [sel]
-    sel = [int(s) for s in sel]
-    if not sel or any(s <= 0 for s in sel):
-        raise ValueError(f"`sel` must be a non-empty list of positive ints; received sel={sel!r}")
-    return sel
 
 
 def face_distances(box):
@@ -67,7 +60,7 @@ def neighbor_list(coord, box, atom_types, *, rcut, sel):
         tf.errors.InvalidArgumentError: when an environment holds more neighbours of a type than
             its `sel`; the message names the type, `sel` and the largest count.
     """
-    sel = _check_sel(sel)
+    sel = check_positive_ints("sel", sel, allow_scalar=True)
     coord = tf.stop_gradient(tf.convert_to_tensor(coord))
     dtype = coord.dtype
     batch, natoms = tf.shape(coord)[0], tf.shape(coord)[1]
@@ -147,7 +140,7 @@ def neighbor_list_numpy(coord, box, atom_types, *, rcut, sel):
     """
     from scipy.spatial import cKDTree
 
-    sel = _check_sel(sel)
+    sel = check_positive_ints("sel", sel, allow_scalar=True)
     coord = np.asarray(coord, np.float64)
     atom_types = np.asarray(atom_types, np.int64)
     natoms = len(coord)

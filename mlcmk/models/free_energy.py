@@ -7,6 +7,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from mlcmk._validation import check_positive_ints
+
 CV_KINDS = ("linear", "angle")
 
 
@@ -83,11 +85,7 @@ class FreeEnergyModel(keras.Model):
         super().__init__(**kwargs)
         cvs = normalize_collective_variables(collective_variables)
         d = len(cvs)
-        units = tuple(hidden_units)
-        if any(isinstance(u, bool) or not isinstance(u, (int, np.integer)) or u < 1
-               for u in units):
-            raise ValueError(f"`hidden_units` must be a sequence of positive ints; received "
-                             f"hidden_units={hidden_units!r}")
+        units = tuple(check_positive_ints("hidden_units", hidden_units, allow_empty=True))
         center = np.zeros(d) if center is None else np.asarray(center, dtype=np.float64)
         scale = np.ones(d) if scale is None else np.asarray(scale, dtype=np.float64)
         for name, value in (("center", center), ("scale", scale)):

@@ -27,15 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from mlcmk._validation import check_positive_int, check_positive_number
-
-
-def _check_units(name, units):
-    if not isinstance(units, (list, tuple)) or not all(
-        isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units
-    ):
-        raise ValueError(f"`{name}` must be a list of positive ints; received {name}={units!r}")
-    return list(units)
+from mlcmk._validation import check_positive_int, check_positive_ints, check_positive_number
 
 
 def check_heat_flux_moment(heat_flux_moment, num_moments):
@@ -77,8 +69,8 @@ class MomentAutoencoder(keras.Model):
         self.v_max = float(v_max)
         self.num_v = num_v
         self.num_moments = num_moments
-        self.encoder_units = _check_units("encoder_units", encoder_units)
-        self.decoder_units = _check_units("decoder_units", decoder_units)
+        self.encoder_units = check_positive_ints("encoder_units", encoder_units, allow_empty=True)
+        self.decoder_units = check_positive_ints("decoder_units", decoder_units, allow_empty=True)
         self.activation = activation
         self.num_even = (num_moments + 1) // 2
         self.dv = 2.0 * self.v_max / (num_v - 1)

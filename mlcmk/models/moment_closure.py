@@ -41,7 +41,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from mlcmk._validation import check_positive_int
+from mlcmk._validation import check_positive_int, check_positive_ints
 from mlcmk.models.moment_autoencoder import check_heat_flux_moment
 
 _NUMPY_ACTIVATIONS = {
@@ -81,9 +81,7 @@ class MomentClosure(keras.Model):
     def __init__(self, num_moments=4, units=(64, 64), activation="tanh", heat_flux_moment=False,
                  **kwargs):
         num_moments = check_positive_int("num_moments", num_moments)
-        if not isinstance(units, (list, tuple)) or not all(
-                isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units):
-            raise ValueError(f"`units` must be a list of positive ints; received units={units!r}")
+        units = check_positive_ints("units", units, allow_empty=True)
         if activation not in _NUMPY_ACTIVATIONS:
             raise ValueError(f"`activation` must be one of {sorted(_NUMPY_ACTIVATIONS)}; "
                              f"received activation={activation!r}")
