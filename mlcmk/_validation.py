@@ -19,19 +19,29 @@ def check_positive_int(name, value, minimum=1):
     return int(value)
 
 
-def check_number(name, value, low=None, strict=False):
+def check_number(name, value, low=None, strict=False, high=None, strict_high=False):
     """`value` as a float.
 
-    TypeError unless it is a real number (a bool is not); ValueError unless it is finite and
-    `>= low` (`> low` with `strict`; no bound when `low` is None).
+    TypeError unless it is a real number (a bool is not); ValueError unless it is finite,
+    `>= low` (`> low` with `strict`) and `<= high` (`< high` with `strict_high`); None is no
+    bound.
     """
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a number; received {name}={value!r}")
     v = float(value)
-    if not math.isfinite(v) or (low is not None and (v <= low if strict else v < low)):
-        bound = "" if low is None else f" {'>' if strict else '>='} {low}"
+    below = low is not None and (v <= low if strict else v < low)
+    above = high is not None and (v >= high if strict_high else v > high)
+    if not math.isfinite(v) or below or above:
+        if low is not None and high is not None:
+            bound = f" in {'(' if strict else '['}{low}, {high}{')' if strict_high else ']'}"
+        elif low is not None:
+            bound = f" {'>' if strict else '>='} {low}"
+        elif high is not None:
+            bound = f" {'<' if strict_high else '<='} {high}"
+        else:
+            bound = ""
         raise ValueError(f"`{name}` must be a finite number{bound}; received {name}={value!r}")
     return v
 

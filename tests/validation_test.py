@@ -9,8 +9,12 @@ from mlcmk._validation import (
 )
 from mlcmk.models.moment_autoencoder import MomentAutoencoder
 from mlcmk.problems.bsde.hjb import HJBLQ
+from mlcmk.problems.control import EnergyStorage
+from mlcmk.problems.free_energy import MuellerBrownBath
 from mlcmk.problems.kinetic.bgk import BGK1D
+from mlcmk.problems.kinetic.data import generate_kinetic_data
 from mlcmk.testing import TestCase
+from mlcmk.training.bsde_solver import solve
 from mlcmk.training.path_norm import path_norm_prefactor
 
 
@@ -42,6 +46,26 @@ class ValidationTest(TestCase):
             check_number("x", -1, low=0)
         with self.assertRaisesRegex(ValueError, r"`x` must be a finite number > 0; received x=0"):
             check_positive_number("x", 0)
+
+    def test_number_interval(self):
+        self.assertEqual(check_number("p", 0, low=0, high=1), 0.0)
+        self.assertEqual(check_number("p", 1, low=0, high=1), 1.0)
+        self.assertEqual(check_number("p", 0.5, low=0, strict=True, high=1, strict_high=True), 0.5)
+        cases = [  # (value, bounds, message)
+            (0, dict(low=0, strict=True, high=1), r"in \(0, 1\]; received p=0"),
+            (1, dict(low=0, high=1, strict_high=True), r"in \[0, 1\); received p=1"),
+            (1.5, dict(low=0, high=1), r"in \[0, 1\]; received p=1.5"),
+            (-0.1, dict(low=0, high=1), r"in \[0, 1\]; received p=-0.1"),
+            (2, dict(high=1), r"<= 1; received p=2"),
+            (1, dict(high=1, strict_high=True), r"< 1; received p=1"),
+            (float("nan"), dict(low=0, high=1), r"in \[0, 1\]; received p=nan"),
+        ]
+        for value, bounds, message in cases:
+            with self.subTest(value=value, bounds=bounds):
+                with self.assertRaisesRegex(ValueError, r"`p` must be a finite number " + message):
+                    check_number("p", value, **bounds)
+        with self.assertRaisesRegex(TypeError, r"`p` must be a number; received p='0.5'"):
+            check_number("p", "0.5", low=0, high=1)
 
     def test_positive_ints(self):
         value = check_positive_ints("units", (3, np.int64(2)))
@@ -84,3 +108,31 @@ class ValidationTest(TestCase):
             mlcmk.SymmetricEmbedding(rcut=6.0, rcut_smth=0.5, sel=[4], neuron=[])
         with self.assertRaisesRegex(ValueError, r"`encoder_units` must be a list of positive"):
             MomentAutoencoder(encoder_units=(32, 0))
+
+    def test_callers_share_the_interval_messages(self):
+        # Bounded arguments: the bound and its kind (open or closed) are in the message; a
+        # non-number is a TypeError, never a comparison error from inside the caller.
+        with self.assertRaisesRegex(ValueError, r"`cfl` must be a finite number in \(0, 1\]; "
+                                                r"received cfl=1.5"):
+            BGK1D(cfl=1.5)
+        self.assertEqual(BGK1D(cfl=1).cfl, 1.0)
+        with self.assertRaisesRegex(TypeError, r"`sod_fraction` must be a number; received "
+                                               r"sod_fraction='half'"):
+            generate_kinetic_data(num_runs=1, sod_fraction="half")
+        with self.assertRaisesRegex(ValueError, r"`stiffness_modulation` must be a finite number "
+                                                r"in \[0, 1\); received stiffness_modulation=1"):
+            MuellerBrownBath(stiffness_modulation=1)
+        with self.assertRaisesRegex(ValueError, r"`feed_in` must be a finite number in "
+                                                r"\[0.0, 1.0\]; received feed_in=1.2"):
+            EnergyStorage(feed_in=1.2)
+        with self.assertRaisesRegex(ValueError, r"`learning_rate` must be a finite number in "
+                                                r"\(0, 1\); received learning_rate=1.0"):
+            solve(HJBLQ(dim=2), iterations=1, learning_rate=1.0)
+        with self.assertRaisesRegex(ValueError, r"`rcut_smth` must be a finite number in "
+                                                r"\[0, 6.0\); received rcut_smth=6"):
+            mlcmk.SymmetricEmbedding(rcut=6, rcut_smth=6, sel=[4], neuron=[4], axis_neuron=2)
+        layer = mlcmk.SymmetricEmbedding(rcut=6.0, rcut_smth=0.5, sel=[4], neuron=[4],
+                                         axis_neuron=2)
+        with self.assertRaisesRegex(ValueError, r"`r_min` must be a finite number in "
+                                                r"\(0, 6.0\); received r_min=6.0"):
+            layer.tabulate(r_min=6.0)

@@ -33,6 +33,8 @@ import tempfile
 
 import numpy as np
 
+from mlcmk._validation import check_number
+
 _REQUIRED_SET_FILES = ("coord.npy", "energy.npy", "force.npy")
 
 
@@ -150,8 +152,7 @@ class System:
             `(first, second)`, with `round(fraction * nframes)` frames in `first` (at least one
             frame in each when `nframes >= 2`), frames in their original order within each.
         """
-        if not isinstance(fraction, (float, int)) or not 0.0 < fraction < 1.0:
-            raise ValueError(f"`fraction` must be a number in (0, 1); received {fraction!r}")
+        fraction = check_number("fraction", fraction, 0, strict=True, high=1, strict_high=True)
         if self.nframes < 2:
             raise ValueError(
                 f"cannot split system {self.name!r} with {self.nframes} frame(s); need at least 2"

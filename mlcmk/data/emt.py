@@ -34,6 +34,12 @@ import tempfile
 
 import numpy as np
 
+from mlcmk._validation import (
+    check_number,
+    check_positive_int,
+    check_positive_ints,
+    check_positive_number,
+)
 from mlcmk.data.deepmd import write_system
 
 # Bumped whenever the generator changes what a given set of parameters produces.
@@ -191,36 +197,14 @@ def _validate(params):
             raise ValueError(f"structure {s!r} needs two `elements`; received {elements!r}")
     if not params["structures"]:
         raise ValueError("`structures` is empty")
-    for size in params["sizes"]:
-        if len(size) != 3 or not all(isinstance(k, int) and k >= 1 for k in size):
-            raise ValueError(f"`sizes` entries must be 3 positive ints; received {size!r}")
+    if any(len(size) != 3 for size in params["sizes"]):
+        raise ValueError(f"`sizes` entries must be 3 positive ints; received {params['sizes']!r}")
     if not params["sizes"]:
         raise ValueError("`sizes` is empty")
-    if not isinstance(params["n_frames"], int) or params["n_frames"] < 1:
-        raise ValueError(f"`n_frames` must be a positive int; received {params['n_frames']!r}")
-    temps = params["temperatures"]
-    if not temps or not all(t > 0 for t in temps):
-        raise ValueError(f"`temperatures` must be positive kelvins; received {temps!r}")
-    for name in ("md_fraction", "vacancy_fraction"):
-        if not 0.0 <= params[name] <= 1.0:
-            raise ValueError(f"`{name}` must be in [0, 1]; received {params[name]!r}")
-    for name in ("frames_per_trajectory", "stride"):
-        if not isinstance(params[name], int) or params[name] < 1:
-            raise ValueError(f"`{name}` must be a positive int; received {params[name]!r}")
-    if not isinstance(params["equilibration"], int) or params["equilibration"] < 0:
-        raise ValueError(
-            f"`equilibration` must be a non-negative int; received {params['equilibration']!r}"
-        )
-    for name in ("timestep_fs", "friction"):
-        if not params[name] > 0:
-            raise ValueError(f"`{name}` must be positive; received {params[name]!r}")
-    for name in ("max_strain", "max_displacement"):
-        if not params[name] >= 0:
-            raise ValueError(f"`{name}` must be non-negative; received {params[name]!r}")
+    if not params["temperatures"]:
+        raise ValueError("`temperatures` is empty")
     for element in elements:
         _atomic_volume(element, params["lattice_constants"])
-    if not all(0.0 < f < 1.0 for f in params["fractions"]):
-        raise ValueError(f"`fractions` must lie in (0, 1); received {params['fractions']!r}")
 
 
 def _generate_frames(params, calculator):
@@ -353,19 +337,21 @@ def generate_dataset(
     params = {
         "elements": list(elements),
         "structures": list(structures),
-        "sizes": [list(s) for s in sizes],
-        "n_frames": n_frames,
-        "temperatures": [float(t) for t in temperatures],
-        "md_fraction": float(md_fraction),
-        "frames_per_trajectory": frames_per_trajectory,
-        "stride": stride,
-        "equilibration": equilibration,
-        "timestep_fs": float(timestep_fs),
-        "friction": float(friction),
-        "max_strain": float(max_strain),
-        "max_displacement": float(max_displacement),
-        "vacancy_fraction": float(vacancy_fraction),
-        "fractions": [float(f) for f in fractions],
+        "sizes": [check_positive_ints("sizes", s) for s in sizes],
+        "n_frames": check_positive_int("n_frames", n_frames),
+        "temperatures": [check_positive_number("temperatures", t) for t in temperatures],
+        "md_fraction": check_number("md_fraction", md_fraction, 0, high=1),
+        "frames_per_trajectory": check_positive_int("frames_per_trajectory",
+                                                    frames_per_trajectory),
+        "stride": check_positive_int("stride", stride),
+        "equilibration": check_positive_int("equilibration", equilibration, minimum=0),
+        "timestep_fs": check_positive_number("timestep_fs", timestep_fs),
+        "friction": check_positive_number("friction", friction),
+        "max_strain": check_number("max_strain", max_strain, 0),
+        "max_displacement": check_number("max_displacement", max_displacement, 0),
+        "vacancy_fraction": check_number("vacancy_fraction", vacancy_fraction, 0, high=1),
+        "fractions": [check_number("fractions", f, 0, strict=True, high=1, strict_high=True)
+                      for f in fractions],
         "lattice_constants": {str(k): float(v) for k, v in (lattice_constants or {}).items()},
         "seed": int(seed),
     }

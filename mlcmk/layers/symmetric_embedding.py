@@ -4,7 +4,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from mlcmk._validation import check_positive_ints
+from mlcmk._validation import (
+    check_number,
+    check_positive_int,
+    check_positive_ints,
+    check_positive_number,
+)
 
 
 def smooth_switch(r, rcut_smth, rcut):
@@ -69,13 +74,12 @@ class SymmetricEmbedding(keras.layers.Layer):
 
     def __init__(self, rcut=6.0, rcut_smth=0.5, sel=(80,), neuron=(25, 50, 100), axis_neuron=16,
                  **kwargs):
-        rcut, rcut_smth = float(rcut), float(rcut_smth)
-        if not (0.0 <= rcut_smth < rcut):
-            raise ValueError(f"Need 0 <= rcut_smth < rcut; received rcut_smth={rcut_smth}, "
-                             f"rcut={rcut}")
+        rcut = check_positive_number("rcut", rcut)
+        rcut_smth = check_number("rcut_smth", rcut_smth, 0, high=rcut, strict_high=True)
         sel = check_positive_ints("sel", sel, allow_scalar=True)
         neuron = check_positive_ints("neuron", neuron, allow_scalar=True)
-        if not isinstance(axis_neuron, int) or not 0 < axis_neuron <= neuron[-1]:
+        axis_neuron = check_positive_int("axis_neuron", axis_neuron)
+        if axis_neuron > neuron[-1]:
             raise ValueError(f"`axis_neuron` must be an int in [1, neuron[-1]={neuron[-1]}]; "
                              f"received axis_neuron={axis_neuron!r}")
         super().__init__(**kwargs)
@@ -195,12 +199,9 @@ class SymmetricEmbedding(keras.layers.Layer):
             stride: positive float, grid spacing of the normalised `s`.
             r_min: positive float, the smallest neighbour distance the table covers (Å).
         """
-        if not isinstance(stride, (int, float)) or not 0 < stride < 1:
-            raise ValueError(f"`stride` must be a float in (0, 1) (1/Å); received "
-                             f"stride={stride!r}")
-        if not isinstance(r_min, (int, float)) or not 0 < r_min < self.rcut:
-            raise ValueError(f"`r_min` must be a float in (0, rcut={self.rcut}); received "
-                             f"r_min={r_min!r}")
+        open_interval = {"strict": True, "strict_high": True}
+        stride = check_number("stride", stride, 0, high=1, **open_interval)  # 1/Å
+        r_min = check_number("r_min", r_min, 0, high=self.rcut, **open_interval)  # up to rcut
         if not self.built:
             raise ValueError("Build the layer (and set its statistics) before `tabulate`")
         s_max = float(keras.ops.convert_to_numpy(

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from mlcmk import config as mlcmk_config
-from mlcmk._validation import check_positive_int
+from mlcmk._validation import check_number, check_positive_int
 from mlcmk.io import write_json
 from mlcmk.models.deep_bsde import DeepBSDE
 from mlcmk.problems.bsde.base import BSDEProblem, deserialize_problem
@@ -88,8 +88,8 @@ def solve(problem, *, iterations=4000, epochs=None, batch_size=64, learning_rate
         fastest epoch), `wall_time_s`, `time_to_0.2%_s`, `iterations`, `seed`, `history`, ...
     """
     epochs = check_schedule(iterations, epochs)
-    if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < 1):
-        raise ValueError(f"`learning_rate` must be in (0, 1); received {learning_rate!r}")
+    learning_rate = check_number("learning_rate", learning_rate, 0, strict=True, high=1,
+                                 strict_high=True)
     problem = deserialize_problem(problem)
     if not isinstance(problem, BSDEProblem):
         raise TypeError(f"`problem` must be a BSDEProblem; received {type(problem).__name__}")

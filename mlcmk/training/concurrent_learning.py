@@ -41,7 +41,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from mlcmk._validation import check_positive_int
+from mlcmk._validation import check_number, check_positive_int
 from mlcmk.io import write_json
 from mlcmk.models.ensemble import ACCURATE, CANDIDATE, FAILED, TrustLevels
 
@@ -353,9 +353,9 @@ class ConcurrentLearner:
         min_iterations = check_positive_int("min_iterations", min_iterations)
         max_labels_per_iteration = check_positive_int("max_labels_per_iteration",
                                                       max_labels_per_iteration)
-        if converge_fraction is not None and not 0 < converge_fraction <= 1:
-            raise ValueError(f"`converge_fraction` must be in (0, 1] or None; received "
-                             f"converge_fraction={converge_fraction!r}")
+        if converge_fraction is not None:  # None: run all `max_iterations`
+            converge_fraction = check_number("converge_fraction", converge_fraction, 0,
+                                             strict=True, high=1)
         self.explorer = explorer
         self.examiner = examiner
         self.labeller = labeller

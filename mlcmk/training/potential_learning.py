@@ -30,7 +30,7 @@ import weakref
 
 import numpy as np
 
-from mlcmk._validation import check_positive_int, check_positive_number
+from mlcmk._validation import check_number, check_positive_int, check_positive_number
 from mlcmk.data.deepmd import System
 from mlcmk.models.deep_potential import DeepPotential, make_dataset
 from mlcmk.models.ensemble import Ensemble, max_vector_deviation
@@ -256,8 +256,7 @@ class ASEMDExplorer(Explorer):
         if temperatures.size == 0 or np.any(~(temperatures > 0)):
             raise ValueError(f"`temperatures` must be positive kelvins; received "
                              f"temperatures={temperatures.tolist()!r}")
-        if not 0 <= max_strain < 0.5:
-            raise ValueError(f"`max_strain` must be in [0, 0.5); received {max_strain!r}")
+        max_strain = check_number("max_strain", max_strain, 0, high=0.5, strict_high=True)
         for name, value in (("timestep_fs", timestep_fs), ("friction", friction),
                             ("max_displacement", max_displacement)):
             check_positive_number(name, value)

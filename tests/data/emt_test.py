@@ -233,6 +233,17 @@ class EMTDatasetTest(TestCase):
             generate_dataset(n_frames=0, cache_dir=cache)
         with self.assertRaisesRegex(ValueError, "`temperatures`"):
             generate_dataset(temperatures=(-5.0,), cache_dir=cache)
+        with self.assertRaisesRegex(ValueError, r"`md_fraction` must be a finite number in "
+                                                r"\[0, 1\]; received md_fraction=1.5"):
+            generate_dataset(md_fraction=1.5, cache_dir=cache)
+        with self.assertRaisesRegex(ValueError, r"`fractions` must be a finite number in "
+                                                r"\(0, 1\); received fractions=0.0"):
+            generate_dataset(elements=("Al", "Cu"), fractions=(0.5, 0.0), cache_dir=cache)
+        with self.assertRaisesRegex(TypeError, r"`friction` must be a number"):
+            generate_dataset(friction="0.02", cache_dir=cache)
+        with self.assertRaisesRegex(ValueError, r"`sizes` must be a non-empty list of positive "
+                                                r"ints; received sizes=\[2, 0, 2\]"):
+            generate_dataset(sizes=([2, 0, 2],), cache_dir=cache)
         with self.assertRaisesRegex(ValueError, "no FCC/BCC reference lattice constant for 'C'"):
             generate_dataset(elements=("C",), cache_dir=cache, n_frames=1)
         self.assertEqual(os.listdir(cache), [])

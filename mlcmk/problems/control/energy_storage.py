@@ -80,9 +80,7 @@ class EnergyStorage(ControlProblem):
         self.wind_mean = check_number("wind_mean", wind_mean, 0.0)
         self.wind_reversion = check_number("wind_reversion", wind_reversion, 0.0)
         self.wind_volatility = check_number("wind_volatility", wind_volatility, 0.0)
-        self.feed_in = check_number("feed_in", feed_in, 0.0)
-        if self.feed_in > 1:
-            raise ValueError(f"`feed_in` must lie in [0, 1]; received feed_in={feed_in!r}")
+        self.feed_in = check_number("feed_in", feed_in, 0.0, high=1.0)
         self.salvage = check_number("salvage", salvage, 0.0)
         self.rule_threshold = check_number("rule_threshold", rule_threshold, 0.0)
         self.device_seed = int(device_seed)

@@ -2,7 +2,7 @@ r"""Müller–Brown potential coupled to a harmonic bath: a free energy known in
 
 import numpy as np
 
-from mlcmk._validation import check_positive_int, check_positive_number
+from mlcmk._validation import check_number, check_positive_int, check_positive_number
 from mlcmk.problems.base import Problem
 from mlcmk.problems.free_energy.restrained_md import restrained_mean_force
 from mlcmk.problems.registry import register_problem
@@ -69,9 +69,8 @@ class MuellerBrownBath(Problem):
         if not 0 < low <= high:
             raise ValueError(f"`bath_stiffness` must be (low, high) with 0 < low <= high; "
                              f"received bath_stiffness={bath_stiffness!r}")
-        if not 0 <= stiffness_modulation < 1:
-            raise ValueError(f"`stiffness_modulation` must be in [0, 1); received "
-                             f"stiffness_modulation={stiffness_modulation!r}")
+        stiffness_modulation = check_number("stiffness_modulation", stiffness_modulation, 0,
+                                            high=1, strict_high=True)
         self.num_bath = int(num_bath)
         self.energy_scale = float(energy_scale)
         self.beta = float(beta)

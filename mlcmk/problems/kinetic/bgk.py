@@ -36,7 +36,7 @@ import math
 
 import numpy as np
 
-from mlcmk._validation import check_positive_int, check_positive_number
+from mlcmk._validation import check_number, check_positive_int, check_positive_number
 from mlcmk.problems.base import Problem
 from mlcmk.problems.registry import register_problem
 
@@ -482,9 +482,7 @@ class BGK1D(Problem):
         self.v_max = check_positive_number("v_max", v_max)
         self.num_v = check_positive_int("num_v", num_v, minimum=8)
         self.length = check_positive_number("length", length)
-        self.cfl = check_positive_number("cfl", cfl)
-        if self.cfl > 1:
-            raise ValueError(f"`cfl` must be in (0, 1]; received cfl={cfl!r}")
+        self.cfl = check_number("cfl", cfl, 0, strict=True, high=1)
         self.velocity_dims = _velocity_dims(velocity_dims)
         if not isinstance(reduced, (bool, np.bool_)) or (reduced and self.velocity_dims != 3):
             raise ValueError(f"`reduced` must be a bool, True only with velocity_dims=3; "

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from mlcmk._validation import check_positive_int
+from mlcmk._validation import check_number, check_positive_int
 from mlcmk.problems.kinetic.bgk import BGK1D
 
 
@@ -57,8 +57,7 @@ def generate_kinetic_data(num_runs=16, seed=0, num_x=100, v_max=8.0, num_v=64, t
     """
     num_runs = check_positive_int("num_runs", num_runs)
     num_snapshots = check_positive_int("num_snapshots", num_snapshots)
-    if not 0 <= sod_fraction <= 1:
-        raise ValueError(f"`sod_fraction` must be in [0, 1]; received {sod_fraction!r}")
+    sod_fraction = check_number("sod_fraction", sod_fraction, 0, high=1)
     config = {"num_runs": num_runs, "seed": int(seed), "num_x": num_x, "v_max": float(v_max),
               "num_v": num_v, "t_end": float(t_end), "num_snapshots": num_snapshots,
               "eps_range": [float(e) for e in eps_range], "sod_fraction": float(sod_fraction),
