@@ -14,7 +14,7 @@ from mlcmk.problems.free_energy import MuellerBrownBath
 from mlcmk.problems.kinetic.bgk import BGK1D
 from mlcmk.problems.kinetic.data import generate_kinetic_data
 from mlcmk.testing import TestCase
-from mlcmk.training.bsde_solver import solve
+from mlcmk.training.bsde_solver import check_schedule, solve
 from mlcmk.training.path_norm import path_norm_prefactor
 
 
@@ -136,3 +136,18 @@ class ValidationTest(TestCase):
         with self.assertRaisesRegex(ValueError, r"`r_min` must be a finite number in "
                                                 r"\(0, 6.0\); received r_min=6.0"):
             layer.tabulate(r_min=6.0)
+
+    def test_training_schedule(self):
+        # NumPy ints are ints here too; the default is one epoch per 100 iterations (<= 40).
+        self.assertEqual(check_schedule(np.int64(400), np.int32(4)), 4)
+        self.assertIs(type(check_schedule(400, np.int64(8))), int)
+        self.assertEqual(check_schedule(400, None), 4)
+        with self.assertRaisesRegex(ValueError, r"`epochs` must be a positive int; received "
+                                                r"epochs=0"):
+            check_schedule(400, 0)
+        with self.assertRaisesRegex(ValueError, r"`epochs` must be an int in \[1, "
+                                                r"iterations=400\]; received epochs=800"):
+            check_schedule(400, 800)
+        with self.assertRaisesRegex(ValueError, r"`iterations`=400 must be a multiple of "
+                                                r"`epochs`=3"):
+            check_schedule(400, 3)

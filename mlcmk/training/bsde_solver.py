@@ -42,7 +42,8 @@ def check_schedule(iterations, epochs):
     iterations = check_positive_int("iterations", iterations)
     if epochs is None:
         epochs = max(1, min(40, iterations // 100))
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= iterations:
+    epochs = check_positive_int("epochs", epochs)
+    if epochs > iterations:
         raise ValueError(f"`epochs` must be an int in [1, iterations={iterations}]; "
                          f"received epochs={epochs!r}")
     if iterations % epochs:
