@@ -29,6 +29,42 @@ from keras import ops
 
 from mlcmk._validation import check_positive_int, check_positive_ints, check_positive_number
 
+# Activations with a NumPy twin: the networks of the moment model are evaluated in NumPy from
+# copies of their weights at solve time (`NumpyDenseStack`), where eager TensorFlow calls on a
+# hundred cells cost more than the arithmetic.
+NUMPY_ACTIVATIONS = {
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "softplus": lambda x: np.logaddexp(0.0, x),
+    "silu": lambda x: x / (1.0 + np.exp(-x)),
+    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+}
+
+
+def check_numpy_activation(activation):
+    """`activation` must be a name in `NUMPY_ACTIVATIONS`."""
+    if activation not in NUMPY_ACTIVATIONS:
+        raise ValueError(f"`activation` must be one of {sorted(NUMPY_ACTIVATIONS)}; "
+                         f"received activation={activation!r}")
+    return activation
+
+
+class NumpyDenseStack:
+    """A `keras.Sequential` of `Dense` layers (hidden `activation`, linear output) evaluated in
+    NumPy float64 from a copy of its weights."""
+
+    def __init__(self, sequential, activation):
+        self._layers = [(np.asarray(layer.kernel, np.float64), np.asarray(layer.bias, np.float64))
+                        for layer in sequential.layers]
+        self._act = NUMPY_ACTIVATIONS[check_numpy_activation(activation)]
+
+    def __call__(self, z):
+        for i, (kernel, bias) in enumerate(self._layers):
+            z = z @ kernel + bias
+            if i < len(self._layers) - 1:
+                z = self._act(z)
+        return z
+
 
 def check_heat_flux_moment(heat_flux_moment, num_moments):
     """`heat_flux_moment` must be a bool, and True only with at least two moments."""
@@ -48,7 +84,8 @@ class MomentAutoencoder(keras.Model):
         num_moments: positive int K, number of generalised moments W.
         encoder_units: hidden widths of the weight network `w(xi)`.
         decoder_units: hidden widths of the decoder network `n(xi, W)`.
-        activation: hidden activation.
+        activation: hidden activation (one of tanh, relu, softplus, silu, sigmoid, so that
+            `numpy_encoder` can evaluate it).
         heat_flux_moment: bool; if True (needs K >= 2), the first odd weight is fixed to
             `(xi^3 - 3 xi) / 2`, so that this moment is the normalised heat flux
             `q / (rho T^{3/2})` and the energy flux of the moment system needs no closure.
@@ -63,6 +100,7 @@ class MomentAutoencoder(keras.Model):
         num_v = check_positive_int("num_v", num_v, 8)
         num_moments = check_positive_int("num_moments", num_moments)
         check_heat_flux_moment(heat_flux_moment, num_moments)
+        check_numpy_activation(activation)
         super().__init__(**kwargs)
         # === Config ===
         self.heat_flux_moment = heat_flux_moment
@@ -173,6 +211,11 @@ class MomentAutoencoder(keras.Model):
         W = ops.einsum("bj,bjk->bk", f, w) * self.dv / rho[:, None]
         return ops.concatenate([U, W], axis=-1)
 
+    def numpy_encoder(self):
+        """`encode` in NumPy from a copy of the weights (`NumpyEncoder`): the fast path for the
+        initial moments of a solve."""
+        return NumpyEncoder(self)
+
     def decode(self, UW):
         """`(batch, 3 + K)` -> `(batch, num_v)` with quadrature moments equal to `U`."""
         UW = ops.convert_to_tensor(UW, dtype=self.compute_dtype)
@@ -227,3 +270,38 @@ class MomentAutoencoder(keras.Model):
                 "num_moments": self.num_moments, "encoder_units": self.encoder_units,
                 "decoder_units": self.decoder_units, "activation": self.activation,
                 "heat_flux_moment": self.heat_flux_moment}
+
+
+class NumpyEncoder:
+    """`MomentAutoencoder.encode` evaluated in NumPy float64 from a copy of its weights.
+
+    Call: `f` `(n, num_v)` -> `(n, 3 + K)` = `(rho, rho u, E, W)`, as `encode` (the same
+    quadrature; equal to round-off in float64). Later training of the autoencoder does not
+    reach a snapshot: take a new one.
+    """
+
+    def __init__(self, autoencoder):
+        self._net = NumpyDenseStack(autoencoder.weight_net, autoencoder.activation)
+        self._v, self._dv = np.asarray(autoencoder._v, np.float64), autoencoder.dv
+        self._parity = autoencoder._parity
+        self._heat = autoencoder.num_even if autoencoder.heat_flux_moment else None
+
+    def weight_functions(self, xi):
+        """`w(xi)`: `(...,)` -> `(..., K)` (see `MomentAutoencoder.weight_functions`)."""
+        xi = np.asarray(xi, np.float64)
+        flat = xi.reshape(-1, 1)
+        w = 0.5 * (self._net(flat) + self._parity * self._net(-flat))
+        if self._heat is not None:
+            w[:, self._heat] = 0.5 * (flat[:, 0]**3 - 3.0 * flat[:, 0])
+        return w.reshape(*xi.shape, -1)
+
+    def __call__(self, f):
+        f = np.asarray(f, np.float64)
+        v = self._v
+        U = np.stack([f.sum(-1), f @ v, 0.5 * f @ v**2], axis=-1) * self._dv
+        rho = U[:, 0]
+        u = U[:, 1] / rho
+        T = (2.0 * U[:, 2] - rho * u * u) / rho
+        w = self.weight_functions((v[None, :] - u[:, None]) / np.sqrt(T)[:, None])
+        W = np.einsum("bj,bjk->bk", f, w) * self._dv / rho[:, None]
+        return np.concatenate([U, W], axis=-1)

@@ -42,15 +42,11 @@ import numpy as np
 from keras import ops
 
 from mlcmk._validation import check_positive_int, check_positive_ints
-from mlcmk.models.moment_autoencoder import check_heat_flux_moment
-
-_NUMPY_ACTIVATIONS = {
-    "tanh": np.tanh,
-    "relu": lambda x: np.maximum(x, 0.0),
-    "softplus": lambda x: np.logaddexp(0.0, x),
-    "silu": lambda x: x / (1.0 + np.exp(-x)),
-    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
-}
+from mlcmk.models.moment_autoencoder import (
+    NumpyDenseStack,
+    check_heat_flux_moment,
+    check_numpy_activation,
+)
 
 
 def output_parity(num_moments):
@@ -82,9 +78,7 @@ class MomentClosure(keras.Model):
                  **kwargs):
         num_moments = check_positive_int("num_moments", num_moments)
         units = check_positive_ints("units", units, allow_empty=True)
-        if activation not in _NUMPY_ACTIVATIONS:
-            raise ValueError(f"`activation` must be one of {sorted(_NUMPY_ACTIVATIONS)}; "
-                             f"received activation={activation!r}")
+        check_numpy_activation(activation)
         check_heat_flux_moment(heat_flux_moment, num_moments)
         super().__init__(**kwargs)
         # === Config ===
@@ -219,22 +213,13 @@ class NumpyClosure:
         self.num_moments = closure.num_moments
         self.num_even = closure.num_even
         self.heat_flux_moment = closure.heat_flux_moment
-        self._layers = [(np.asarray(layer.kernel, np.float64), np.asarray(layer.bias, np.float64))
-                        for layer in closure.net.layers]
-        self._act = _NUMPY_ACTIVATIONS[closure.activation]
+        self._net = NumpyDenseStack(closure.net, closure.activation)
         get = lambda w: np.asarray(keras.ops.convert_to_numpy(w), np.float64)  # noqa: E731
         self._shift, self._scale = get(closure.input_shift), get(closure.input_scale)
         self._out_eq, self._out_scale = get(closure.output_equilibrium), get(closure.output_scale)
         self.w_maxwell = get(closure.w_maxwell)
         self._p_in = closure._input_parity
         self._p_out = closure._output_parity
-
-    def _net(self, z):
-        for i, (kernel, bias) in enumerate(self._layers):
-            z = z @ kernel + bias
-            if i < len(self._layers) - 1:
-                z = self._act(z)
-        return z
 
     def __call__(self, rho, T, W, eps):
         n = np.shape(rho)[0]

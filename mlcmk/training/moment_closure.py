@@ -253,6 +253,7 @@ class LearnedMomentModel:
         self.speed_factor = speed_factor
         self.cfl = cfl
         self.numpy_closure = closure.numpy_closure()
+        self.numpy_encoder = autoencoder.numpy_encoder()
 
     def save(self, directory):
         """Writes `autoencoder.keras`, `closure.keras` and `solver.json` to `directory`."""
@@ -280,9 +281,10 @@ class LearnedMomentModel:
         return cls(autoencoder, closure, **solver)
 
     def initial_moments(self, f0):
-        """`(rho, u, T, W)` of `f0` `(num_x, num_v)` by the encoder."""
-        m = kinetic_moments(self.autoencoder, f0)
-        return m["rho"], m["u"], m["T"], m["W"]
+        """`(rho, u, T, W)` of `f0` `(num_x, num_v)` by the encoder (its NumPy snapshot)."""
+        UW = self.numpy_encoder(f0)
+        rho, u, T = primitive_from_conserved(UW[:, :3])
+        return rho, u, T, UW[:, 3:]
 
     def wave_speed_factor(self, eps, dx):
         """`c` of the solver's wave-speed bound at Knudsen number `eps` and cell width `dx`."""

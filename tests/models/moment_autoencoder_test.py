@@ -101,6 +101,27 @@ class MomentAutoencoderTest(TestCase):
         with self.assertRaisesRegex(ValueError, "heat_flux_moment"):
             MomentAutoencoder(num_moments=1, heat_flux_moment=True)
 
+    def test_numpy_encoder_matches_encode(self):
+        # The solve-time NumPy snapshot equals the Keras encoder (float64) with and without
+        # the fixed heat-flux weight; a later weight change does not reach the snapshot.
+        f = np.concatenate([_bimodal(seed=5), _bimodal(seed=6, shift_nodes=4)])
+        grid = VelocityGrid(V_MAX, NUM_V)
+        for kwargs in ({}, {"heat_flux_moment": True}, {"activation": "softplus"}):
+            with self.subTest(**kwargs):
+                model = self._model(**kwargs)
+                numpy_encoder = model.numpy_encoder()
+                expected = np.asarray(model.encode(f))
+                np.testing.assert_allclose(numpy_encoder(f), expected, rtol=1e-12, atol=1e-13)
+                np.testing.assert_allclose(numpy_encoder.weight_functions(grid.v),
+                                           np.asarray(model.weight_functions(grid.v)),
+                                           rtol=1e-12, atol=1e-13)
+                # Every moment is non-trivial somewhere: the comparison is not of zeros.
+                self.assertGreater(np.abs(expected[:, 3:]).max(axis=0).min(), 1e-6)
+        kernel = model.weight_net.layers[0].kernel
+        kernel.assign(kernel + 0.1)
+        self.assertGreater(np.abs(np.asarray(model.encode(f)) - numpy_encoder(f)).max(), 1e-4)
+        self.assertGreater(np.abs(model.numpy_encoder()(f) - numpy_encoder(f)).max(), 1e-4)
+
     def test_fit_reduces_reconstruction_error(self):
         model = self._model(encoder_units=[16], decoder_units=[32])
         f = np.concatenate([_bimodal(seed=s, n=16) for s in range(4)])
@@ -128,7 +149,8 @@ class MomentAutoencoderTest(TestCase):
 
     def test_bad_arguments(self):
         for kwargs, name in (({"num_moments": 0}, "num_moments"), ({"num_v": 4}, "num_v"),
-                             ({"v_max": -1.0}, "v_max"), ({"encoder_units": [0]}, "encoder_units")):
+                             ({"v_max": -1.0}, "v_max"), ({"encoder_units": [0]}, "encoder_units"),
+                             ({"activation": "elu"}, "activation='elu'")):
             with self.assertRaisesRegex(ValueError, name):
                 MomentAutoencoder(**kwargs)
 

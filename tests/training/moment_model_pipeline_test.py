@@ -111,6 +111,9 @@ class LearnedMomentModelTest(TestCase):
         v = data["v"]
         heat = 0.5 * ((v[None] - m["u"][:, None]) ** 3 * f).sum(1) * (v[1] - v[0])
         np.testing.assert_allclose(y[:32, 0] * m["rho"] * m["T"] ** 1.5, heat, atol=1e-13)
+        # The solve starts from the NumPy encoder's moments: those of the Keras encoder.
+        for got, key in zip(model.initial_moments(f), ("rho", "u", "T", "W"), strict=True):
+            np.testing.assert_allclose(got, m[key], rtol=1e-12, atol=1e-13)
 
         problem = BGK1D(eps=0.1, num_x=32, num_v=48, v_max=7.0)
         f0 = problem.maxwellian(*problem.random_smooth_initial(np.random.default_rng(99)))
