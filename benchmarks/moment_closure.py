@@ -21,6 +21,10 @@ largest speed against the wave-speed bound).
 `--hyperbolicity_weight W` adds W times `hyperbolicity_penalty` (complex speeds and speeds
 beyond the bound) to a penalised a priori fit and to the fine-tuning.
 
+`--save_model DIR` writes the trained model (`LearnedMomentModel.save`); `--model_dir DIR`
+scores and times a saved model instead of training one (the training settings then only pick
+the data of the fit check and the hyperbolicity summary: pass those of the model's training).
+
 Writes `benchmarks/results/moment_closure.json` and `moment_closure.png`. ~5 min alone on 2
 cores, ~15 min on 2 busy ones.
 
@@ -30,7 +34,10 @@ cores, ~15 min on 2 busy ones.
         --finetune_steps 100 --output benchmarks/results/moment_closure_k4_finetune
     python benchmarks/moment_closure.py --heat_flux_moment 1 --frozen_speed_factor 5 \
         --sod_fraction 0.5 --finetune_runs 192 --finetune_steps 300 --finetune_batch 16 \
-        --finetune_check_every 50 --output benchmarks/results/moment_closure_192runs
+        --finetune_check_every 50 --output benchmarks/results/moment_closure_192runs \
+        --save_model runs/moment_192runs
+    python benchmarks/moment_closure.py --model_dir runs/moment_192runs --sod_fraction 0.5 \
+        --finetune_runs 192 --finetune_steps 300 --output benchmarks/results/rescored
 """
 
 import argparse
@@ -44,6 +51,7 @@ from mlcmk.io import write_json
 from mlcmk.problems.kinetic import BGK1D
 from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state
 from mlcmk.training.moment_closure import (
+    LearnedMomentModel,
     compare_models,
     hyperbolicity_report,
     plot_comparison,
@@ -92,6 +100,10 @@ def main():
                         help="training runs and as many unseen runs (eps >= 0.1) whose errors "
                              "are compared: under-fitting or poor generalisation (0: skip)")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "moment_closure"))
+    parser.add_argument("--model_dir", default=None,
+                        help="score a saved LearnedMomentModel instead of training one")
+    parser.add_argument("--save_model", default=None,
+                        help="directory to save the trained model to")
     args = parser.parse_args()
     try:
         units = [int(u) for u in args.closure_units.split(",")]
@@ -110,33 +122,41 @@ def main():
                                               num_x=args.num_x, num_v=args.num_v,
                                               t_end=args.t_end, sod_fraction=args.sod_fraction)
     data_s = time.perf_counter() - start
-    model, info = train_moment_model(data, num_moments=args.num_moments,
-                                     autoencoder_epochs=args.autoencoder_epochs,
-                                     closure_epochs=args.closure_epochs, seed=0,
-                                     heat_flux_moment=bool(args.heat_flux_moment),
-                                     frozen_speed_factor=args.frozen_speed_factor,
-                                     finetune_steps=args.finetune_steps,
-                                     finetune_window=args.finetune_window,
-                                     finetune_learning_rate=args.finetune_lr,
-                                     finetune_batch_size=args.finetune_batch,
-                                     finetune_check_every=args.finetune_check_every,
-                                     finetune_data=finetune_data,
-                                     closure_units=units,
-                                     hyperbolicity_weight=args.hyperbolicity_weight)
-    finetune_runs = f", {args.finetune_runs} for the fine-tuning" if args.finetune_runs else ""
-    print(f"data {data_s:.1f} s ({args.train_runs} runs{finetune_runs}), training "
-          f"{info['autoencoder_fit_s'] + info['closure_fit_s']:.1f} s, closure loss "
-          f"{info['closure_loss']:.3g}")
-    if "penalised_fit" in info:
-        pf = info["penalised_fit"]
-        print(f"penalised a priori fit: loss {pf['loss_before']:.4g} -> {pf['loss_after']:.4g}, "
-              f"hyperbolicity penalty {pf['penalty_before']:.3g} -> {pf['penalty_after']:.3g}, "
-              f"{pf['fit_s']:.0f} s")
-    if "finetune" in info:
-        ft = info["finetune"]
-        print(f"a posteriori fit: {ft['steps']} steps through {ft['solver_steps']} solver "
-              f"steps, trajectory loss {ft['loss_before']:.4g} -> {ft['loss_after']:.4g}, "
-              f"{ft['fit_s']:.0f} s")
+    if args.model_dir:
+        model = LearnedMomentModel.load(args.model_dir)
+        info = {"loaded_from": args.model_dir}
+        print(f"data {data_s:.1f} s; model loaded from {args.model_dir} (not trained here)")
+    else:
+        model, info = train_moment_model(data, num_moments=args.num_moments,
+                                         autoencoder_epochs=args.autoencoder_epochs,
+                                         closure_epochs=args.closure_epochs, seed=0,
+                                         heat_flux_moment=bool(args.heat_flux_moment),
+                                         frozen_speed_factor=args.frozen_speed_factor,
+                                         finetune_steps=args.finetune_steps,
+                                         finetune_window=args.finetune_window,
+                                         finetune_learning_rate=args.finetune_lr,
+                                         finetune_batch_size=args.finetune_batch,
+                                         finetune_check_every=args.finetune_check_every,
+                                         finetune_data=finetune_data,
+                                         closure_units=units,
+                                         hyperbolicity_weight=args.hyperbolicity_weight)
+        finetune_runs = f", {args.finetune_runs} for the fine-tuning" if args.finetune_runs else ""
+        print(f"data {data_s:.1f} s ({args.train_runs} runs{finetune_runs}), training "
+              f"{info['autoencoder_fit_s'] + info['closure_fit_s']:.1f} s, closure loss "
+              f"{info['closure_loss']:.3g}")
+        if "penalised_fit" in info:
+            pf = info["penalised_fit"]
+            print(f"penalised a priori fit: loss {pf['loss_before']:.4g} -> "
+                  f"{pf['loss_after']:.4g}, hyperbolicity penalty {pf['penalty_before']:.3g} "
+                  f"-> {pf['penalty_after']:.3g}, {pf['fit_s']:.0f} s")
+        if "finetune" in info:
+            ft = info["finetune"]
+            print(f"a posteriori fit: {ft['steps']} steps through {ft['solver_steps']} solver "
+                  f"steps, trajectory loss {ft['loss_before']:.4g} -> {ft['loss_after']:.4g}, "
+                  f"{ft['fit_s']:.0f} s")
+        if args.save_model:
+            model.save(args.save_model)
+            print(f"model saved to {args.save_model}")
     hyperbolicity = _hyperbolicity(model, data)
     fitted = finetune_data if finetune_data is not None and args.finetune_steps else data
     fit_check = _fit_check(model, fitted, args)

@@ -19,12 +19,13 @@ def check_positive_int(name, value, minimum=1):
     return int(value)
 
 
-def check_number(name, value, low=None, strict=False, high=None, strict_high=False):
+def check_number(name, value, low=None, strict=False, high=None, strict_high=False,
+                 allow_inf=False):
     """`value` as a float.
 
-    TypeError unless it is a real number (a bool is not); ValueError unless it is finite,
-    `>= low` (`> low` with `strict`) and `<= high` (`< high` with `strict_high`); None is no
-    bound.
+    TypeError unless it is a real number (a bool is not); ValueError unless it is finite
+    (not NaN, with `allow_inf`), `>= low` (`> low` with `strict`) and `<= high` (`< high`
+    with `strict_high`); None is no bound.
     """
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
@@ -33,7 +34,7 @@ def check_number(name, value, low=None, strict=False, high=None, strict_high=Fal
     v = float(value)
     below = low is not None and (v <= low if strict else v < low)
     above = high is not None and (v >= high if strict_high else v > high)
-    if not math.isfinite(v) or below or above:
+    if math.isnan(v) or (math.isinf(v) and not allow_inf) or below or above:
         if low is not None and high is not None:
             bound = f" in {'(' if strict else '['}{low}, {high}{')' if strict_high else ']'}"
         elif low is not None:
@@ -42,7 +43,8 @@ def check_number(name, value, low=None, strict=False, high=None, strict_high=Fal
             bound = f" {'<' if strict_high else '<='} {high}"
         else:
             bound = ""
-        raise ValueError(f"`{name}` must be a finite number{bound}; received {name}={value!r}")
+        kind = "a number" if allow_inf else "a finite number"
+        raise ValueError(f"`{name}` must be {kind}{bound}; received {name}={value!r}")
     return v
 
 

@@ -66,6 +66,14 @@ class ValidationTest(TestCase):
                     check_number("p", value, **bounds)
         with self.assertRaisesRegex(TypeError, r"`p` must be a number; received p='0.5'"):
             check_number("p", "0.5", low=0, high=1)
+        # allow_inf: infinities pass (within the bounds), NaN does not.
+        self.assertEqual(check_number("p", float("inf"), low=0, allow_inf=True), float("inf"))
+        with self.assertRaisesRegex(ValueError, r"`p` must be a finite number >= 0; received "
+                                                r"p=inf"):
+            check_number("p", float("inf"), low=0)
+        for value in (float("nan"), float("-inf")):
+            with self.assertRaisesRegex(ValueError, r"`p` must be a number >= 0; received p="):
+                check_number("p", value, low=0, allow_inf=True)
 
     def test_positive_ints(self):
         value = check_positive_ints("units", (3, np.int64(2)))

@@ -11,7 +11,7 @@ import shutil
 import keras
 import numpy as np
 
-from mlcmk._validation import check_positive_int
+from mlcmk._validation import check_number, check_positive_int
 
 ACCURATE, CANDIDATE, FAILED = 0, 1, 2
 CLASS_NAMES = ("accurate", "candidate", "failed")
@@ -65,16 +65,10 @@ class TrustLevels:
     """
 
     def __init__(self, lo, hi=float("inf")):
-        for name, value in (("lo", lo), ("hi", hi)):
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating,
-                                                                 np.integer)):
-                raise TypeError(f"`{name}` must be a number; received {name}={value!r}")
-            if np.isnan(value) or value < 0:
-                raise ValueError(f"`{name}` must be a number >= 0; received {name}={value!r}")
-        if lo > hi:
+        self.lo = check_number("lo", lo, 0, allow_inf=True)
+        self.hi = check_number("hi", hi, 0, allow_inf=True)
+        if self.lo > self.hi:
             raise ValueError(f"Trust levels need lo <= hi; received lo={lo!r}, hi={hi!r}")
-        self.lo = float(lo)
-        self.hi = float(hi)
 
     def classify(self, deviation):
         """Returns int codes ACCURATE (0), CANDIDATE (1), FAILED (2) of shape `deviation.shape`.
@@ -92,6 +86,19 @@ class TrustLevels:
 
     def __repr__(self):
         return f"TrustLevels(lo={self.lo!r}, hi={self.hi!r})"
+
+
+def as_trust_levels(trust_levels):
+    """`trust_levels` as `TrustLevels`: itself, or built from a `(lo, hi)` pair.
+
+    ValueError naming `trust_levels` for anything else; the levels' own checks otherwise.
+    """
+    if isinstance(trust_levels, TrustLevels):
+        return trust_levels
+    if not isinstance(trust_levels, (tuple, list)) or len(trust_levels) != 2:
+        raise ValueError(f"`trust_levels` must be TrustLevels or a (lo, hi) pair; received "
+                         f"trust_levels={trust_levels!r}")
+    return TrustLevels(*trust_levels)
 
 
 def _call_output(member, x):

@@ -43,7 +43,7 @@ import numpy as np
 
 from mlcmk._validation import check_number, check_positive_int
 from mlcmk.io import write_json
-from mlcmk.models.ensemble import ACCURATE, CANDIDATE, FAILED, TrustLevels
+from mlcmk.models.ensemble import ACCURATE, CANDIDATE, FAILED, as_trust_levels
 
 STAGES = ("explored", "examined", "labelled", "trained", "done")
 
@@ -344,11 +344,7 @@ class ConcurrentLearner:
             if not isinstance(part, cls):
                 raise TypeError(f"`{name}` must be a {cls.__name__}; received "
                                 f"{type(part).__name__}")
-        if not isinstance(trust_levels, TrustLevels):
-            if not isinstance(trust_levels, (tuple, list)) or len(trust_levels) != 2:
-                raise ValueError(f"`trust_levels` must be TrustLevels or (lo, hi); received "
-                                 f"trust_levels={trust_levels!r}")
-            trust_levels = TrustLevels(*trust_levels)
+        trust_levels = as_trust_levels(trust_levels)
         max_iterations = check_positive_int("max_iterations", max_iterations)
         min_iterations = check_positive_int("min_iterations", min_iterations)
         max_labels_per_iteration = check_positive_int("max_labels_per_iteration",

@@ -33,7 +33,7 @@ import numpy as np
 from mlcmk._validation import check_number, check_positive_int, check_positive_number
 from mlcmk.data.deepmd import System
 from mlcmk.models.deep_potential import DeepPotential, make_dataset
-from mlcmk.models.ensemble import Ensemble, max_vector_deviation
+from mlcmk.models.ensemble import Ensemble, as_trust_levels, max_vector_deviation
 from mlcmk.training.concurrent_learning import (
     ConcurrentLearner,
     Examiner,
@@ -136,14 +136,9 @@ def unpack_configuration(configurations, natoms):
 
 
 def check_trust_levels(trust_levels):
-    """`(lo, hi)` from a pair with lo <= hi, else a ValueError naming the argument."""
-    if not isinstance(trust_levels, (tuple, list)) or len(trust_levels) != 2:
-        raise ValueError(f"`trust_levels` must be a (lo, hi) pair; received "
-                         f"trust_levels={trust_levels!r}")
-    lo, hi = trust_levels
-    if lo > hi:
-        raise ValueError(f"Trust levels need lo <= hi; received lo={lo!r}, hi={hi!r}")
-    return lo, hi
+    """`(lo, hi)` floats from a pair (or `TrustLevels`) with 0 <= lo <= hi (`as_trust_levels`)."""
+    levels = as_trust_levels(trust_levels)
+    return levels.lo, levels.hi
 
 
 _COMPUTE_FUNCTIONS = weakref.WeakKeyDictionary()

@@ -84,6 +84,14 @@ class EnsembleTest(TestCase):
             TrustLevels(-1.0, 1.0)
         with self.assertRaisesRegex(TypeError, "`hi` must be a number"):
             TrustLevels(0.1, "high")
+        with self.assertRaisesRegex(ValueError, "`hi` must be a number >= 0; received hi=nan"):
+            TrustLevels(0.1, np.nan)
+        with self.assertRaisesRegex(TypeError, "`lo` must be a number; received lo=True"):
+            TrustLevels(True)
+        # NumPy scalars and an infinite upper level (the default) are accepted, as floats.
+        levels = TrustLevels(np.float32(0.25), np.inf)
+        self.assertEqual((type(levels.lo), levels.lo, levels.hi), (float, 0.25, np.inf))
+        self.assertEqual(TrustLevels(np.int64(1)).hi, float("inf"))
         ensemble = Ensemble.from_factory(_mlp, num_members=2)
         with self.assertRaisesRegex(ValueError, "lo <= hi"):
             ensemble.classify(np.zeros((2, 1)), lo=1.0, hi=0.5)

@@ -161,6 +161,11 @@ class PotentialLearningTest(TestCase):
     def test_bad_trust_levels(self):
         with self.assertRaisesRegex(ValueError, "lo <= hi.*lo=0.2, hi=0.1"):
             _build(self.get_temp_dir(), trust_levels=(0.2, 0.1))
+        with self.assertRaisesRegex(TypeError, "`hi` must be a number; received hi='0.3'"):
+            _build(self.get_temp_dir(), trust_levels=(0.1, "0.3"))
+        with self.assertRaisesRegex(ValueError, "`trust_levels` must be TrustLevels or a "
+                                                "\\(lo, hi\\) pair; received trust_levels=0.1"):
+            _build(self.get_temp_dir(), trust_levels=0.1)
         with self.assertRaisesRegex(ValueError, "structure"):
             build_potential_learner("hcp_xx", self.get_temp_dir())
 
