@@ -57,6 +57,7 @@ from mlcmk.training.moment_closure import (
     plot_comparison,
     run_errors,
     train_moment_model,
+    training_report,
 )
 
 EPS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -141,19 +142,8 @@ def main():
                                          closure_units=units,
                                          hyperbolicity_weight=args.hyperbolicity_weight)
         finetune_runs = f", {args.finetune_runs} for the fine-tuning" if args.finetune_runs else ""
-        print(f"data {data_s:.1f} s ({args.train_runs} runs{finetune_runs}), training "
-              f"{info['autoencoder_fit_s'] + info['closure_fit_s']:.1f} s, closure loss "
-              f"{info['closure_loss']:.3g}")
-        if "penalised_fit" in info:
-            pf = info["penalised_fit"]
-            print(f"penalised a priori fit: loss {pf['loss_before']:.4g} -> "
-                  f"{pf['loss_after']:.4g}, hyperbolicity penalty {pf['penalty_before']:.3g} "
-                  f"-> {pf['penalty_after']:.3g}, {pf['fit_s']:.0f} s")
-        if "finetune" in info:
-            ft = info["finetune"]
-            print(f"a posteriori fit: {ft['steps']} steps through {ft['solver_steps']} solver "
-                  f"steps, trajectory loss {ft['loss_before']:.4g} -> {ft['loss_after']:.4g}, "
-                  f"{ft['fit_s']:.0f} s")
+        print(f"data {data_s:.1f} s ({args.train_runs} runs{finetune_runs})")
+        print("\n".join(training_report(info)))
         if args.save_model:
             model.save(args.save_model)
             print(f"model saved to {args.save_model}")

@@ -60,6 +60,7 @@ def main(argv):
         compare_models,
         plot_comparison,
         train_moment_model,
+        training_report,
     )
 
     config.set_precision("float64")
@@ -85,18 +86,7 @@ def main(argv):
                 verbose=_VERBOSE.value, heat_flux_moment=_HEAT_FLUX.value,
                 frozen_speed_factor=_FROZEN_SPEED.value, finetune_steps=_FINETUNE_STEPS.value,
                 hyperbolicity_weight=_HYPERBOLICITY.value)
-            print(f"trained in {info['autoencoder_fit_s'] + info['closure_fit_s']:.1f} s "
-                  f"(autoencoder loss {info['autoencoder_loss']:.3g}, closure loss "
-                  f"{info['closure_loss']:.3g})")
-            if "penalised_fit" in info:
-                pf = info["penalised_fit"]
-                print(f"penalised a priori fit: hyperbolicity penalty "
-                      f"{pf['penalty_before']:.3g} -> {pf['penalty_after']:.3g}, closure loss "
-                      f"{pf['loss_before']:.3g} -> {pf['loss_after']:.3g}")
-            if "finetune" in info:
-                ft = info["finetune"]
-                print(f"a posteriori fit: trajectory loss {ft['loss_before']:.4g} -> "
-                      f"{ft['loss_after']:.4g} in {ft['fit_s']:.1f} s")
+            print("\n".join(training_report(info)))
             if model_dir:
                 model.save(model_dir)
         result = compare_models(model, problem, f0, _T_END.value)

@@ -634,6 +634,25 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     return model, info
 
 
+def training_report(info):
+    """Lines that summarise the `info` of `train_moment_model`: fit times and losses, the
+    penalised a priori fit and the a posteriori fit when they ran."""
+    lines = [f"trained in {info['autoencoder_fit_s'] + info['closure_fit_s']:.1f} s "
+             f"(autoencoder loss {info['autoencoder_loss']:.3g}, closure loss "
+             f"{info['closure_loss']:.3g})"]
+    if "penalised_fit" in info:
+        pf = info["penalised_fit"]
+        lines.append(f"penalised a priori fit: hyperbolicity penalty {pf['penalty_before']:.3g} "
+                     f"-> {pf['penalty_after']:.3g}, closure loss {pf['loss_before']:.4g} -> "
+                     f"{pf['loss_after']:.4g} in {pf['fit_s']:.0f} s")
+    if "finetune" in info:
+        ft = info["finetune"]
+        lines.append(f"a posteriori fit: {ft['steps']} steps through {ft['solver_steps']} "
+                     f"solver steps, trajectory loss {ft['loss_before']:.4g} -> "
+                     f"{ft['loss_after']:.4g} in {ft['fit_s']:.0f} s")
+    return lines
+
+
 def _check_velocity_grid(name, data, expected, expected_name):
     """Kinetic data `name` must be on the velocity grid `expected` (that of `expected_name`):
     the encoder's moments are quadratures on the grid it was fitted on."""

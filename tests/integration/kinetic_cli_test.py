@@ -27,7 +27,10 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
     assert abs(c["bound"] - relaxation_speed_factor(0.1, 1 / 24, 5.0)) < 1e-12
     assert 0 <= c["complex_fraction"] <= 1 and c["max_speed_factor"] > 1
     assert "characteristic speeds" in result.stdout
-    assert "a posteriori fit: trajectory loss" in result.stdout
+    solver_steps = r["training"]["finetune"]["solver_steps"]
+    assert (f"a posteriori fit: 2 steps through {solver_steps} solver steps, trajectory loss"
+            in result.stdout)
+    assert "trained in" in result.stdout and "closure loss" in result.stdout
     assert r["eps"] == 0.1 and r["num_x"] == 24
     for name in ("learned", "euler"):
         assert set(r["errors"][name]) == {"rho", "u", "T"}
