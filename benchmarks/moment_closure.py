@@ -78,6 +78,8 @@ def main():
                         help="a posteriori fit of the closure through the solver (steps)")
     parser.add_argument("--finetune_window", type=int, default=None,
                         help="snapshot intervals per unrolled solve (default: whole runs)")
+    parser.add_argument("--finetune_warmup_steps", type=int, default=0,
+                        help="fine-tuning steps on one-interval windows before the main ones")
     parser.add_argument("--finetune_lr", type=float, default=1e-3)
     parser.add_argument("--finetune_batch", type=int, default=8)
     parser.add_argument("--finetune_runs", type=int, default=0,
@@ -135,6 +137,7 @@ def main():
                                          frozen_speed_factor=args.frozen_speed_factor,
                                          finetune_steps=args.finetune_steps,
                                          finetune_window=args.finetune_window,
+                                         finetune_warmup_steps=args.finetune_warmup_steps,
                                          finetune_learning_rate=args.finetune_lr,
                                          finetune_batch_size=args.finetune_batch,
                                          finetune_check_every=args.finetune_check_every,

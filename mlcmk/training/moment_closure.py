@@ -570,14 +570,18 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
                        seed=0, verbose=0, heat_flux_moment=False, frozen_speed_factor=3.0,
                        finetune_steps=0, finetune_window=None, finetune_learning_rate=1e-3,
                        finetune_batch_size=8, closure_units=(64, 64), hyperbolicity_weight=0.0,
-                       hyperbolicity_steps=500, finetune_check_every=10, finetune_data=None):
+                       hyperbolicity_steps=500, finetune_check_every=10, finetune_data=None,
+                       finetune_warmup_steps=0):
     """Fits the autoencoder and the closure on kinetic data (from `generate_kinetic_data`).
 
     With `finetune_steps > 0` the closure is then fitted a posteriori through the solver
     (`finetune_closure`) on the runs of `finetune_data` (default: `data`; this fit gains
     from many more runs than the a priori one needs, `benchmarks/README.md`) over
     `finetune_window` snapshot intervals (default: whole runs from the initial state, as
-    the learned model is used), with the loss over all runs evaluated
+    the learned model is used), after `finetune_warmup_steps` steps on windows of one snapshot
+    interval (every run and start snapshot; without them a closure with more moments can be
+    thrown out of its basin by the first whole-run gradients, `benchmarks/README.md`), with
+    the loss over all runs evaluated
     every `finetune_check_every` steps (each check costs about `runs / finetune_batch_size / 3`
     steps: raise it for many runs). `closure_units` are the hidden widths of
     the closure network (`MomentClosure(units=...)`). With `hyperbolicity_weight > 0` the
@@ -590,6 +594,10 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     """
     check_positive_number("frozen_speed_factor", frozen_speed_factor)  # before any training
     _penalty_weight(hyperbolicity_weight)
+    finetune_warmup_steps = check_positive_int("finetune_warmup_steps", finetune_warmup_steps, 0)
+    if finetune_warmup_steps and not finetune_steps:
+        raise ValueError("`finetune_warmup_steps` precede the whole-run fine-tuning: they need "
+                         f"finetune_steps > 0; received finetune_steps={finetune_steps!r}")
     if finetune_steps:
         check_positive_int("finetune_batch_size", finetune_batch_size)
         check_positive_int("finetune_check_every", finetune_check_every)
@@ -625,12 +633,15 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
         info["penalised_fit"] = penalised_closure_fit(
             model, x, y, hyperbolicity_weight, steps=hyperbolicity_steps, seed=seed,
             verbose=verbose)
+    finetune = dict(batch_size=finetune_batch_size, learning_rate=finetune_learning_rate,
+                    seed=seed, verbose=verbose, hyperbolicity_weight=hyperbolicity_weight,
+                    check_every=finetune_check_every)
+    if finetune_warmup_steps:
+        info["finetune_warmup"] = finetune_closure(
+            model, finetune_data, steps=finetune_warmup_steps, window=1, **finetune)
     if finetune_steps:
         info["finetune"] = finetune_closure(
-            model, finetune_data, steps=finetune_steps, batch_size=finetune_batch_size,
-            learning_rate=finetune_learning_rate, window=finetune_window, seed=seed,
-            verbose=verbose, hyperbolicity_weight=hyperbolicity_weight,
-            check_every=finetune_check_every)
+            model, finetune_data, steps=finetune_steps, window=finetune_window, **finetune)
     return model, info
 
 
@@ -645,6 +656,11 @@ def training_report(info):
         lines.append(f"penalised a priori fit: hyperbolicity penalty {pf['penalty_before']:.3g} "
                      f"-> {pf['penalty_after']:.3g}, closure loss {pf['loss_before']:.4g} -> "
                      f"{pf['loss_after']:.4g} in {pf['fit_s']:.0f} s")
+    if "finetune_warmup" in info:
+        ft = info["finetune_warmup"]
+        lines.append(f"a posteriori warm-up on one-interval windows: {ft['steps']} steps, "
+                     f"window loss {ft['loss_before']:.4g} -> {ft['loss_after']:.4g} in "
+                     f"{ft['fit_s']:.0f} s")
     if "finetune" in info:
         ft = info["finetune"]
         lines.append(f"a posteriori fit: {ft['steps']} steps through {ft['solver_steps']} "

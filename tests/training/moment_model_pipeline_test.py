@@ -30,6 +30,7 @@ from mlcmk.training.moment_closure import (
     run_errors,
     sample_arrays,
     train_moment_model,
+    training_report,
     trajectory_loss,
     trajectory_samples,
 )
@@ -313,7 +314,15 @@ class DifferentiableSolveTest(TestCase):
         model, info = train_moment_model(data, num_moments=2, autoencoder_epochs=2,
                                          closure_epochs=2, max_autoencoder_samples=128,
                                          finetune_steps=3, finetune_window=1,
-                                         finetune_check_every=2, finetune_data=more)
+                                         finetune_check_every=2, finetune_data=more,
+                                         finetune_warmup_steps=2)
+        # The warm-up: one-interval windows of `more`, checked at its start and end; the
+        # main fit starts from where it ended.
+        warmup = info["finetune_warmup"]
+        self.assertEqual((warmup["window"], warmup["samples"], warmup["steps"]), (1, 4 * 2, 2))
+        self.assertAlmostEqual(info["finetune"]["loss_before"], warmup["loss_after"], delta=1e-12)
+        self.assertIn("a posteriori warm-up on one-interval windows: 2 steps",
+                      "\n".join(training_report(info)))
         # The fine-tuning's full-loss checks: every 2 steps and at the last.
         np.testing.assert_array_equal(np.array(info["finetune"]["loss_history"])[:, 0],
                                       [0, 2, 3])
@@ -412,6 +421,10 @@ class DifferentiableSolveTest(TestCase):
             finetune_closure(model, data, steps=2, hyperbolicity_weight=-1.0)
         with self.assertRaisesRegex(ValueError, "finetune_check_every=0"):
             train_moment_model(data, finetune_steps=2, finetune_check_every=0)
+        with self.assertRaisesRegex(ValueError, "finetune_warmup_steps=-1"):
+            train_moment_model(data, finetune_steps=2, finetune_warmup_steps=-1)
+        with self.assertRaisesRegex(ValueError, "need finetune_steps > 0"):
+            train_moment_model(data, finetune_warmup_steps=2)
         other_grid = {**data, "v": np.linspace(-8.0, 8.0, 40)}
         with self.assertRaisesRegex(ValueError, "finetune_data.*of `data`.*received 40 nodes"):
             train_moment_model(data, finetune_steps=2, finetune_data=other_grid)
