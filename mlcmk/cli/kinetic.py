@@ -30,6 +30,9 @@ _FINETUNE_STEPS = flags.DEFINE_integer("finetune_steps", 0, "Then fit the closur
                                       "posteriori through the unrolled moment solver to the "
                                       "training runs' rho, u, T (Adam steps; 0: off). Applies when "
                                       "the model is trained, not when it is loaded.")
+_WARMUP_STEPS = flags.DEFINE_integer("finetune_warmup_steps", 0, "Fine-tuning steps on "
+                                     "windows of one snapshot interval before the "
+                                     "--finetune_steps on whole runs (0: none).")
 _HYPERBOLICITY = flags.DEFINE_float("hyperbolicity_weight", 0.0, "Weight of the penalty on "
                                     "complex characteristic speeds (and speeds beyond "
                                     "--frozen_speed_factor) of the learned system, in a "
@@ -85,6 +88,7 @@ def main(argv):
                 closure_epochs=_CLOSURE_EPOCHS.value, seed=_TRAIN_SEED.value,
                 verbose=_VERBOSE.value, heat_flux_moment=_HEAT_FLUX.value,
                 frozen_speed_factor=_FROZEN_SPEED.value, finetune_steps=_FINETUNE_STEPS.value,
+                finetune_warmup_steps=_WARMUP_STEPS.value,
                 hyperbolicity_weight=_HYPERBOLICITY.value)
             print("\n".join(training_report(info)))
             if model_dir:

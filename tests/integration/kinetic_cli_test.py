@@ -13,7 +13,8 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
               "0.02", f"--output_dir={out}", f"--model_dir={models}", f"--cache_dir={cache}"]
     result = run_cli("kinetic", *common, "--train_runs", "3", "--num_moments", "2",
                      "--autoencoder_epochs", "1", "--closure_epochs", "1",
-                     "--finetune_steps", "2", "--frozen_speed_factor", "5",
+                     "--finetune_steps", "2", "--finetune_warmup_steps", "1",
+                     "--frozen_speed_factor", "5",
                      "--hyperbolicity_weight", "0.5", timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     with open(out / "result.json") as f:
@@ -31,6 +32,9 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
     assert (f"a posteriori fit: 2 steps through {solver_steps} solver steps, trajectory loss"
             in result.stdout)
     assert "trained in" in result.stdout and "closure loss" in result.stdout
+    assert r["training"]["finetune_warmup"]["steps"] == 1
+    assert r["training"]["finetune_warmup"]["window"] == 1
+    assert "a posteriori warm-up on one-interval windows: 1 steps" in result.stdout
     assert r["eps"] == 0.1 and r["num_x"] == 24
     for name in ("learned", "euler"):
         assert set(r["errors"][name]) == {"rho", "u", "T"}
