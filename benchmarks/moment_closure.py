@@ -12,8 +12,9 @@ energy flux; the closure then supplies its flux, the fourth moment). `--finetune
 fits the closure a posteriori, through the unrolled solver, to the kinetic rho, u, T of the
 training runs (`finetune_closure`), or with `--finetune_runs M` of M runs drawn the same way
 (the training runs and more: the a priori fit needs few runs, the a posteriori fit many);
-`--finetune_warmup_steps N` fits N steps on one-interval windows first (what lets three
-moments train through whole runs without the hyperbolicity penalty).
+`--finetune_warmup_steps N` fits N steps on one-interval windows first (after it, three
+moments train through whole runs without the hyperbolicity penalty, at a rate that is not too
+high for too long: benchmarks/README.md).
 `--fit_check_runs N` (default 12) compares the learned model's errors on N of the runs its
 closure was fitted to with those on N unseen runs drawn the same way (eps >= 0.1): a model that
 misses on its own training runs is under-fitted, one that misses only on new runs generalises
