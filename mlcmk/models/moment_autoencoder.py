@@ -299,9 +299,7 @@ class NumpyEncoder:
         f = np.asarray(f, np.float64)
         v = self._v
         U = np.stack([f.sum(-1), f @ v, 0.5 * f @ v**2], axis=-1) * self._dv
-        rho = U[:, 0]
-        u = U[:, 1] / rho
-        T = (2.0 * U[:, 2] - rho * u * u) / rho
+        rho, u, T = MomentAutoencoder._primitives(U)
         w = self.weight_functions((v[None, :] - u[:, None]) / np.sqrt(T)[:, None])
         W = np.einsum("bj,bjk->bk", f, w) * self._dv / rho[:, None]
         return np.concatenate([U, W], axis=-1)
