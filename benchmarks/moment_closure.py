@@ -14,7 +14,8 @@ training runs (`finetune_closure`), or with `--finetune_runs M` of M runs drawn 
 (the training runs and more: the a priori fit needs few runs, the a posteriori fit many);
 `--finetune_warmup_steps N` fits N steps on one-interval windows first (after it, three
 moments train through whole runs without the hyperbolicity penalty, at a rate that is not too
-high for too long: benchmarks/README.md).
+high for too long: benchmarks/README.md), and `--finetune_restarts 200:1e-3` continues the
+whole-run fit with a fresh cosine schedule (one per steps:rate item) from the weights it kept.
 `--fit_check_runs N` (default 12) compares the learned model's errors on N of the runs its
 closure was fitted to with those on N unseen runs drawn the same way (eps >= 0.1): a model that
 misses on its own training runs is under-fitted, one that misses only on new runs generalises
@@ -57,6 +58,7 @@ from mlcmk.training.moment_closure import (
     LearnedMomentModel,
     compare_models,
     hyperbolicity_report,
+    parse_restarts,
     plot_comparison,
     run_errors,
     train_moment_model,
@@ -84,6 +86,9 @@ def main():
     parser.add_argument("--finetune_warmup_steps", type=int, default=0,
                         help="fine-tuning steps on one-interval windows before the main ones")
     parser.add_argument("--finetune_lr", type=float, default=1e-3)
+    parser.add_argument("--finetune_restarts", nargs="*", default=[],
+                        help="steps:rate items: continue the whole-run fine-tuning with fresh "
+                             "cosine schedules (e.g. 200:1e-3)")
     parser.add_argument("--finetune_batch", type=int, default=8)
     parser.add_argument("--finetune_runs", type=int, default=0,
                         help="kinetic runs of the a posteriori fit (same seed and settings; "
@@ -116,6 +121,10 @@ def main():
     except ValueError:
         parser.error(f"--closure_units must be comma-separated ints; received "
                      f"{args.closure_units!r}")
+    try:
+        restarts = parse_restarts("--finetune_restarts", args.finetune_restarts)
+    except (TypeError, ValueError) as err:
+        parser.error(str(err))
     config.set_precision("float64")
     start = time.perf_counter()
     data = generate_kinetic_data(num_runs=args.train_runs, seed=0, num_x=args.num_x,
@@ -141,6 +150,7 @@ def main():
                                          finetune_steps=args.finetune_steps,
                                          finetune_window=args.finetune_window,
                                          finetune_warmup_steps=args.finetune_warmup_steps,
+                                         finetune_restarts=restarts,
                                          finetune_learning_rate=args.finetune_lr,
                                          finetune_batch_size=args.finetune_batch,
                                          finetune_check_every=args.finetune_check_every,

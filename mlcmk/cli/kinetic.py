@@ -33,6 +33,9 @@ _FINETUNE_STEPS = flags.DEFINE_integer("finetune_steps", 0, "Then fit the closur
 _WARMUP_STEPS = flags.DEFINE_integer("finetune_warmup_steps", 0, "Fine-tuning steps on "
                                      "windows of one snapshot interval before the "
                                      "--finetune_steps on whole runs (0: none).")
+_RESTARTS = flags.DEFINE_list("finetune_restarts", [], "Then continue the whole-run "
+                              "fine-tuning with fresh cosine schedules, steps:learning_rate "
+                              "each (the first stage runs at 1e-3), e.g. 200:3e-4.")
 _HYPERBOLICITY = flags.DEFINE_float("hyperbolicity_weight", 0.0, "Weight of the penalty on "
                                     "complex characteristic speeds (and speeds beyond "
                                     "--frozen_speed_factor) of the learned system, in a "
@@ -61,6 +64,7 @@ def main(argv):
         LearnedMomentModel,
         characteristic_summary,
         compare_models,
+        parse_restarts,
         plot_comparison,
         train_moment_model,
         training_report,
@@ -68,6 +72,7 @@ def main(argv):
 
     config.set_precision("float64")
     try:
+        restarts = parse_restarts("finetune_restarts", _RESTARTS.value)
         problem = BGK1D(eps=_EPS.value, num_x=_NUM_X.value, v_max=_V_MAX.value,
                         num_v=_NUM_V.value)
         f0 = problem.maxwellian(*initial_state(problem, np.random.default_rng(_SEED.value),
@@ -89,6 +94,7 @@ def main(argv):
                 verbose=_VERBOSE.value, heat_flux_moment=_HEAT_FLUX.value,
                 frozen_speed_factor=_FROZEN_SPEED.value, finetune_steps=_FINETUNE_STEPS.value,
                 finetune_warmup_steps=_WARMUP_STEPS.value,
+                finetune_restarts=restarts,
                 hyperbolicity_weight=_HYPERBOLICITY.value)
             print("\n".join(training_report(info)))
             if model_dir:

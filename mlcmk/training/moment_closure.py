@@ -454,7 +454,8 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     Returns:
         info dict: `loss_before`, `loss_after` (over all samples, of the weights kept),
         `loss_history` (`[step, loss]` pairs of the checks), `best_step` (0: the starting
-        weights were kept), `skipped_steps`, `steps`, `solver_steps`, `fit_s`; with a
+        weights were kept), `skipped_steps`, `steps`, `learning_rate`, `solver_steps`,
+        `fit_s`; with a
         penalty also `penalty_before`, `penalty_after` (over all states, not weighted) and
         `penalty_history` (the loss entries are then trajectory loss + weighted penalty). The
         model's NumPy closure is refreshed.
@@ -463,6 +464,7 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
 
     steps = check_positive_int("steps", steps)
     batch_size = check_positive_int("batch_size", batch_size)
+    learning_rate = check_positive_number("learning_rate", learning_rate)
     check_every = check_positive_int("check_every", check_every)
     weight = _penalty_weight(hyperbolicity_weight)
     state_batch = check_positive_int("state_batch", state_batch)
@@ -507,7 +509,7 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
 
     penalties = []
     info = {"loss_before": full_loss(), "solver_steps": samples["steps"], "steps": steps,
-            "samples": total, "window": int(window)}
+            "samples": total, "window": int(window), "learning_rate": learning_rate}
     best = (info["loss_before"], 0, [w.numpy() for w in closure.trainable_variables])
     history = [[0, info["loss_before"]]]
     check_s = 0.0
@@ -571,7 +573,7 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
                        finetune_steps=0, finetune_window=None, finetune_learning_rate=1e-3,
                        finetune_batch_size=8, closure_units=(64, 64), hyperbolicity_weight=0.0,
                        hyperbolicity_steps=500, finetune_check_every=10, finetune_data=None,
-                       finetune_warmup_steps=0):
+                       finetune_warmup_steps=0, finetune_restarts=()):
     """Fits the autoencoder and the closure on kinetic data (from `generate_kinetic_data`).
 
     With `finetune_steps > 0` the closure is then fitted a posteriori through the solver
@@ -581,23 +583,30 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     the learned model is used), after `finetune_warmup_steps` steps on windows of one snapshot
     interval (every run and start snapshot; without them a closure with more moments can be
     thrown out of its basin by the first whole-run gradients, `benchmarks/README.md`), with
-    the loss over all runs evaluated
-    every `finetune_check_every` steps (each check costs about `runs / finetune_batch_size / 3`
-    steps: raise it for many runs). `closure_units` are the hidden widths of
+    the loss over all runs evaluated every `finetune_check_every` steps (each check costs about
+    `runs / finetune_batch_size / 3` steps: raise it for many runs). `finetune_restarts`,
+    `(steps, learning_rate)` pairs, then continue the whole-run fit with fresh cosine schedules
+    from the weights it kept (a high rate held for long can throw the fit out of a basin that a
+    short high-rate schedule followed by a lower one stays in, `benchmarks/README.md`; every
+    stage draws its batches from `seed`). `closure_units` are the hidden widths of
     the closure network (`MomentClosure(units=...)`). With `hyperbolicity_weight > 0` the
     a priori fit is followed by `hyperbolicity_steps` steps of `penalised_closure_fit` (the
     same loss plus the weighted `hyperbolicity_penalty`), and the fine-tuning keeps the penalty.
 
     Returns:
         `(LearnedMomentModel, info)` with `info` the final losses and fit times (and the
-        fine-tuning's under `"finetune"`).
+        fine-tuning's under `"finetune"`, `"finetune_warmup"` and `"finetune_restarts"`, a
+        list).
     """
     check_positive_number("frozen_speed_factor", frozen_speed_factor)  # before any training
     _penalty_weight(hyperbolicity_weight)
     finetune_warmup_steps = check_positive_int("finetune_warmup_steps", finetune_warmup_steps, 0)
-    if finetune_warmup_steps and not finetune_steps:
-        raise ValueError("`finetune_warmup_steps` precede the whole-run fine-tuning: they need "
-                         f"finetune_steps > 0; received finetune_steps={finetune_steps!r}")
+    finetune_restarts = check_restarts("finetune_restarts", finetune_restarts)
+    for name, value in (("finetune_warmup_steps", finetune_warmup_steps),
+                        ("finetune_restarts", finetune_restarts)):
+        if value and not finetune_steps:
+            raise ValueError(f"`{name}` go with the whole-run fine-tuning: they need "
+                             f"finetune_steps > 0; received finetune_steps={finetune_steps!r}")
     if finetune_steps:
         check_positive_int("finetune_batch_size", finetune_batch_size)
         check_positive_int("finetune_check_every", finetune_check_every)
@@ -642,7 +651,44 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     if finetune_steps:
         info["finetune"] = finetune_closure(
             model, finetune_data, steps=finetune_steps, window=finetune_window, **finetune)
+    if finetune_restarts:
+        info["finetune_restarts"] = [
+            finetune_closure(model, finetune_data, steps=steps, window=finetune_window,
+                             **{**finetune, "learning_rate": rate})
+            for steps, rate in finetune_restarts]
     return model, info
+
+
+def check_restarts(name, restarts):
+    """`restarts` as a list of `(steps, learning_rate)` pairs (positive int, positive number);
+    ValueError (TypeError for a rate that is not a number) naming `name` otherwise."""
+    if isinstance(restarts, (str, bytes)) or not hasattr(restarts, "__iter__"):
+        raise ValueError(f"`{name}` must be a sequence of (steps, learning_rate) pairs; "
+                         f"received {name}={restarts!r}")
+    pairs = []
+    for k, pair in enumerate(restarts):
+        if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
+            raise ValueError(f"`{name}[{k}]` must be a (steps, learning_rate) pair; "
+                             f"received {name}[{k}]={pair!r}")
+        pairs.append((check_positive_int(f"{name}[{k}] steps", pair[0]),
+                      check_positive_number(f"{name}[{k}] learning_rate", pair[1])))
+    return pairs
+
+
+def parse_restarts(name, items):
+    """`(steps, learning_rate)` pairs from `"steps:rate"` strings (a command line's
+    `200:1e-3`), checked by `check_restarts`; ValueError naming `name` for other text."""
+    pairs = []
+    for item in items:
+        steps, sep, rate = str(item).partition(":")
+        try:
+            pairs.append((int(steps), float(rate)))
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"`{name}` takes steps:learning_rate items such as 200:1e-3; "
+                             f"received {item!r}")
+    return check_restarts(name, pairs)
 
 
 def training_report(info):
@@ -665,6 +711,10 @@ def training_report(info):
         ft = info["finetune"]
         lines.append(f"a posteriori fit: {ft['steps']} steps through {ft['solver_steps']} "
                      f"solver steps, trajectory loss {ft['loss_before']:.4g} -> "
+                     f"{ft['loss_after']:.4g} in {ft['fit_s']:.0f} s")
+    for k, ft in enumerate(info.get("finetune_restarts", ()), 1):
+        lines.append(f"a posteriori restart {k}: {ft['steps']} steps at rate "
+                     f"{ft['learning_rate']:.3g}, trajectory loss {ft['loss_before']:.4g} -> "
                      f"{ft['loss_after']:.4g} in {ft['fit_s']:.0f} s")
     return lines
 

@@ -14,6 +14,7 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
     result = run_cli("kinetic", *common, "--train_runs", "3", "--num_moments", "2",
                      "--autoencoder_epochs", "1", "--closure_epochs", "1",
                      "--finetune_steps", "2", "--finetune_warmup_steps", "1",
+                     "--finetune_restarts", "1:3e-4",
                      "--frozen_speed_factor", "5",
                      "--hyperbolicity_weight", "0.5", timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -35,6 +36,10 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
     assert r["training"]["finetune_warmup"]["steps"] == 1
     assert r["training"]["finetune_warmup"]["window"] == 1
     assert "a posteriori warm-up on one-interval windows: 1 steps" in result.stdout
+    (restart,) = r["training"]["finetune_restarts"]
+    assert (restart["steps"], restart["learning_rate"]) == (1, 3e-4)
+    assert restart["loss_before"] == r["training"]["finetune"]["loss_after"]
+    assert "a posteriori restart 1: 1 steps at rate 0.0003" in result.stdout
     assert r["eps"] == 0.1 and r["num_x"] == 24
     for name in ("learned", "euler"):
         assert set(r["errors"][name]) == {"rho", "u", "T"}
@@ -66,3 +71,6 @@ def test_kinetic_command_rejects_bad_input(tmp_path):
                      f"--cache_dir={tmp_path}", "--train_runs", "1", "--num_x", "8")
     assert result.returncode == 2
     assert "hyperbolicity_weight=-1" in result.stderr
+    result = run_cli("kinetic", "--finetune_restarts", "200", f"--output_dir={tmp_path}")
+    assert result.returncode == 2
+    assert "steps:learning_rate items such as 200:1e-3; received '200'" in result.stderr

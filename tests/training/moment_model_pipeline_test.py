@@ -26,6 +26,7 @@ from mlcmk.training.moment_closure import (
     hyperbolicity_report,
     kinetic_moments,
     kinetic_states,
+    parse_restarts,
     penalised_closure_fit,
     run_errors,
     sample_arrays,
@@ -315,13 +316,26 @@ class DifferentiableSolveTest(TestCase):
                                          closure_epochs=2, max_autoencoder_samples=128,
                                          finetune_steps=3, finetune_window=1,
                                          finetune_check_every=2, finetune_data=more,
-                                         finetune_warmup_steps=2)
+                                         finetune_warmup_steps=2,
+                                         finetune_restarts=[(2, 3e-4), (1, 1e-4)])
         # The warm-up: one-interval windows of `more`, checked at its start and end; the
         # main fit starts from where it ended.
         warmup = info["finetune_warmup"]
         self.assertEqual((warmup["window"], warmup["samples"], warmup["steps"]), (1, 4 * 2, 2))
         self.assertAlmostEqual(info["finetune"]["loss_before"], warmup["loss_after"], delta=1e-12)
         self.assertIn("a posteriori warm-up on one-interval windows: 2 steps",
+                      "\n".join(training_report(info)))
+        # The restarts: each a fresh schedule at its rate from the weights the stage before
+        # it kept, checked on the same samples.
+        stages = [info["finetune"], *info["finetune_restarts"]]
+        self.assertEqual([(ft["steps"], ft["learning_rate"]) for ft in stages],
+                         [(3, 1e-3), (2, 3e-4), (1, 1e-4)])
+        for before, after in zip(stages[:-1], stages[1:], strict=True):
+            self.assertAlmostEqual(after["loss_before"], before["loss_after"], delta=1e-12)
+            self.assertEqual(after["samples"], 4 * 2)
+            self.assertLessEqual(after["loss_after"], after["loss_before"])
+        np.testing.assert_array_equal(np.array(stages[1]["loss_history"])[:, 0], [0, 2])
+        self.assertIn("a posteriori restart 2: 1 steps at rate 0.0001, trajectory loss",
                       "\n".join(training_report(info)))
         # The fine-tuning's full-loss checks: every 2 steps and at the last.
         np.testing.assert_array_equal(np.array(info["finetune"]["loss_history"])[:, 0],
@@ -425,6 +439,25 @@ class DifferentiableSolveTest(TestCase):
             train_moment_model(data, finetune_steps=2, finetune_warmup_steps=-1)
         with self.assertRaisesRegex(ValueError, "need finetune_steps > 0"):
             train_moment_model(data, finetune_warmup_steps=2)
+        with self.assertRaisesRegex(ValueError, "finetune_restarts.*need finetune_steps > 0"):
+            train_moment_model(data, finetune_restarts=[(2, 1e-3)])
+        with self.assertRaisesRegex(ValueError, r"finetune_restarts\[1\] steps=0"):
+            train_moment_model(data, finetune_steps=2, finetune_restarts=[(2, 1e-3), (0, 1e-3)])
+        with self.assertRaisesRegex(TypeError, r"finetune_restarts\[0\] learning_rate='x'"):
+            train_moment_model(data, finetune_steps=2, finetune_restarts=[(2, "x")])
+        with self.assertRaisesRegex(ValueError, r"finetune_restarts\[0\]` must be a .* pair"):
+            train_moment_model(data, finetune_steps=2, finetune_restarts=[200])
+        with self.assertRaisesRegex(ValueError, "sequence of .* pairs; received "
+                                                "finetune_restarts=200"):
+            train_moment_model(data, finetune_steps=2, finetune_restarts=200)
+        self.assertEqual(parse_restarts("r", ["200:1e-3", "50:3e-4"]), [(200, 1e-3), (50, 3e-4)])
+        for text in ("200", "200:", "a:1e-3", "200:1e-3:1"):
+            with self.assertRaisesRegex(ValueError, f"steps:learning_rate .*received '{text}'"):
+                parse_restarts("r", [text])
+        with self.assertRaisesRegex(ValueError, r"r\[0\] learning_rate=-0.1"):
+            parse_restarts("r", ["2:-0.1"])
+        with self.assertRaisesRegex(ValueError, "learning_rate=0"):
+            finetune_closure(model, data, steps=2, learning_rate=0)
         other_grid = {**data, "v": np.linspace(-8.0, 8.0, 40)}
         with self.assertRaisesRegex(ValueError, "finetune_data.*of `data`.*received 40 nodes"):
             train_moment_model(data, finetune_steps=2, finetune_data=other_grid)
