@@ -15,7 +15,8 @@ training runs (`finetune_closure`), or with `--finetune_runs M` of M runs drawn 
 `--finetune_warmup_steps N` fits N steps on one-interval windows first (after it, three
 moments train through whole runs without the hyperbolicity penalty, at a rate that is not too
 high for too long: benchmarks/README.md), and `--finetune_restarts 200:1e-3` continues the
-whole-run fit with a fresh cosine schedule (one per steps:rate item) from the weights it kept.
+whole-run fit with a fresh cosine schedule (one per steps:rate item) from the weights it kept;
+`--finetune_rollback_factor 2` sends a fit whose checked loss doubles back to its best weights.
 `--fit_check_runs N` (default 12) compares the learned model's errors on N of the runs its
 closure was fitted to with those on N unseen runs drawn the same way (eps >= 0.1): a model that
 misses on its own training runs is under-fitted, one that misses only on new runs generalises
@@ -89,6 +90,9 @@ def main():
     parser.add_argument("--finetune_restarts", nargs="*", default=[],
                         help="steps:rate items: continue the whole-run fine-tuning with fresh "
                              "cosine schedules (e.g. 200:1e-3)")
+    parser.add_argument("--finetune_rollback_factor", type=float, default=None,
+                        help="a check whose loss exceeds this times the best so far sends the "
+                             "fine-tuning back to the best weights (default: never)")
     parser.add_argument("--finetune_batch", type=int, default=8)
     parser.add_argument("--finetune_runs", type=int, default=0,
                         help="kinetic runs of the a posteriori fit (same seed and settings; "
@@ -151,6 +155,7 @@ def main():
                                          finetune_window=args.finetune_window,
                                          finetune_warmup_steps=args.finetune_warmup_steps,
                                          finetune_restarts=restarts,
+                                         finetune_rollback_factor=args.finetune_rollback_factor,
                                          finetune_learning_rate=args.finetune_lr,
                                          finetune_batch_size=args.finetune_batch,
                                          finetune_check_every=args.finetune_check_every,

@@ -36,6 +36,9 @@ _WARMUP_STEPS = flags.DEFINE_integer("finetune_warmup_steps", 0, "Fine-tuning st
 _RESTARTS = flags.DEFINE_list("finetune_restarts", [], "Then continue the whole-run "
                               "fine-tuning with fresh cosine schedules, steps:learning_rate "
                               "each (the first stage runs at 1e-3), e.g. 200:3e-4.")
+_ROLLBACK = flags.DEFINE_float("finetune_rollback_factor", None, "A fine-tuning check whose "
+                               "loss exceeds this times the best so far sends the fit back to "
+                               "the best weights (default: never).")
 _HYPERBOLICITY = flags.DEFINE_float("hyperbolicity_weight", 0.0, "Weight of the penalty on "
                                     "complex characteristic speeds (and speeds beyond "
                                     "--frozen_speed_factor) of the learned system, in a "
@@ -94,7 +97,7 @@ def main(argv):
                 verbose=_VERBOSE.value, heat_flux_moment=_HEAT_FLUX.value,
                 frozen_speed_factor=_FROZEN_SPEED.value, finetune_steps=_FINETUNE_STEPS.value,
                 finetune_warmup_steps=_WARMUP_STEPS.value,
-                finetune_restarts=restarts,
+                finetune_restarts=restarts, finetune_rollback_factor=_ROLLBACK.value,
                 hyperbolicity_weight=_HYPERBOLICITY.value)
             print("\n".join(training_report(info)))
             if model_dir:

@@ -11,7 +11,7 @@ import time
 import keras
 import numpy as np
 
-from mlcmk._validation import check_positive_int, check_positive_number
+from mlcmk._validation import check_number, check_positive_int, check_positive_number
 from mlcmk.models.moment_autoencoder import MomentAutoencoder
 from mlcmk.models.moment_closure import MomentClosure
 from mlcmk.problems.kinetic.bgk import (
@@ -407,7 +407,7 @@ def trajectory_loss(model, samples):
 
 def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, window=None,
                      seed=0, verbose=1, jit_compile=True, check_every=10,
-                     hyperbolicity_weight=0.0, state_batch=512):
+                     hyperbolicity_weight=0.0, state_batch=512, rollback_factor=None):
     """A posteriori training: fits the closure through the moment solver to kinetic states.
 
     A priori (`train_moment_model`) the closure matches the kinetic fluxes and sources at
@@ -423,6 +423,9 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     Gradients through a long unrolled solve can throw the closure into a worse basin (the
     loss then rises for good): every `check_every` steps the loss over all samples is
     evaluated, and the weights with the lowest one (the starting weights included) are kept.
+    With `rollback_factor` r, a check whose loss exceeds r times the lowest so far also sends
+    the fit back to those weights, with fresh Adam moments and the rest of the same schedule
+    (at its lower rate), instead of going on from the worse basin.
 
     Nothing in this loss keeps the learned system hyperbolic, and where it is not (complex
     characteristic speeds) the unrolled solve is ill-posed and its gradients erratic. With
@@ -450,12 +453,13 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
             `samples / batch_size / 3` steps); the last step is always checked.
         hyperbolicity_weight: non-negative float, weight of the hyperbolicity penalty.
         state_batch: kinetic states per step for the penalty.
+        rollback_factor: None (default: no rollback) or a number > 1.
 
     Returns:
         info dict: `loss_before`, `loss_after` (over all samples, of the weights kept),
         `loss_history` (`[step, loss]` pairs of the checks), `best_step` (0: the starting
         weights were kept), `skipped_steps`, `steps`, `learning_rate`, `solver_steps`,
-        `fit_s`; with a
+        `fit_s`, `rollbacks` (the steps whose check sent the fit back); with a
         penalty also `penalty_before`, `penalty_after` (over all states, not weighted) and
         `penalty_history` (the loss entries are then trajectory loss + weighted penalty). The
         model's NumPy closure is refreshed.
@@ -468,6 +472,8 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     check_every = check_positive_int("check_every", check_every)
     weight = _penalty_weight(hyperbolicity_weight)
     state_batch = check_positive_int("state_batch", state_batch)
+    if rollback_factor is not None:
+        rollback_factor = check_number("rollback_factor", rollback_factor, 1, strict=True)
     _check_model_grid(model, data)
     start_time = time.perf_counter()
     if window is None:
@@ -513,8 +519,15 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     best = (info["loss_before"], 0, [w.numpy() for w in closure.trainable_variables])
     history = [[0, info["loss_before"]]]
     check_s = 0.0
-    optimizer = keras.optimizers.Adam(_cosine(learning_rate, steps))
-    optimizer.build(closure.trainable_variables)
+    schedule = _cosine(learning_rate, steps)
+
+    def new_optimizer(offset):  # fresh moments, the schedule from step `offset` on
+        optimizer = keras.optimizers.Adam(lambda: schedule(optimizer.iterations + offset))
+        optimizer.build(closure.trainable_variables)
+        return optimizer
+
+    optimizer = new_optimizer(0)
+    rollbacks = []
     rng = np.random.default_rng(seed)
     progress = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=["loss"])
     skipped = 0
@@ -545,6 +558,11 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
             history.append([step + 1, value])
             if value < best[0]:  # NaN never is
                 best = (value, step + 1, [w.numpy() for w in closure.trainable_variables])
+            elif rollback_factor is not None and not value <= rollback_factor * best[0]:
+                for w, kept in zip(closure.trainable_variables, best[2], strict=True):
+                    w.assign(kept)
+                optimizer = new_optimizer(step + 1)
+                rollbacks.append(step + 1)
     if loop_start is not None:
         info["s_per_step"] = (time.perf_counter() - loop_start - check_s) / (steps - 1)
     for w, value in zip(closure.trainable_variables, best[2], strict=True):
@@ -554,7 +572,7 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
         info["penalty_before"] = penalties[0]
         info["penalty_after"] = penalties[[h[0] for h in history].index(best[1])]
         info["penalty_history"] = [[h[0], p] for h, p in zip(history, penalties, strict=True)]
-    info["skipped_steps"] = skipped
+    info["skipped_steps"], info["rollbacks"] = skipped, rollbacks
     info["fit_s"] = time.perf_counter() - start_time
     model.numpy_closure = closure.numpy_closure()
     return info
@@ -573,7 +591,8 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
                        finetune_steps=0, finetune_window=None, finetune_learning_rate=1e-3,
                        finetune_batch_size=8, closure_units=(64, 64), hyperbolicity_weight=0.0,
                        hyperbolicity_steps=500, finetune_check_every=10, finetune_data=None,
-                       finetune_warmup_steps=0, finetune_restarts=()):
+                       finetune_warmup_steps=0, finetune_restarts=(),
+                       finetune_rollback_factor=None):
     """Fits the autoencoder and the closure on kinetic data (from `generate_kinetic_data`).
 
     With `finetune_steps > 0` the closure is then fitted a posteriori through the solver
@@ -588,7 +607,8 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     `(steps, learning_rate)` pairs, then continue the whole-run fit with fresh cosine schedules
     from the weights it kept (a high rate held for long can throw the fit out of a basin that a
     short high-rate schedule followed by a lower one stays in, `benchmarks/README.md`; every
-    stage draws its batches from `seed`). `closure_units` are the hidden widths of
+    stage draws its batches from `seed`); `finetune_rollback_factor` is each stage's
+    `rollback_factor` (`finetune_closure`). `closure_units` are the hidden widths of
     the closure network (`MomentClosure(units=...)`). With `hyperbolicity_weight > 0` the
     a priori fit is followed by `hyperbolicity_steps` steps of `penalised_closure_fit` (the
     same loss plus the weighted `hyperbolicity_penalty`), and the fine-tuning keeps the penalty.
@@ -644,7 +664,7 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
             verbose=verbose)
     finetune = dict(batch_size=finetune_batch_size, learning_rate=finetune_learning_rate,
                     seed=seed, verbose=verbose, hyperbolicity_weight=hyperbolicity_weight,
-                    check_every=finetune_check_every)
+                    check_every=finetune_check_every, rollback_factor=finetune_rollback_factor)
     if finetune_warmup_steps:
         info["finetune_warmup"] = finetune_closure(
             model, finetune_data, steps=finetune_warmup_steps, window=1, **finetune)
@@ -660,8 +680,10 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
 
 
 def check_restarts(name, restarts):
-    """`restarts` as a list of `(steps, learning_rate)` pairs (positive int, positive number);
-    ValueError (TypeError for a rate that is not a number) naming `name` otherwise."""
+    """`restarts` as a list of `(steps, learning_rate)` pairs (positive int, positive number;
+    None: none); ValueError (TypeError for a rate that is not a number) naming `name` otherwise."""
+    if restarts is None:
+        return []
     if isinstance(restarts, (str, bytes)) or not hasattr(restarts, "__iter__"):
         raise ValueError(f"`{name}` must be a sequence of (steps, learning_rate) pairs; "
                          f"received {name}={restarts!r}")
@@ -702,20 +724,23 @@ def training_report(info):
         lines.append(f"penalised a priori fit: hyperbolicity penalty {pf['penalty_before']:.3g} "
                      f"-> {pf['penalty_after']:.3g}, closure loss {pf['loss_before']:.4g} -> "
                      f"{pf['loss_after']:.4g} in {pf['fit_s']:.0f} s")
+    def stage(ft, text, loss):
+        rolled = ft.get("rollbacks")
+        rolled = f", rolled back at steps {', '.join(map(str, rolled))}" if rolled else ""
+        lines.append(f"{text}, {loss} loss {ft['loss_before']:.4g} -> {ft['loss_after']:.4g} "
+                     f"in {ft['fit_s']:.0f} s{rolled}")
+
     if "finetune_warmup" in info:
         ft = info["finetune_warmup"]
-        lines.append(f"a posteriori warm-up on one-interval windows: {ft['steps']} steps, "
-                     f"window loss {ft['loss_before']:.4g} -> {ft['loss_after']:.4g} in "
-                     f"{ft['fit_s']:.0f} s")
+        stage(ft, f"a posteriori warm-up on one-interval windows: {ft['steps']} steps",
+              "window")
     if "finetune" in info:
         ft = info["finetune"]
-        lines.append(f"a posteriori fit: {ft['steps']} steps through {ft['solver_steps']} "
-                     f"solver steps, trajectory loss {ft['loss_before']:.4g} -> "
-                     f"{ft['loss_after']:.4g} in {ft['fit_s']:.0f} s")
+        stage(ft, f"a posteriori fit: {ft['steps']} steps through {ft['solver_steps']} solver "
+              "steps", "trajectory")
     for k, ft in enumerate(info.get("finetune_restarts", ()), 1):
-        lines.append(f"a posteriori restart {k}: {ft['steps']} steps at rate "
-                     f"{ft['learning_rate']:.3g}, trajectory loss {ft['loss_before']:.4g} -> "
-                     f"{ft['loss_after']:.4g} in {ft['fit_s']:.0f} s")
+        stage(ft, f"a posteriori restart {k}: {ft['steps']} steps at rate "
+              f"{ft['learning_rate']:.3g}", "trajectory")
     return lines
 
 

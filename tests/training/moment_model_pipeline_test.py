@@ -16,8 +16,10 @@ from mlcmk.problems.kinetic.moment_solver import (
 from mlcmk.testing import TestCase
 from mlcmk.training.moment_closure import (
     LearnedMomentModel,
+    _cosine,
     characteristic_matrix,
     characteristic_summary,
+    check_restarts,
     closure_training_data,
     compare_models,
     finetune_closure,
@@ -347,6 +349,34 @@ class DifferentiableSolveTest(TestCase):
         # Window 1 from snapshot 0 (f0) ends at the first snapshot.
         np.testing.assert_allclose(samples["end"][0][0],
                                    kinetic_moments(model.autoencoder, data["f"][0, 0])["rho"])
+        # Rollback: a check whose loss exceeds factor x the best sends the fit back to the best
+        # weights with fresh Adam moments and the rest of the schedule. With every sample in
+        # each batch, step 2 after a rollback at step 1 is the first step of a new fit from the
+        # same weights at the schedule's step-1 rate; without the rollback it is not.
+        start = [w.numpy() for w in model.closure.trainable_variables]
+
+        def fit(**kwargs):
+            for w, value in zip(model.closure.trainable_variables, start, strict=True):
+                w.assign(value)
+            return finetune_closure(model, data, batch_size=6, window=1, check_every=1,
+                                    verbose=0, **kwargs)
+
+        rate = 0.2
+        rolled = fit(steps=2, learning_rate=rate, rollback_factor=1.5)
+        plain = fit(steps=2, learning_rate=rate)
+        fresh = fit(steps=1, learning_rate=float(_cosine(rate, 2)(1)))
+        self.assertGreater(rolled["loss_history"][1][1], 1.5 * rolled["loss_before"])
+        self.assertEqual((rolled["rollbacks"][0], plain["rollbacks"]), (1, []))
+        self.assertAlmostEqual(rolled["loss_history"][2][1] / fresh["loss_history"][1][1], 1.0,
+                               delta=1e-9)
+        self.assertGreater(abs(plain["loss_history"][2][1] / fresh["loss_history"][1][1] - 1),
+                           1e-3)
+        self.assertAlmostEqual(rolled["loss_after"], min(h[1] for h in rolled["loss_history"]),
+                               delta=1e-15)
+        with self.assertRaisesRegex(ValueError, "rollback_factor=1"):
+            finetune_closure(model, data, steps=2, rollback_factor=1)
+        for w, value in zip(model.closure.trainable_variables, start, strict=True):
+            w.assign(value)
         # The gradient through the unrolled solver is the derivative of the loss.
         loss = trajectory_loss(model, samples)
         batch = [tf.constant(a) for a in sample_arrays(samples)]
@@ -451,6 +481,7 @@ class DifferentiableSolveTest(TestCase):
                                                 "finetune_restarts=200"):
             train_moment_model(data, finetune_steps=2, finetune_restarts=200)
         self.assertEqual(parse_restarts("r", ["200:1e-3", "50:3e-4"]), [(200, 1e-3), (50, 3e-4)])
+        self.assertEqual((check_restarts("r", None), check_restarts("r", ())), ([], []))
         for text in ("200", "200:", "a:1e-3", "200:1e-3:1"):
             with self.assertRaisesRegex(ValueError, f"steps:learning_rate .*received '{text}'"):
                 parse_restarts("r", [text])
