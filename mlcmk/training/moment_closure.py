@@ -472,8 +472,7 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     check_every = check_positive_int("check_every", check_every)
     weight = _penalty_weight(hyperbolicity_weight)
     state_batch = check_positive_int("state_batch", state_batch)
-    if rollback_factor is not None:
-        rollback_factor = check_number("rollback_factor", rollback_factor, 1, strict=True)
+    rollback_factor = _rollback_factor("rollback_factor", rollback_factor)
     _check_model_grid(model, data)
     start_time = time.perf_counter()
     if window is None:
@@ -619,6 +618,12 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
         list).
     """
     check_positive_number("frozen_speed_factor", frozen_speed_factor)  # before any training
+    for name, value in (("autoencoder_epochs", autoencoder_epochs),
+                        ("closure_epochs", closure_epochs),
+                        ("max_autoencoder_samples", max_autoencoder_samples),
+                        ("batch_size", batch_size), ("closure_batch_size", closure_batch_size)):
+        check_positive_int(name, value)
+    check_positive_number("learning_rate", learning_rate)
     _penalty_weight(hyperbolicity_weight)
     finetune_warmup_steps = check_positive_int("finetune_warmup_steps", finetune_warmup_steps, 0)
     finetune_restarts = check_restarts("finetune_restarts", finetune_restarts)
@@ -630,6 +635,8 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     if finetune_steps:
         check_positive_int("finetune_batch_size", finetune_batch_size)
         check_positive_int("finetune_check_every", finetune_check_every)
+        check_positive_number("finetune_learning_rate", finetune_learning_rate)
+        _rollback_factor("finetune_rollback_factor", finetune_rollback_factor)
         finetune_data = data if finetune_data is None else finetune_data
         _check_velocity_grid("finetune_data", finetune_data, data["v"], "`data`")
     keras.utils.set_random_seed(seed)
@@ -803,6 +810,11 @@ def _row_mean(fn, arrays, dtype, size):
         out = fn(*(tf.constant(a[i:i + size], dtype) for a in arrays))
         total = total + np.array([float(v) for v in np.atleast_1d(out)]) * min(size, n - i)
     return total / n
+
+
+def _rollback_factor(name, value):
+    """None, or `value` as a float > 1 (`check_number`, naming `name`)."""
+    return None if value is None else check_number(name, value, 1, strict=True)
 
 
 def _penalty_weight(weight):

@@ -467,6 +467,14 @@ class DifferentiableSolveTest(TestCase):
             train_moment_model(data, finetune_steps=2, finetune_check_every=0)
         with self.assertRaisesRegex(ValueError, "finetune_warmup_steps=-1"):
             train_moment_model(data, finetune_steps=2, finetune_warmup_steps=-1)
+        with self.assertRaisesRegex(ValueError, "finetune_rollback_factor=0.5"):
+            train_moment_model(data, finetune_steps=2, finetune_rollback_factor=0.5)
+        with self.assertRaisesRegex(ValueError, "finetune_learning_rate=0"):
+            train_moment_model(data, finetune_steps=2, finetune_learning_rate=0)
+        with self.assertRaisesRegex(ValueError, "autoencoder_epochs=0"):
+            train_moment_model(data, autoencoder_epochs=0)
+        with self.assertRaisesRegex(ValueError, "max_autoencoder_samples=0"):
+            train_moment_model(data, max_autoencoder_samples=0)
         with self.assertRaisesRegex(ValueError, "need finetune_steps > 0"):
             train_moment_model(data, finetune_warmup_steps=2)
         with self.assertRaisesRegex(ValueError, "finetune_restarts.*need finetune_steps > 0"):
