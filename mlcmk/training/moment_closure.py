@@ -407,7 +407,8 @@ def trajectory_loss(model, samples):
 
 def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, window=None,
                      seed=0, verbose=1, jit_compile=True, check_every=10,
-                     hyperbolicity_weight=0.0, state_batch=512, rollback_factor=None):
+                     hyperbolicity_weight=0.0, state_batch=512, rollback_factor=None,
+                     restarts=()):
     """A posteriori training: fits the closure through the moment solver to kinetic states.
 
     A priori (`train_moment_model`) the closure matches the kinetic fluxes and sources at
@@ -425,7 +426,10 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     evaluated, and the weights with the lowest one (the starting weights included) are kept.
     With `rollback_factor` r, a check whose loss exceeds r times the lowest so far also sends
     the fit back to those weights, with fresh Adam moments and the rest of the same schedule
-    (at its lower rate), instead of going on from the worse basin.
+    (at its lower rate), instead of going on from the worse basin. `restarts`, `(steps,
+    learning_rate)` pairs, then continue from the weights kept with fresh cosine schedules
+    (fresh Adam moments, batches drawn from `seed` again, the best weights tracked anew), in
+    this call: the samples and the compiled solve are shared by all stages.
 
     Nothing in this loss keeps the learned system hyperbolic, and where it is not (complex
     characteristic speeds) the unrolled solve is ill-posed and its gradients erratic. With
@@ -454,6 +458,7 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
         hyperbolicity_weight: non-negative float, weight of the hyperbolicity penalty.
         state_batch: kinetic states per step for the penalty.
         rollback_factor: None (default: no rollback) or a number > 1.
+        restarts: sequence of `(steps, learning_rate)` pairs (`check_restarts`); default none.
 
     Returns:
         info dict: `loss_before`, `loss_after` (over all samples, of the weights kept),
@@ -461,8 +466,9 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
         weights were kept), `skipped_steps`, `steps`, `learning_rate`, `solver_steps`,
         `fit_s`, `rollbacks` (the steps whose check sent the fit back); with a
         penalty also `penalty_before`, `penalty_after` (over all states, not weighted) and
-        `penalty_history` (the loss entries are then trajectory loss + weighted penalty). The
-        model's NumPy closure is refreshed.
+        `penalty_history` (the loss entries are then trajectory loss + weighted penalty);
+        with `restarts` also `restarts`, a list of the same dicts, one per restart (its
+        `fit_s` its own time). The model's NumPy closure is refreshed.
     """
     import tensorflow as tf
 
@@ -473,6 +479,7 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     weight = _penalty_weight(hyperbolicity_weight)
     state_batch = check_positive_int("state_batch", state_batch)
     rollback_factor = _rollback_factor("rollback_factor", rollback_factor)
+    restarts = check_restarts("restarts", restarts)
     _check_model_grid(model, data)
     start_time = time.perf_counter()
     if window is None:
@@ -504,7 +511,7 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
                 value = penalty_fn(*batch)
             return value, tape.gradient(value, closure.trainable_variables)
 
-    def full_loss():
+    def full_loss(penalties):
         value = float(_row_mean(evaluate, arrays, dtype, 64)[0])
         if weight:
             penalty = float(_row_mean(penalty_fn, states, dtype, 4096)[0])
@@ -512,67 +519,75 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
             value += weight * penalty
         return value
 
-    penalties = []
-    info = {"loss_before": full_loss(), "solver_steps": samples["steps"], "steps": steps,
-            "samples": total, "window": int(window), "learning_rate": learning_rate}
-    best = (info["loss_before"], 0, [w.numpy() for w in closure.trainable_variables])
-    history = [[0, info["loss_before"]]]
-    check_s = 0.0
-    schedule = _cosine(learning_rate, steps)
+    def stage(steps, learning_rate, start_time):  # one cosine schedule from the weights now
+        penalties = []
+        info = {"loss_before": full_loss(penalties), "solver_steps": samples["steps"],
+                "steps": steps, "samples": total, "window": int(window),
+                "learning_rate": learning_rate}
+        best = (info["loss_before"], 0, [w.numpy() for w in closure.trainable_variables])
+        history = [[0, info["loss_before"]]]
+        check_s = 0.0
+        schedule = _cosine(learning_rate, steps)
 
-    def new_optimizer(offset):  # fresh moments, the schedule from step `offset` on
-        optimizer = keras.optimizers.Adam(lambda: schedule(optimizer.iterations + offset))
-        optimizer.build(closure.trainable_variables)
-        return optimizer
+        def new_optimizer(offset):  # fresh moments, the schedule from step `offset` on
+            optimizer = keras.optimizers.Adam(lambda: schedule(optimizer.iterations + offset))
+            optimizer.build(closure.trainable_variables)
+            return optimizer
 
-    optimizer = new_optimizer(0)
-    rollbacks = []
-    rng = np.random.default_rng(seed)
-    progress = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=["loss"])
-    skipped = 0
-    loop_start = None
-    for step in range(steps):
-        if step == 1:
-            loop_start = time.perf_counter()  # after tracing and compilation
-        index = rng.choice(total, size=min(batch_size, total), replace=False)
-        loss, grads = gradient(*(tf.constant(a[index], dtype) for a in arrays))
+        optimizer = new_optimizer(0)
+        rollbacks = []
+        rng = np.random.default_rng(seed)
+        progress = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=["loss"])
+        skipped = 0
+        loop_start = None
+        for step in range(steps):
+            if step == 1:
+                loop_start = time.perf_counter()  # after tracing and compilation
+            index = rng.choice(total, size=min(batch_size, total), replace=False)
+            loss, grads = gradient(*(tf.constant(a[index], dtype) for a in arrays))
+            if weight:
+                pick = rng.choice(len(states[0]), size=min(state_batch, len(states[0])),
+                                  replace=False)
+                penalty, penalty_grads = penalty_gradient(*(tf.constant(a[pick], dtype)
+                                                            for a in states))
+                loss = loss + weight * penalty
+                grads = [g + weight * h for g, h in zip(grads, penalty_grads, strict=True)]
+            if np.isfinite(float(loss)) and all(
+                    bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads):
+                optimizer.apply_gradients(zip(grads, closure.trainable_variables, strict=True))
+                progress.update(step + 1, [("loss", float(loss))])
+            else:
+                skipped += 1
+            if (step + 1) % check_every == 0 or step + 1 == steps:
+                check_start = time.perf_counter()
+                value = full_loss(penalties)
+                if loop_start is not None:
+                    check_s += time.perf_counter() - check_start
+                history.append([step + 1, value])
+                if value < best[0]:  # NaN never is
+                    best = (value, step + 1, [w.numpy() for w in closure.trainable_variables])
+                elif rollback_factor is not None and not value <= rollback_factor * best[0]:
+                    for w, kept in zip(closure.trainable_variables, best[2], strict=True):
+                        w.assign(kept)
+                    optimizer = new_optimizer(step + 1)
+                    rollbacks.append(step + 1)
+        if loop_start is not None:
+            info["s_per_step"] = (time.perf_counter() - loop_start - check_s) / (steps - 1)
+        for w, value in zip(closure.trainable_variables, best[2], strict=True):
+            w.assign(value)
+        info["loss_after"], info["best_step"], info["loss_history"] = best[0], best[1], history
         if weight:
-            pick = rng.choice(len(states[0]), size=min(state_batch, len(states[0])),
-                              replace=False)
-            penalty, penalty_grads = penalty_gradient(*(tf.constant(a[pick], dtype)
-                                                        for a in states))
-            loss = loss + weight * penalty
-            grads = [g + weight * h for g, h in zip(grads, penalty_grads, strict=True)]
-        if np.isfinite(float(loss)) and all(
-                bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads):
-            optimizer.apply_gradients(zip(grads, closure.trainable_variables, strict=True))
-            progress.update(step + 1, [("loss", float(loss))])
-        else:
-            skipped += 1
-        if (step + 1) % check_every == 0 or step + 1 == steps:
-            check_start = time.perf_counter()
-            value = full_loss()
-            if loop_start is not None:
-                check_s += time.perf_counter() - check_start
-            history.append([step + 1, value])
-            if value < best[0]:  # NaN never is
-                best = (value, step + 1, [w.numpy() for w in closure.trainable_variables])
-            elif rollback_factor is not None and not value <= rollback_factor * best[0]:
-                for w, kept in zip(closure.trainable_variables, best[2], strict=True):
-                    w.assign(kept)
-                optimizer = new_optimizer(step + 1)
-                rollbacks.append(step + 1)
-    if loop_start is not None:
-        info["s_per_step"] = (time.perf_counter() - loop_start - check_s) / (steps - 1)
-    for w, value in zip(closure.trainable_variables, best[2], strict=True):
-        w.assign(value)
-    info["loss_after"], info["best_step"], info["loss_history"] = best[0], best[1], history
-    if weight:
-        info["penalty_before"] = penalties[0]
-        info["penalty_after"] = penalties[[h[0] for h in history].index(best[1])]
-        info["penalty_history"] = [[h[0], p] for h, p in zip(history, penalties, strict=True)]
-    info["skipped_steps"], info["rollbacks"] = skipped, rollbacks
-    info["fit_s"] = time.perf_counter() - start_time
+            info["penalty_before"] = penalties[0]
+            info["penalty_after"] = penalties[[h[0] for h in history].index(best[1])]
+            info["penalty_history"] = [[h[0], p]
+                                       for h, p in zip(history, penalties, strict=True)]
+        info["skipped_steps"], info["rollbacks"] = skipped, rollbacks
+        info["fit_s"] = time.perf_counter() - start_time
+        return info
+
+    info = stage(steps, learning_rate, start_time)
+    if restarts:
+        info["restarts"] = [stage(n, rate, time.perf_counter()) for n, rate in restarts]
     model.numpy_closure = closure.numpy_closure()
     return info
 
@@ -606,7 +621,8 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     `(steps, learning_rate)` pairs, then continue the whole-run fit with fresh cosine schedules
     from the weights it kept (a high rate held for long can throw the fit out of a basin that a
     short high-rate schedule followed by a lower one stays in, `benchmarks/README.md`; every
-    stage draws its batches from `seed`); `finetune_rollback_factor` is each stage's
+    stage draws its batches from `seed`; the restarts are `finetune_closure`'s, run in the
+    same call as the main fit); `finetune_rollback_factor` is each stage's
     `rollback_factor` (`finetune_closure`). `closure_units` are the hidden widths of
     the closure network (`MomentClosure(units=...)`). With `hyperbolicity_weight > 0` the
     a priori fit is followed by `hyperbolicity_steps` steps of `penalised_closure_fit` (the
@@ -677,12 +693,10 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
             model, finetune_data, steps=finetune_warmup_steps, window=1, **finetune)
     if finetune_steps:
         info["finetune"] = finetune_closure(
-            model, finetune_data, steps=finetune_steps, window=finetune_window, **finetune)
+            model, finetune_data, steps=finetune_steps, window=finetune_window,
+            restarts=finetune_restarts, **finetune)
     if finetune_restarts:
-        info["finetune_restarts"] = [
-            finetune_closure(model, finetune_data, steps=steps, window=finetune_window,
-                             **{**finetune, "learning_rate": rate})
-            for steps, rate in finetune_restarts]
+        info["finetune_restarts"] = info["finetune"].pop("restarts")
     return model, info
 
 

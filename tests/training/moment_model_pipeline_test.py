@@ -375,6 +375,27 @@ class DifferentiableSolveTest(TestCase):
                                delta=1e-15)
         with self.assertRaisesRegex(ValueError, "rollback_factor=1"):
             finetune_closure(model, data, steps=2, rollback_factor=1)
+        # Restarts in the same call (sharing the samples and the compiled solve) are the
+        # separate calls they replace: same checks, same weights kept.
+        chained = fit(steps=2, learning_rate=rate, rollback_factor=1.5,
+                      restarts=[(2, 1e-3), (1, 3e-4)])
+        separate = [fit(steps=2, learning_rate=rate, rollback_factor=1.5)]
+        for steps, restart_rate in ((2, 1e-3), (1, 3e-4)):
+            separate.append(finetune_closure(model, data, batch_size=6, window=1, check_every=1,
+                                             verbose=0, steps=steps, learning_rate=restart_rate,
+                                             rollback_factor=1.5))
+        restarted = chained.pop("restarts")
+        for one, other in zip([chained, *restarted], separate, strict=True):
+            np.testing.assert_allclose(one["loss_history"], other["loss_history"], rtol=1e-12)
+            self.assertEqual((one["best_step"], one["learning_rate"], one["rollbacks"]),
+                             (other["best_step"], other["learning_rate"], other["rollbacks"]))
+        kept = [w.numpy() for w in model.closure.trainable_variables]
+        fit(steps=2, learning_rate=rate, rollback_factor=1.5, restarts=[(2, 1e-3), (1, 3e-4)])
+        for w, value in zip(model.closure.trainable_variables, kept, strict=True):
+            np.testing.assert_allclose(w.numpy(), value, rtol=1e-12, atol=1e-15)
+        self.assertLess(restarted[-1]["loss_after"], chained["loss_before"])
+        with self.assertRaisesRegex(ValueError, r"restarts\[0\] steps=0"):
+            finetune_closure(model, data, steps=2, restarts=[(0, 1e-3)])
         for w, value in zip(model.closure.trainable_variables, start, strict=True):
             w.assign(value)
         # The gradient through the unrolled solver is the derivative of the loss.
