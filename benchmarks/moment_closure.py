@@ -68,6 +68,7 @@ from mlcmk.training.moment_closure import (
     hyperbolicity_report,
     parse_restarts,
     plot_comparison,
+    plot_training,
     run_errors,
     train_moment_model,
     training_report,
@@ -225,7 +226,10 @@ def main():
         "note": "small training budget; timings on a shared 2-core machine (contended), "
                 "ratios measured in one run, single-threaded BLAS for both solvers"})
     _plot(summary, examples, args.output + ".png")
-    print(f"written {args.output}.json, {args.output}.png")
+    written = [args.output + ".json", args.output + ".png"]
+    if plot_training(info, args.output + "_training.png"):
+        written.append(args.output + "_training.png")
+    print(f"written {', '.join(written)}")
 
 
 def _hyperbolicity(model, data):

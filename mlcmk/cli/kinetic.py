@@ -47,8 +47,9 @@ _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Kinetic data cache (default
                                  "$MLCMK_CACHE_DIR/kinetic or ~/.cache/mlcmk/kinetic).")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Load the trained model from here if "
                                  "present, else train and save it here.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/kinetic", "Where result.json and "
-                                  "profiles.png are written.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/kinetic", "Where result.json, "
+                                  "profiles.png and (after fine-tuning) training.png are "
+                                  "written.")
 _VERBOSE = flags.DEFINE_integer("verbose", 0, "Keras verbosity during training.")
 
 
@@ -69,6 +70,7 @@ def main(argv):
         compare_models,
         parse_restarts,
         plot_comparison,
+        plot_training,
         train_moment_model,
         training_report,
     )
@@ -115,6 +117,12 @@ def main(argv):
     out_dir = _OUTPUT_DIR.value
     os.makedirs(out_dir, exist_ok=True)
     plot_comparison(result, os.path.join(out_dir, "profiles.png"))
+    written = ["result.json", "profiles.png"]
+    training_png = os.path.join(out_dir, "training.png")
+    if plot_training(info, training_png):
+        written.append("training.png")
+    elif os.path.exists(training_png):  # an earlier run's, not this model's (loaded)
+        os.remove(training_png)
     summary = {
         "eps": problem.eps, "initial": _INITIAL.value, "seed": _SEED.value,
         "num_x": problem.num_x, "num_v": problem.num_v, "v_max": problem.v_max,
@@ -128,7 +136,7 @@ def main(argv):
     }
     write_json(os.path.join(out_dir, "result.json"), summary)
     print(format_result(summary))
-    print(f"written            {out_dir}/result.json, {out_dir}/profiles.png")
+    print(f"written            {', '.join(os.path.join(out_dir, n) for n in written)}")
     return 0
 
 

@@ -1024,3 +1024,55 @@ def plot_comparison(result, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def training_curves(info):
+    """The a posteriori fit's checks from the `info` of `train_moment_model`, one entry per
+    stage (warm-up, main fit, each restart) on one step axis counted from the warm-up's start.
+
+    Returns:
+        list of dicts: `label`, `steps` and `loss` (the stage's checks; the warm-up's loss is
+        that of one-interval windows, the others of whole runs) and `rollbacks` (steps of the
+        checks that sent the fit back). Empty without fine-tuning.
+    """
+    stages = [("finetune_warmup", "warm-up (window loss)"), ("finetune", "whole-run fit")]
+    stages = [(info[key], label) for key, label in stages if key in info]
+    stages += [(ft, f"restart {k} (rate {ft['learning_rate']:.3g})")
+               for k, ft in enumerate(info.get("finetune_restarts", ()), 1)]
+    curves, offset = [], 0
+    for ft, label in stages:
+        history = np.asarray(ft["loss_history"], np.float64)
+        curves.append({"label": label, "steps": offset + history[:, 0], "loss": history[:, 1],
+                       "rollbacks": [offset + s for s in ft.get("rollbacks", ())]})
+        offset += ft["steps"]
+    return curves
+
+
+def plot_training(info, path):
+    """Plots the a posteriori fit's loss at its checks (`training_curves`) to a PNG, log
+    scale, rollbacks marked; returns the curves (nothing is written without fine-tuning)."""
+    curves = training_curves(info)
+    if not curves:
+        return curves
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for curve in curves:
+        (line,) = ax.semilogy(curve["steps"], curve["loss"], "o-", ms=3, label=curve["label"])
+        if curve["rollbacks"]:
+            at = np.isin(curve["steps"], curve["rollbacks"])
+            ax.semilogy(curve["steps"][at], curve["loss"][at], "x", ms=9, mew=2,
+                        color=line.get_color())
+    if any(curve["rollbacks"] for curve in curves):
+        ax.plot([], [], "kx", ms=9, mew=2, label="check sent back (rollback)")
+    ax.set_xlabel("fine-tuning step (all stages)")
+    ax.set_ylabel("loss over all samples")
+    ax.set_title("a posteriori fit through the moment solver")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return curves

@@ -47,6 +47,8 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
     assert set(r["times_s"]) == {"kinetic", "learned", "euler"}
     assert len(r["profiles"]["kinetic"]["rho"]) == 24
     assert os.path.getsize(out / "profiles.png") > 1000
+    assert os.path.getsize(out / "training.png") > 1000  # the fine-tuning's checks
+    assert f"{out / 'training.png'}" in result.stdout
     assert "relative L2 error" in result.stdout
     assert os.path.exists(models / "closure.keras")
     with open(models / "solver.json") as f:
@@ -54,6 +56,8 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
     again = run_cli("kinetic", *common, "--initial", "sod", timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "loaded the learned moment model" in again.stdout
+    assert not os.path.exists(out / "training.png")  # not this (loaded) model's training
+    assert "training.png" not in again.stdout
 
 
 def test_kinetic_command_rejects_bad_input(tmp_path):

@@ -1,5 +1,7 @@
 """Learned moment model end to end at toy size: data -> autoencoder -> closure -> solve."""
 
+import os
+
 import numpy as np
 
 from mlcmk import config
@@ -30,6 +32,7 @@ from mlcmk.training.moment_closure import (
     kinetic_states,
     parse_restarts,
     penalised_closure_fit,
+    plot_training,
     run_errors,
     sample_arrays,
     train_moment_model,
@@ -176,6 +179,20 @@ class MomentEquationTest(TestCase):
     def setUp(self):
         super().setUp()
         config.set_precision("float64")
+
+    def test_training_curves_put_the_stages_on_one_step_axis(self):
+        info = {"finetune": {"steps": 4, "loss_history": [[0, 1.0], [2, 3.0], [4, 0.5]],
+                             "rollbacks": [2]},
+                "finetune_restarts": [{"steps": 2, "learning_rate": 1e-3, "rollbacks": [2],
+                                       "loss_history": [[0, 0.5], [2, 0.6]]}]}
+        path = os.path.join(self.get_temp_dir(), "training.png")
+        main, restart = plot_training(info, path)
+        np.testing.assert_array_equal(main["steps"], [0, 2, 4])
+        np.testing.assert_array_equal(restart["steps"], [4, 6])
+        np.testing.assert_array_equal(restart["loss"], [0.5, 0.6])
+        self.assertEqual((main["rollbacks"], restart["rollbacks"]), ([2], [6]))
+        self.assertEqual(restart["label"], "restart 1 (rate 0.001)")
+        self.assertGreater(os.path.getsize(path), 1000)
 
     def test_w_equation_balances_on_kinetic_data(self):
         from mlcmk.models.moment_autoencoder import MomentAutoencoder
@@ -339,6 +356,21 @@ class DifferentiableSolveTest(TestCase):
         np.testing.assert_array_equal(np.array(stages[1]["loss_history"])[:, 0], [0, 2])
         self.assertIn("a posteriori restart 2: 1 steps at rate 0.0001, trajectory loss",
                       "\n".join(training_report(info)))
+        # The picture of the stages: their checks on one step axis (2 warm-up steps, 3 main,
+        # 2 and 1 restart steps), each stage's losses as recorded.
+        path = os.path.join(self.get_temp_dir(), "training.png")
+        curves = plot_training(info, path)
+        self.assertEqual([c["label"] for c in curves],
+                         ["warm-up (window loss)", "whole-run fit", "restart 1 (rate 0.0003)",
+                          "restart 2 (rate 0.0001)"])
+        np.testing.assert_array_equal(np.concatenate([c["steps"] for c in curves]),
+                                      [0, 2, 2, 4, 5, 5, 7, 7, 8])
+        for curve, ft in zip(curves, [warmup, *stages], strict=True):
+            np.testing.assert_array_equal(curve["loss"], np.array(ft["loss_history"])[:, 1])
+        self.assertGreater(os.path.getsize(path), 1000)
+        nothing = os.path.join(self.get_temp_dir(), "none.png")
+        self.assertEqual(plot_training({"closure_loss": 0.1}, nothing), [])
+        self.assertFalse(os.path.exists(nothing))
         # The fine-tuning's full-loss checks: every 2 steps and at the last.
         np.testing.assert_array_equal(np.array(info["finetune"]["loss_history"])[:, 0],
                                       [0, 2, 3])
@@ -367,6 +399,9 @@ class DifferentiableSolveTest(TestCase):
         fresh = fit(steps=1, learning_rate=float(_cosine(rate, 2)(1)))
         self.assertGreater(rolled["loss_history"][1][1], 1.5 * rolled["loss_before"])
         self.assertEqual((rolled["rollbacks"][0], plain["rollbacks"]), (1, []))
+        (curve,) = plot_training({"finetune": rolled},
+                                 os.path.join(self.get_temp_dir(), "rolled.png"))
+        self.assertEqual(curve["rollbacks"], rolled["rollbacks"])  # steps of its checks
         self.assertAlmostEqual(rolled["loss_history"][2][1] / fresh["loss_history"][1][1], 1.0,
                                delta=1e-9)
         self.assertGreater(abs(plain["loss_history"][2][1] / fresh["loss_history"][1][1] - 1),
