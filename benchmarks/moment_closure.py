@@ -30,7 +30,8 @@ beyond the bound) to a penalised a priori fit and to the fine-tuning.
 scores and times a saved model instead of training one (the training settings then only pick
 the data of the fit check and the hyperbolicity summary: pass those of the model's training).
 
-Writes `benchmarks/results/moment_closure.json` and `moment_closure.png`. ~5 min alone on 2
+Writes `benchmarks/results/moment_closure.json` and `moment_closure.png` (and, after
+fine-tuning, `moment_closure_training.png`: the loss at the checks of each stage). ~5 min alone on 2
 cores, ~15 min on 2 busy ones.
 
     python benchmarks/moment_closure.py
@@ -50,6 +51,8 @@ cores, ~15 min on 2 busy ones.
         --finetune_lr 3e-3 --finetune_restarts 200:1e-3 --finetune_rollback_factor 2 \
         --finetune_check_every 25 --fit_check_runs 24 \
         --output benchmarks/results/moment_closure_k3_rollback
+    # With --finetune_runs 384 (and --finetune_restarts 200:1e-3 200:1e-3) the test cases
+    # improve at eps = 0.1, the 48 fit-check runs do not (benchmarks/README.md, stop 33).
 """
 
 import argparse
