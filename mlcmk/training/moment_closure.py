@@ -1035,7 +1035,7 @@ def training_curves(info):
         that of one-interval windows, the others of whole runs) and `rollbacks` (steps of the
         checks that sent the fit back). Empty without fine-tuning.
     """
-    stages = [("finetune_warmup", "warm-up (window loss)"), ("finetune", "whole-run fit")]
+    stages = [("finetune_warmup", "warm-up (window loss)"), ("finetune", "main fit")]
     stages = [(info[key], label) for key, label in stages if key in info]
     stages += [(ft, f"restart {k} (rate {ft['learning_rate']:.3g})")
                for k, ft in enumerate(info.get("finetune_restarts", ()), 1)]

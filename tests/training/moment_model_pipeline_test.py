@@ -361,7 +361,7 @@ class DifferentiableSolveTest(TestCase):
         path = os.path.join(self.get_temp_dir(), "training.png")
         curves = plot_training(info, path)
         self.assertEqual([c["label"] for c in curves],
-                         ["warm-up (window loss)", "whole-run fit", "restart 1 (rate 0.0003)",
+                         ["warm-up (window loss)", "main fit", "restart 1 (rate 0.0003)",
                           "restart 2 (rate 0.0001)"])
         np.testing.assert_array_equal(np.concatenate([c["steps"] for c in curves]),
                                       [0, 2, 2, 4, 5, 5, 7, 7, 8])
