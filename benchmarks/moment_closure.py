@@ -29,6 +29,8 @@ beyond the bound) to a penalised a priori fit and to the fine-tuning.
 `--save_model DIR` writes the trained model (`LearnedMomentModel.save`); `--model_dir DIR`
 scores and times a saved model instead of training one (the training settings then only pick
 the data of the fit check and the hyperbolicity summary: pass those of the model's training).
+`--closure_dtype float32` evaluates the closure network in float32 in the scored solves
+(`LearnedMomentModel.closure_dtype`; faster, the same errors to ~1e-7).
 
 Writes `benchmarks/results/moment_closure.json` and `moment_closure.png` (and, after
 fine-tuning, `moment_closure_training.png`: the loss at the checks of each stage). ~5 min alone on 2
@@ -130,6 +132,9 @@ def main():
                         help="score a saved LearnedMomentModel instead of training one")
     parser.add_argument("--save_model", default=None,
                         help="directory to save the trained model to")
+    parser.add_argument("--closure_dtype", choices=("float64", "float32"), default=None,
+                        help="precision of the closure network in the scored solves "
+                             "(default: the model's; float64 for a trained one)")
     args = parser.parse_args()
     try:
         units = [int(u) for u in args.closure_units.split(",")]
@@ -179,6 +184,8 @@ def main():
         if args.save_model:
             model.save(args.save_model)
             print(f"model saved to {args.save_model}")
+    if args.closure_dtype:
+        model.closure_dtype = args.closure_dtype
     hyperbolicity = _hyperbolicity(model, data)
     fitted = finetune_data if finetune_data is not None and args.finetune_steps else data
     fit_check = _fit_check(model, fitted, args)

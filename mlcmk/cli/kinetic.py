@@ -43,6 +43,10 @@ _HYPERBOLICITY = flags.DEFINE_float("hyperbolicity_weight", 0.0, "Weight of the 
                                     "complex characteristic speeds (and speeds beyond "
                                     "--frozen_speed_factor) of the learned system, in a "
                                     "penalised a priori fit and in the fine-tuning (0: off).")
+_CLOSURE_DTYPE = flags.DEFINE_enum("closure_dtype", None, ["float64", "float32"], "Precision "
+                                   "of the closure network in the learned solve (default: the "
+                                   "model's, float64 for a new one; float32 is ~1.3x faster and "
+                                   "moves the result by ~1e-7).")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Kinetic data cache (default "
                                  "$MLCMK_CACHE_DIR/kinetic or ~/.cache/mlcmk/kinetic).")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Load the trained model from here if "
@@ -104,6 +108,8 @@ def main(argv):
             print("\n".join(training_report(info)))
             if model_dir:
                 model.save(model_dir)
+        if _CLOSURE_DTYPE.value:
+            model.closure_dtype = _CLOSURE_DTYPE.value
         result = compare_models(model, problem, f0, _T_END.value)
         # Is the learned system hyperbolic at its final state, and does the solver's
         # wave-speed bound cover its characteristic speeds?
@@ -126,7 +132,8 @@ def main(argv):
     summary = {
         "eps": problem.eps, "initial": _INITIAL.value, "seed": _SEED.value,
         "num_x": problem.num_x, "num_v": problem.num_v, "v_max": problem.v_max,
-        "t_end": _T_END.value, "errors": result["errors"], "times_s": result["times_s"],
+        "t_end": _T_END.value, "closure_dtype": model.closure_dtype,
+        "errors": result["errors"], "times_s": result["times_s"],
         "speedup_learned_vs_kinetic": result["times_s"]["kinetic"] / result["times_s"]["learned"],
         "training": info, "learned_characteristics": characteristics,
         "profiles": {name: {f: np.asarray(a).tolist() for f, a in

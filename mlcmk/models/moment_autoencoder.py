@@ -49,21 +49,41 @@ def check_numpy_activation(activation):
     return activation
 
 
+NUMPY_DTYPES = ("float64", "float32")
+
+
+def check_numpy_dtype(name, dtype):
+    """`dtype` must be "float64" or "float32" (a NumPy dtype of either is accepted)."""
+    key = np.dtype(dtype).name if isinstance(dtype, (np.dtype, type)) else dtype
+    if key not in NUMPY_DTYPES:
+        raise ValueError(f"`{name}` must be one of {list(NUMPY_DTYPES)}; received "
+                         f"{name}={dtype!r}")
+    return key
+
+
 class NumpyDenseStack:
     """A `keras.Sequential` of `Dense` layers (hidden `activation`, linear output) evaluated in
-    NumPy float64 from a copy of its weights."""
+    NumPy from a copy of its weights.
 
-    def __init__(self, sequential, activation):
-        self._layers = [(np.asarray(layer.kernel, np.float64), np.asarray(layer.bias, np.float64))
+    `dtype` ("float64" or "float32") is the precision of the arithmetic: inputs are cast to it
+    and outputs returned as float64 (float32 halves the cost of the matrix products and the
+    activations; the result then agrees with float64 to ~1e-7 relative).
+    """
+
+    def __init__(self, sequential, activation, dtype="float64"):
+        self.dtype = np.dtype(check_numpy_dtype("dtype", dtype))
+        self._layers = [(np.asarray(layer.kernel, np.float64).astype(self.dtype),
+                         np.asarray(layer.bias, np.float64).astype(self.dtype))
                         for layer in sequential.layers]
         self._act = NUMPY_ACTIVATIONS[check_numpy_activation(activation)]
 
     def __call__(self, z):
+        z = np.asarray(z, self.dtype)
         for i, (kernel, bias) in enumerate(self._layers):
             z = z @ kernel + bias
             if i < len(self._layers) - 1:
                 z = self._act(z)
-        return z
+        return z.astype(np.float64, copy=False)
 
 
 def check_heat_flux_moment(heat_flux_moment, num_moments):

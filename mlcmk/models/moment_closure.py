@@ -194,9 +194,10 @@ class MomentClosure(keras.Model):
 
         return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
-    def numpy_closure(self):
-        """A NumPy snapshot of the network for `MomentSolver` (`(rho, T, W, eps)` calls)."""
-        return NumpyClosure(self)
+    def numpy_closure(self, dtype="float64"):
+        """A NumPy snapshot of the network for `MomentSolver` (`(rho, T, W, eps)` calls);
+        `dtype` ("float64" or "float32") is the precision of the network's arithmetic."""
+        return NumpyClosure(self, dtype)
 
     def get_config(self):
         return {**super().get_config(), "num_moments": self.num_moments, "units": self.units,
@@ -207,13 +208,16 @@ class NumpyClosure:
     """`MomentClosure` evaluated in NumPy from a copy of its weights (fast for small batches).
 
     Call: `(rho, T, W, eps) -> (q_hat, G_hat, a)` with shapes `(n,)`, `(n, K)`, `(n, 3, K)`.
+    `dtype` ("float64" or "float32"): precision of the network's matrix products and
+    activations (the input scaling, the symmetrisation and the outputs stay float64).
     """
 
-    def __init__(self, closure):
+    def __init__(self, closure, dtype="float64"):
         self.num_moments = closure.num_moments
         self.num_even = closure.num_even
         self.heat_flux_moment = closure.heat_flux_moment
-        self._net = NumpyDenseStack(closure.net, closure.activation)
+        self._net = NumpyDenseStack(closure.net, closure.activation, dtype)
+        self.dtype = self._net.dtype.name
         get = lambda w: np.asarray(keras.ops.convert_to_numpy(w), np.float64)  # noqa: E731
         self._shift, self._scale = get(closure.input_shift), get(closure.input_scale)
         self._out_eq, self._out_scale = get(closure.output_equilibrium), get(closure.output_scale)

@@ -88,6 +88,19 @@ class MomentClosureTest(TestCase):
             np.testing.assert_allclose(np.concatenate([q[:, None], g, a.reshape(40, -1)], 1),
                                        np.asarray(closure(x)), rtol=1e-10, atol=1e-13)
         np.testing.assert_array_equal(nc.w_maxwell, w_m)
+        # The network's arithmetic in float32: float64 outputs within float32 round-off.
+        self.assertEqual(nc.dtype, "float64")
+        single = closure.numpy_closure("float32")
+        self.assertEqual(single.dtype, "float32")
+        out64, out32 = nc(rho, T, x[:, 3:3 + K], 0.7), single(rho, T, x[:, 3:3 + K], 0.7)
+        for a, b in zip(out64, out32, strict=True):
+            self.assertEqual(b.dtype, np.float64)
+            scale = np.abs(a).max()
+            self.assertLess(np.abs(a - b).max(), 1e-5 * scale)
+            self.assertGreater(np.abs(a - b).max(), 1e-12 * scale)  # really float32
+        for bad in ("float16", "f4", np.int32):
+            with self.assertRaisesRegex(ValueError, "`dtype` must be one of.*float32"):
+                closure.numpy_closure(bad)
 
     def test_heat_flux_moment_gives_the_heat_flux_exactly(self):
         config.set_seed(0)

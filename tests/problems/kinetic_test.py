@@ -9,7 +9,12 @@ import pytest
 from mlcmk.models.moment_closure import MomentClosure, output_parity
 from mlcmk.problems import build_problem, list_problems
 from mlcmk.problems.kinetic import BGK1D, VelocityGrid, VelocityGrid3D, discrete_maxwellian
-from mlcmk.problems.kinetic.bgk import SLOPE_LIMITERS, conserved_from_primitive, slope_limiter
+from mlcmk.problems.kinetic.bgk import (
+    SLOPE_LIMITERS,
+    conserved_from_primitive,
+    periodic_shift,
+    slope_limiter,
+)
 from mlcmk.problems.kinetic.data import generate_kinetic_data
 from mlcmk.problems.kinetic.moment_solver import (
     EulerClosure,
@@ -402,6 +407,24 @@ class MomentSolverTest(TestCase):
         np.testing.assert_allclose(b[1][::-1], -a[1], atol=1e-11)
         np.testing.assert_allclose(b[2][::-1], a[2], rtol=1e-11)
         np.testing.assert_allclose(b[3][::-1], a[3] * sign[3:], atol=1e-11)
+
+    def test_periodic_shift_is_roll(self):
+        import tensorflow.experimental.numpy as tnp
+
+        rng = np.random.default_rng(5)
+        for shape in ((7,), (5, 3), (2, 6, 4)):
+            a = rng.normal(size=shape)
+            for axis in range(-len(shape), len(shape)):
+                n = shape[axis]
+                for shift in (1, -1, 2, -3, 0, n, -n - 1):
+                    expected = np.roll(a, shift, axis=axis)
+                    np.testing.assert_array_equal(periodic_shift(a, shift, axis), expected)
+                    np.testing.assert_array_equal(
+                        np.asarray(periodic_shift(tnp.asarray(a), shift, axis, tnp)), expected)
+        a = np.arange(4.0)
+        shifted = periodic_shift(a, 0, 0)
+        shifted[0] = 9.0  # a new array, also for a zero shift
+        self.assertEqual(a[0], 0.0)
 
     def test_slope_limiters(self):
         import tensorflow.experimental.numpy as tnp

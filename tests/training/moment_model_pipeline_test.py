@@ -170,6 +170,20 @@ class LearnedMomentModelTest(TestCase):
         self.assertGreater(np.abs(sharp[0] - rho).max(), 1e-8)  # not the minmod solve
         with self.assertRaisesRegex(ValueError, "`limiter`.*'upwind'"):
             LearnedMomentModel(model.autoencoder, model.closure, limiter="upwind")
+        # The closure network in float32: saved with the model; the solve moves by round-off.
+        self.assertEqual(loaded.closure_dtype, "float64")
+        model.closure_dtype = "float32"
+        model.save(directory)
+        single = LearnedMomentModel.load(directory)
+        self.assertEqual(single.numpy_closure.dtype, "float32")
+        fast = single.solve(f0, 0.1, problem.dx, 0.02)
+        for a, b in zip(fast, sharp, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        self.assertGreater(np.abs(fast[3] - sharp[3]).max(), 1e-12)
+        with self.assertRaisesRegex(ValueError, "`closure_dtype`.*'float16'"):
+            LearnedMomentModel(model.autoencoder, model.closure, closure_dtype="float16")
+        with self.assertRaisesRegex(ValueError, "`closure_dtype`.*'half'"):
+            model.closure_dtype = "half"
 
 
 class MomentEquationTest(TestCase):
@@ -445,7 +459,7 @@ class DifferentiableSolveTest(TestCase):
         # brings the trajectories back.
         last = model.closure.net.layers[-1]
         last.kernel.assign(last.kernel.numpy() + rng.normal(size=last.kernel.shape))
-        model.numpy_closure = model.closure.numpy_closure()
+        model.refresh_closure()
         problem = BGK1D(eps=2.0, num_x=24, num_v=48, v_max=7.0)
         f0 = problem.maxwellian(*problem.random_smooth_initial(np.random.default_rng(7)))
         before = model.solve(f0, 2.0, problem.dx, 0.05)

