@@ -56,8 +56,8 @@ cores, ~15 min on 2 busy ones.
     # With --finetune_runs 384 (and --finetune_restarts 200:1e-3 200:1e-3) the test cases
     # improve at eps = 0.1, the 48 fit-check runs do not (benchmarks/README.md, stop 33).
     # With --frozen_speed_factor 3 --closure_dtype float32 the same recipe solves ~2x faster
-    # (1.4-1.5x the kinetic solve at eps >= 0.1), same test-case errors, worse fit check
-    # (stop 34).
+    # (1.0-1.1x the kinetic solve at eps >= 0.1 timed apart), same test-case errors, worse
+    # fit check (stop 34).
 """
 
 import argparse

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from mlcmk._validation import check_positive_int
 
-_PRECISIONS = ("float32", "float64")
+PRECISIONS = ("float32", "float64")
 
 
 def disable_tf32():
@@ -28,8 +28,8 @@ def set_precision(dtype):
     Args:
         dtype: `"float32"` or `"float64"`.
     """
-    if dtype not in _PRECISIONS:
-        raise ValueError(f"`dtype` must be one of {_PRECISIONS}; received dtype={dtype!r}")
+    if dtype not in PRECISIONS:
+        raise ValueError(f"`dtype` must be one of {PRECISIONS}; received dtype={dtype!r}")
     keras.config.set_floatx(dtype)
     # Layers take their dtype from the global dtype policy, which Keras caches from floatx on
     # first use; set both so that new layers follow.

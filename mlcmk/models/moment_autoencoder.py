@@ -28,6 +28,7 @@ import numpy as np
 from keras import ops
 
 from mlcmk._validation import check_positive_int, check_positive_ints, check_positive_number
+from mlcmk.config import PRECISIONS
 
 # Activations with a NumPy twin: the networks of the moment model are evaluated in NumPy from
 # copies of their weights at solve time (`NumpyDenseStack`), where eager TensorFlow calls on a
@@ -49,14 +50,12 @@ def check_numpy_activation(activation):
     return activation
 
 
-NUMPY_DTYPES = ("float64", "float32")
-
-
 def check_numpy_dtype(name, dtype):
-    """`dtype` must be "float64" or "float32" (a NumPy dtype of either is accepted)."""
+    """`dtype` must be one of `mlcmk.config.PRECISIONS` ("float32", "float64"; a NumPy dtype
+    of either is accepted); returns its name."""
     key = np.dtype(dtype).name if isinstance(dtype, (np.dtype, type)) else dtype
-    if key not in NUMPY_DTYPES:
-        raise ValueError(f"`{name}` must be one of {list(NUMPY_DTYPES)}; received "
+    if key not in PRECISIONS:
+        raise ValueError(f"`{name}` must be one of {list(PRECISIONS)}; received "
                          f"{name}={dtype!r}")
     return key
 
