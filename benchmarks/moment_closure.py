@@ -135,7 +135,7 @@ def main():
                         help="score a saved LearnedMomentModel instead of training one")
     parser.add_argument("--save_model", default=None,
                         help="directory to save the trained model to")
-    parser.add_argument("--closure_dtype", choices=("float64", "float32"), default=None,
+    parser.add_argument("--closure_dtype", choices=config.PRECISIONS, default=None,
                         help="precision of the closure network in the scored solves "
                              "(default: the model's; float64 for a trained one)")
     args = parser.parse_args()
