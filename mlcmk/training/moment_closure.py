@@ -462,6 +462,13 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     the closure is tuned to that scheme, so set the bound before fine-tuning. Memory grows
     with `batch_size` times the number of solver steps (the tape keeps every stage).
 
+    XLA's compilation (`jit_compile=True`) leaves the malloc heap of the calling process
+    fragmented: NumPy's allocations of medium arrays there are slower afterwards (a (100, 64)
+    float64 array ~1.8 instead of ~0.15 microseconds; without XLA ~0.5), the NumPy kinetic
+    solve ~1.3-1.5x slower (speed-ups of the learned solve timed there came out ~1.3-1.4x too
+    high). Time solves in a fresh process that loads the model (as
+    `benchmarks/moment_closure.py` does).
+
     Args:
         model: `LearnedMomentModel`; its closure's weights are updated in place.
         data: kinetic data from `generate_kinetic_data` (the training runs).
