@@ -6,9 +6,8 @@ then, for eps in {1e-3, 1e-2, 1e-1, 1, 10} and initial data not seen in training
 1000 on), reports the relative L2 errors of rho, u, T at t = 0.1 against the kinetic solver for
 the learned model and for Euler, and the wall time of the learned moment solve against the
 kinetic solve on the same grid (both single-threaded BLAS, min of `--repeats`, timed in a
-fresh process that only loads the model: compiling the fine-tuning slows NumPy in the process
-that ran it, `_score_apart`). The learned solve uses the eps-dependent wave-speed bound
-`relaxation_speed_factor` (Euler's at small eps).
+fresh process that only loads the model, `_score_apart`). The learned solve uses the
+eps-dependent wave-speed bound `relaxation_speed_factor` (Euler's at small eps).
 `--heat_flux_moment 1` makes the first odd generalised moment the heat flux itself (exact
 energy flux; the closure then supplies its flux, the fourth moment). `--finetune_steps N` then
 fits the closure a posteriori, through the unrolled solver, to the kinetic rho, u, T of the
@@ -228,11 +227,13 @@ def main():
 def _score_apart(model, args):
     """Scores and times the test cases in a fresh process (`_score_cases`).
 
-    XLA's compilation of the fine-tuning fragments the malloc heap of the process it runs in:
-    afterwards every NumPy allocation of a (100, 64) array there takes ~1.8 instead of ~0.15
-    microseconds (glibc's `_int_malloc` searching its bins), and the NumPy kinetic solve 1.3-1.5x
-    longer, which inflated the speed-ups of the runs that trained (benchmarks/README.md).
-    A spawned process that only loads the saved model times both solvers on a clean heap.
+    XLA's compilation of the fine-tuning fragmented the malloc heap of the thread it ran in:
+    when that was the caller's, every later NumPy allocation of a (100, 64) array there took
+    ~1.8 instead of ~0.15 microseconds and the NumPy kinetic solve 1.3-1.5x longer, which
+    inflated the speed-ups of the runs that trained (benchmarks/README.md, stop 35).
+    `finetune_closure` now fits in a thread of its own; the timings are still taken in a
+    spawned process that only loads the saved model, so that they do not depend on what
+    training leaves behind in this one.
     """
     import multiprocessing
     import tempfile

@@ -135,9 +135,6 @@ def main(argv):
         "t_end": _T_END.value, "closure_dtype": model.closure_dtype,
         "errors": result["errors"], "times_s": result["times_s"],
         "speedup_learned_vs_kinetic": result["times_s"]["kinetic"] / result["times_s"]["learned"],
-        # XLA's compilation of a fine-tuning fragments this process's malloc heap: NumPy (both
-        # solvers) then runs ~1.3-1.5x slower here than in a fresh process (benchmarks/README.md).
-        "timed_after_finetune": any(k in info for k in ("finetune", "finetune_warmup")),
         "training": info, "learned_characteristics": characteristics,
         "profiles": {name: {f: np.asarray(a).tolist() for f, a in
                             zip(("rho", "u", "T"), result[name], strict=True)}
@@ -161,9 +158,6 @@ def format_result(r):
         lines.append(f"  {name:<29} {e['rho']:.3e}  {e['u']:.3e}  {e['T']:.3e}  "
                      f"{r['times_s'][name]:.3f} s")
     lines.append(f"learned / kinetic speed-up: {r['speedup_learned_vs_kinetic']:.2f}x")
-    if r.get("timed_after_finetune"):
-        lines.append("  note: timed in the process that fine-tuned the closure, where NumPy runs "
-                     "~1.3-1.5x slower; for timings, rerun with --model_dir (a fresh process)")
     c = r["learned_characteristics"]
     lines.append(f"learned system at t = {r['t_end']:g}: complex characteristic speeds in "
                  f"{100 * c['complex_fraction']:.1f}% of cells (not hyperbolic there); "

@@ -6,6 +6,7 @@ a `LearnedMomentModel`, solves the moment system from a distribution `f0` with `
 """
 
 import math
+import threading
 import time
 
 import keras
@@ -462,12 +463,12 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     the closure is tuned to that scheme, so set the bound before fine-tuning. Memory grows
     with `batch_size` times the number of solver steps (the tape keeps every stage).
 
-    XLA's compilation (`jit_compile=True`) leaves the malloc heap of the calling process
-    fragmented: NumPy's allocations of medium arrays there are slower afterwards (a (100, 64)
-    float64 array ~1.8 instead of ~0.15 microseconds; without XLA ~0.5), the NumPy kinetic
-    solve ~1.3-1.5x slower (speed-ups of the learned solve timed there came out ~1.3-1.4x too
-    high). Time solves in a fresh process that loads the model (as
-    `benchmarks/moment_closure.py` does).
+    The fit runs in a thread of its own (`_in_worker_thread`; in the caller's under a
+    `tf.distribute` strategy, whose scope is per thread): XLA's compilation slows the later
+    memory allocations of the thread it ran in (glibc's `_int_malloc`), and when that was
+    the caller's, NumPy there was slower afterwards (a (100, 64) float64 array ~1.8 instead of
+    ~0.15 microseconds, the NumPy kinetic solve 1.3-1.5x). An interrupt (Ctrl-C) stops the
+    fit after its current step and is raised in the caller, the weights as they are then.
 
     Args:
         model: `LearnedMomentModel`; its closure's weights are updated in place.
@@ -496,8 +497,6 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
         with `restarts` also `restarts`, a list of the same dicts, one per restart (its
         `fit_s` its own time). The model's NumPy closure is refreshed.
     """
-    import tensorflow as tf
-
     steps = check_positive_int("steps", steps)
     batch_size = check_positive_int("batch_size", batch_size)
     learning_rate = check_positive_number("learning_rate", learning_rate)
@@ -507,6 +506,17 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     rollback_factor = _rollback_factor("rollback_factor", rollback_factor)
     restarts = check_restarts("restarts", restarts)
     _check_model_grid(model, data)
+    stop = threading.Event()
+    return _in_worker_thread(lambda: _finetune(
+        model, data, steps, batch_size, learning_rate, window, seed, verbose, jit_compile,
+        check_every, weight, state_batch, rollback_factor, restarts, stop), stop)
+
+
+def _finetune(model, data, steps, batch_size, learning_rate, window, seed, verbose, jit_compile,
+              check_every, weight, state_batch, rollback_factor, restarts, stop):
+    """The fit of `finetune_closure` (its arguments checked), in the thread it runs in."""
+    import tensorflow as tf
+
     start_time = time.perf_counter()
     if window is None:
         window = data["f"].shape[1]
@@ -567,6 +577,8 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
         skipped = 0
         loop_start = None
         for step in range(steps):
+            if stop.is_set():  # the caller was interrupted (`_in_worker_thread`)
+                raise KeyboardInterrupt
             if step == 1:
                 loop_start = time.perf_counter()  # after tracing and compilation
             index = rng.choice(total, size=min(batch_size, total), replace=False)
@@ -616,6 +628,44 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
         info["restarts"] = [stage(n, rate, time.perf_counter()) for n, rate in restarts]
     model.refresh_closure()
     return info
+
+
+def _in_worker_thread(fn, stop):
+    """Returns `fn()` run in a new thread, and re-raises its exception in the caller.
+
+    Keeps the malloc-heap churn of what runs there (XLA's compiler, `finetune_closure`) from
+    slowing the caller's later NumPy work (benchmarks/README.md, stop 35). Keras' dtype policy
+    (kept per thread) is carried over; under a `tf.distribute` strategy (its scope is per
+    thread too) `fn` runs in the caller's thread. An interrupt of the caller sets the
+    `threading.Event` `stop`, which `fn` should check between steps, waits for `fn` to return
+    and is re-raised.
+    """
+    import tensorflow as tf
+
+    if tf.distribute.has_strategy():
+        return fn()
+    policy = keras.config.dtype_policy()
+    out = {}
+
+    def target():
+        keras.config.set_dtype_policy(policy)
+        try:
+            out["value"] = fn()
+        except BaseException as err:  # re-raised in the caller
+            out["error"] = err
+
+    thread = threading.Thread(target=target, name="mlcmk-worker", daemon=True)
+    try:
+        thread.start()  # (an interrupt can arrive while it waits for the thread to start)
+        while thread.is_alive():
+            thread.join(0.05)
+    except KeyboardInterrupt:
+        stop.set()
+        thread.join()
+        raise
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
 
 
 def euler_solve(f0, dx, t_end, grid_moments, cfl=0.4, limiter="minmod"):

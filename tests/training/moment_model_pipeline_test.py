@@ -19,6 +19,7 @@ from mlcmk.testing import TestCase
 from mlcmk.training.moment_closure import (
     LearnedMomentModel,
     _cosine,
+    _in_worker_thread,
     characteristic_matrix,
     characteristic_summary,
     check_restarts,
@@ -332,6 +333,47 @@ class DifferentiableSolveTest(TestCase):
         self.assertAlmostEqual(difference / slope, 1.0, delta=1e-4)
         with self.assertRaisesRegex(ValueError, "speed_bound"):
             hyperbolicity_penalty(closure, speed_bound=-1.0)
+
+    def test_worker_thread_returns_raises_and_stops_on_interrupt(self):
+        import signal
+        import threading
+
+        import keras
+        import tensorflow as tf
+
+        caller = threading.get_ident()
+        stop = threading.Event()
+        policy = keras.config.dtype_policy().name
+        keras.config.set_dtype_policy("float16")
+        try:
+            ident, name = _in_worker_thread(
+                lambda: (threading.get_ident(), keras.config.dtype_policy().name), stop)
+        finally:
+            keras.config.set_dtype_policy(policy)
+        self.assertNotEqual(ident, caller)
+        self.assertEqual(name, "float16")  # the caller's policy, though kept per thread
+
+        def fails():
+            raise ValueError("from the worker")
+
+        with self.assertRaisesRegex(ValueError, "from the worker"):
+            _in_worker_thread(fails, stop)
+        with tf.distribute.OneDeviceStrategy("/cpu:0").scope():  # its scope is per thread
+            self.assertEqual(_in_worker_thread(threading.get_ident, stop), caller)
+        # An interrupt of the caller (Ctrl-C; here sent to the thread that runs this test)
+        # sets `stop`, waits for the worker to see it and return, and is raised.
+        self.assertIs(threading.current_thread(), threading.main_thread())
+        seen = []
+
+        def worker():
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            seen.append(stop.wait(10))
+            return "stopped"
+
+        with self.assertRaises(KeyboardInterrupt):
+            _in_worker_thread(worker, stop)
+        self.assertEqual(seen, [True])
+        self.assertFalse(any(t.name == "mlcmk-worker" for t in threading.enumerate()))
 
     def test_finetuning_lowers_the_trajectory_loss_and_updates_the_solver(self):
         import tensorflow as tf
