@@ -633,8 +633,9 @@ def _finetune(model, data, steps, batch_size, learning_rate, window, seed, verbo
 def _in_worker_thread(fn, stop):
     """Returns `fn()` run in a new thread, and re-raises its exception in the caller.
 
-    Keeps the malloc-heap churn of what runs there (XLA's compiler, `finetune_closure`) from
-    slowing the caller's later NumPy work (benchmarks/README.md, stop 35). Keras' dtype policy
+    Keeps what runs there (XLA's compiler, `finetune_closure`) from slowing the caller's
+    later memory allocations and so its NumPy work (measured, benchmarks/README.md, stop 35;
+    why a thread of its own avoids it is not established). Keras' dtype policy
     (kept per thread) is carried over; under a `tf.distribute` strategy (its scope is per
     thread too) `fn` runs in the caller's thread. An interrupt of the caller sets the
     `threading.Event` `stop`, which `fn` should check between steps, waits for `fn` to return
