@@ -370,8 +370,13 @@ class DifferentiableSolveTest(TestCase):
             seen.append(stop.wait(10))
             return "stopped"
 
-        with self.assertRaises(KeyboardInterrupt):
-            _in_worker_thread(worker, stop)
+        # Python's own SIGINT handler (whatever the test runner or an earlier test installed).
+        handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with self.assertRaises(KeyboardInterrupt):
+                _in_worker_thread(worker, stop)
+        finally:
+            signal.signal(signal.SIGINT, handler)
         self.assertEqual(seen, [True])
         self.assertFalse(any(t.name == "mlcmk-worker" for t in threading.enumerate()))
 
