@@ -227,7 +227,7 @@ def main():
 def _score_apart(model, args):
     """Scores and times the test cases in a fresh process (`_score_cases`).
 
-    XLA's compilation of the fine-tuning fragmented the malloc heap of the thread it ran in:
+    XLA's compilation of the fine-tuning slowed the later allocations of the thread it ran in:
     when that was the caller's, every later NumPy allocation of a (100, 64) array there took
     ~1.8 instead of ~0.15 microseconds and the NumPy kinetic solve 1.3-1.5x longer, which
     inflated the speed-ups of the runs that trained (benchmarks/README.md, stop 35).
