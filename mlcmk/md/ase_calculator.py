@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from mlcmk._validation import check_positive_int
+from mlcmk.config import PRECISIONS
 from mlcmk.models.deep_potential_neighbors import neighbor_list_numpy
 
 try:
@@ -45,8 +46,8 @@ class DeepPotentialCalculator(Calculator):
             import keras
 
             model = keras.saving.load_model(model)
-        if precision not in (None, "float32", "float64"):
-            raise ValueError(f"`precision` must be None, 'float32' or 'float64'; received "
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"`precision` must be None or one of {PRECISIONS}; received "
                              f"precision={precision!r}")
         if not isinstance(skin, (int, float)) or not 0 <= skin < model.rcut:
             raise ValueError(f"`skin` must be a number in [0, rcut={model.rcut}) (Å); received "

@@ -291,6 +291,22 @@ class MomentAutoencoder(keras.Model):
                 "heat_flux_moment": self.heat_flux_moment}
 
 
+def normalised_quadrature(f, v, dv):
+    """The quadrature of `f` `(n, num_v)` on the nodes `v` (spacing `dv`), in NumPy float64.
+
+    Returns:
+        `(U, rho, u, T, xi, f_hat)`: the conserved moments `U` `(n, 3)`, the primitives
+        `(n,)`, the normalised velocities `xi = (v - u) / sqrt(T)` `(n, num_v)` and the
+        quadrature weights `f dv / rho` of the normalised distribution `f_hat` in `xi` (so that
+        `int g(xi) f_hat dxi = sum_j g(xi_j) f_hat_j`).
+    """
+    f = np.asarray(f, np.float64)
+    U = np.stack([f.sum(-1), f @ v, 0.5 * f @ v**2], axis=-1) * dv
+    rho, u, T = MomentAutoencoder._primitives(U)
+    xi = (v[None, :] - u[:, None]) / np.sqrt(T)[:, None]
+    return U, rho, u, T, xi, f * dv / rho[:, None]
+
+
 class NumpyEncoder:
     """`MomentAutoencoder.encode` evaluated in NumPy float64 from a copy of its weights.
 
@@ -315,10 +331,6 @@ class NumpyEncoder:
         return w.reshape(*xi.shape, -1)
 
     def __call__(self, f):
-        f = np.asarray(f, np.float64)
-        v = self._v
-        U = np.stack([f.sum(-1), f @ v, 0.5 * f @ v**2], axis=-1) * self._dv
-        rho, u, T = MomentAutoencoder._primitives(U)
-        w = self.weight_functions((v[None, :] - u[:, None]) / np.sqrt(T)[:, None])
-        W = np.einsum("bj,bjk->bk", f, w) * self._dv / rho[:, None]
+        U, _, _, _, xi, f_hat = normalised_quadrature(f, self._v, self._dv)
+        W = np.einsum("bj,bjk->bk", f_hat, self.weight_functions(xi))
         return np.concatenate([U, W], axis=-1)

@@ -13,7 +13,11 @@ import keras
 import numpy as np
 
 from mlcmk._validation import check_number, check_positive_int, check_positive_number
-from mlcmk.models.moment_autoencoder import MomentAutoencoder, check_numpy_dtype
+from mlcmk.models.moment_autoencoder import (
+    MomentAutoencoder,
+    check_numpy_dtype,
+    normalised_quadrature,
+)
 from mlcmk.models.moment_closure import MomentClosure
 from mlcmk.problems.kinetic.bgk import (
     primitive_from_conserved,
@@ -45,17 +49,12 @@ def kinetic_moments(autoencoder, f):
         `rho T^{3/2}`), `G_hat` `(n, K)` (`int xi w f_hat`) and `a` `(n, 3, K)`
         (`int w'(xi) xi^m f_hat`, m = 0, 1, 2).
     """
-    f = np.asarray(f, dtype=np.float64)
     v = np.linspace(-autoencoder.v_max, autoencoder.v_max, autoencoder.num_v)
-    dv = autoencoder.dv
-    U = np.stack([f.sum(-1), f @ v, 0.5 * f @ v**2], axis=-1) * dv
-    rho, u, T = primitive_from_conserved(U)
-    xi = (v[None, :] - u[:, None]) / np.sqrt(T)[:, None]
+    U, rho, u, T, xi, f_hat = normalised_quadrature(f, v, autoencoder.dv)
     K = autoencoder.num_moments
     flat = xi.reshape(-1)
     w = _batched(autoencoder.weight_functions, flat).reshape(*xi.shape, K)
     dw = _batched(autoencoder.weight_derivatives, flat).reshape(*xi.shape, K)
-    f_hat = f * dv / rho[:, None]  # quadrature weights of f_hat in xi
     return {"rho": rho, "u": u, "T": T, "U": U,
             "W": np.einsum("nj,njk->nk", f_hat, w),
             "q_hat": 0.5 * np.sum(xi**3 * f_hat, axis=-1),
@@ -634,8 +633,10 @@ def _in_worker_thread(fn, stop):
     """Returns `fn()` run in a new thread, and re-raises its exception in the caller.
 
     Keeps what runs there (XLA's compiler, `finetune_closure`) from slowing the caller's
-    later memory allocations and so its NumPy work (measured, benchmarks/README.md, stop 35;
-    why a thread of its own avoids it is not established). Keras' dtype policy
+    later memory allocations and so its NumPy work: glibc gives threads malloc arenas of
+    their own, and the slowdown stays in the arena the compile used (with one arena for all
+    threads, `MALLOC_ARENA_MAX=1`, the worker thread no longer helps; benchmarks/README.md,
+    stops 35 and 36). Keras' dtype policy
     (kept per thread) is carried over; under a `tf.distribute` strategy (its scope is per
     thread too) `fn` runs in the caller's thread. An interrupt of the caller sets the
     `threading.Event` `stop`, which `fn` should check between steps, waits for `fn` to return

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from mlcmk import config
-from mlcmk.models.moment_autoencoder import MomentAutoencoder
+from mlcmk.models.moment_autoencoder import MomentAutoencoder, normalised_quadrature
 from mlcmk.problems.kinetic import VelocityGrid, conserved_from_primitive, discrete_maxwellian
 from mlcmk.testing import TestCase
 
@@ -121,6 +121,21 @@ class MomentAutoencoderTest(TestCase):
         kernel.assign(kernel + 0.1)
         self.assertGreater(np.abs(np.asarray(model.encode(f)) - numpy_encoder(f)).max(), 1e-4)
         self.assertGreater(np.abs(model.numpy_encoder()(f) - numpy_encoder(f)).max(), 1e-4)
+
+    def test_normalised_quadrature(self):
+        # U is the grid's quadrature; f_hat has mass 1, mean 0 and variance 1 in xi (the
+        # normalisation), to round-off, for non-Maxwellian distributions.
+        f = _bimodal(seed=7, shift_nodes=3)
+        grid = VelocityGrid(V_MAX, NUM_V)
+        U, rho, u, T, xi, f_hat = normalised_quadrature(f, grid.v, grid.dv)
+        np.testing.assert_allclose(U, grid.moments(f), rtol=1e-13)
+        np.testing.assert_allclose(np.stack([rho, rho * u, 0.5 * rho * (u**2 + T)], -1), U,
+                                   rtol=1e-12)
+        np.testing.assert_allclose(xi * np.sqrt(T)[:, None] + u[:, None],
+                                   np.broadcast_to(grid.v, xi.shape), atol=1e-12)
+        for power, expected in ((0, 1.0), (1, 0.0), (2, 1.0)):
+            np.testing.assert_allclose(np.sum(xi**power * f_hat, axis=-1), expected, atol=1e-12)
+        self.assertGreater(np.abs(np.sum(xi**3 * f_hat, axis=-1)).max(), 1e-3)  # not Maxwellian
 
     def test_fit_reduces_reconstruction_error(self):
         model = self._model(encoder_units=[16], decoder_units=[32])

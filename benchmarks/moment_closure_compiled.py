@@ -1,0 +1,229 @@
+"""Is the 1-D gap to the 10x speed goal overhead or arithmetic? Both solves compiled with XLA.
+
+In one velocity dimension the NumPy learned moment solve and the NumPy kinetic solve take
+about as long (benchmarks/README.md), and both spend much of their time in the overhead of
+NumPy calls on 100-cell arrays. This script times each solve twice on the same cases: as the
+library runs it (NumPy, single-threaded BLAS) and as one XLA program (`tf.function(
+jit_compile=True)` around a `tf.while_loop` over the time steps, no Python per step):
+
+- the kinetic solve: `BGK1D`'s scheme (Strang splitting of the exact relaxation around the
+  SSP-RK2 MUSCL minmod upwind transport, the discrete Maxwellian by Newton's method to the same
+  tolerance), written here in TensorFlow with the library's `minmod` and `periodic_shift`;
+- the learned solve: the library's `moment_step` with the closure as a TensorFlow function
+  (`_tensor_closure`, as the fine-tuning's unrolled solve; float64), with the adaptive time
+  step of `MomentSolver`.
+
+Each compiled solve is checked against its NumPy counterpart (the largest difference is
+printed and stored). All NumPy timings are taken before the first XLA compilation in this
+process (compiling slows this thread's later NumPy allocations: benchmarks/README.md, stop 35).
+Min of `--repeats` wall times; the compile time (the first call) is reported apart.
+
+The closure's shape, not its accuracy, sets the cost of a learned step: without `--model_dir`
+a heat-flux model with `--num_moments` moments is fitted for a few epochs on 8 runs (its
+errors mean nothing and are not reported). Writes
+`benchmarks/results/moment_closure_compiled.json`. ~2 min alone on 2 cores.
+
+    python benchmarks/moment_closure_compiled.py --model_dir runs/model
+"""
+
+import argparse
+import math
+import os
+import time
+
+import numpy as np
+
+from mlcmk import config
+from mlcmk.io import write_json
+from mlcmk.problems.kinetic import BGK1D
+from mlcmk.problems.kinetic.bgk import minmod, periodic_shift
+from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state
+from mlcmk.problems.kinetic.moment_solver import moment_step, to_conserved, to_primitive
+from mlcmk.training.moment_closure import LearnedMomentModel, _tensor_closure, train_moment_model
+
+EPS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+
+def compiled_kinetic_solve(problem, t_end, tol=1e-14, max_iterations=30):
+    """`problem.solve(f0, t_end)` (`BGK1D`, one velocity dimension) as one XLA program."""
+    import tensorflow as tf
+    import tensorflow.experimental.numpy as tnp
+
+    dtype = tf.float64
+    grid = problem.grid
+    v = tf.constant(grid.v, dtype)
+    moment_basis = tf.constant(grid.basis, dtype)
+    dv, dx = grid.dv, problem.dx
+    steps = max(1, math.ceil(t_end / problem.time_step() - 1e-9))
+    dt = t_end / steps
+    decay = math.exp(-0.5 * dt / problem.eps)
+
+    def transport_rate(f):
+        forward = periodic_shift(f, -1, 0, tnp) - f
+        slope = minmod(periodic_shift(forward, 1, 0, tnp), forward, tnp)
+        left = f + 0.5 * slope
+        right = periodic_shift(f - 0.5 * slope, -1, 0, tnp)
+        flux = tf.where(v > 0, v * left, v * right)
+        return -(flux - periodic_shift(flux, 1, 0, tnp)) / dx
+
+    def maxwellian(f):  # discrete_maxwellian: Newton on the exponents in the xi basis
+        U = tf.einsum("nj,kj->nk", f, moment_basis) * dv
+        rho = U[:, 0]
+        u = U[:, 1] / rho
+        T = (2.0 * U[:, 2] - rho * u**2) / rho
+        s = tf.sqrt(T)
+        xi = (v[None, :] - u[:, None]) / s[:, None]
+        basis = tf.stack([tf.ones_like(xi), xi, xi**2], axis=1)
+        target = tf.stack([rho, tf.zeros_like(rho), rho], axis=1)
+        alpha = tf.stack([tf.math.log(rho / tf.sqrt(2.0 * np.pi * T) * s), tf.zeros_like(rho),
+                          -0.5 * tf.ones_like(rho)], axis=1)
+
+        def evaluate(alpha):
+            return tf.exp(tf.einsum("nk,nkj->nj", alpha, basis)) / s[:, None]
+
+        def body(i, alpha, _):
+            M = evaluate(alpha)
+            residual = tf.einsum("nkj,nj->nk", basis, M) * dv - target
+            error = tf.reduce_max(tf.abs(residual) / rho[:, None])
+            jacobian = tf.einsum("nkj,nlj,nj->nkl", basis, basis, M) * dv
+            step = tf.linalg.solve(jacobian, residual[..., None])[..., 0]
+            return i + 1, tf.where(error < tol, alpha, alpha - step), error
+
+        _, alpha, _ = tf.while_loop(lambda i, alpha, error: (i < max_iterations) & (error >= tol),
+                                    body, (0, alpha, tf.constant(1.0, dtype)))
+        return evaluate(alpha)
+
+    @tf.function(jit_compile=True)
+    def solve(f):
+        def body(i, f, M):
+            f = M + (f - M) * decay
+            f1 = f + dt * transport_rate(f)
+            f = 0.5 * (f + f1 + dt * transport_rate(f1))
+            M = maxwellian(f)
+            return i + 1, M + (f - M) * decay, M
+
+        return tf.while_loop(lambda i, f, M: i < steps, body, (0, f, maxwellian(f)))[1]
+
+    return solve
+
+
+def compiled_learned_solve(model, eps, dx, t_end):
+    """`model.solve` from the initial conserved moments as one XLA program (closure float64)."""
+    import tensorflow as tf
+    import tensorflow.experimental.numpy as tnp
+
+    dtype = tf.float64
+    closure = _tensor_closure(model.closure)
+    w_maxwell = tf.constant(np.asarray(model.closure.w_maxwell), dtype)
+    eps_t = tf.constant(eps, dtype)
+    factor = tf.constant(model.wave_speed_factor(eps, dx), dtype)
+
+    @tf.function(jit_compile=True)
+    def solve(Q):
+        def body(t, Q):
+            _, u, T, _ = to_primitive(Q)
+            dt = tf.minimum(model.cfl * dx / tf.reduce_max(tf.abs(u) + factor * tf.sqrt(T)),
+                            t_end - t)
+            return t + dt, moment_step(tnp, closure, Q, dt, dx, eps_t, factor, w_maxwell,
+                                       model.limiter)
+
+        return tf.while_loop(lambda t, Q: t < t_end * (1 - 1e-12), body,
+                             (tf.constant(0.0, dtype), Q))[1]
+
+    return solve
+
+
+def best_of(repeats, fn, *args):
+    """`(min wall time in ms, last result)` of `repeats` calls `fn(*args)`."""
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn(*args)
+        times.append(time.perf_counter() - start)
+    return 1e3 * min(times), out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_dir", default=None, help="a saved LearnedMomentModel")
+    parser.add_argument("--num_moments", type=int, default=3)
+    parser.add_argument("--num_x", type=int, default=100)
+    parser.add_argument("--num_v", type=int, default=64)
+    parser.add_argument("--t_end", type=float, default=0.1)
+    parser.add_argument("--test_cases", default="smooth:1000,smooth:1001,sod:1002")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--output", default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "results", "moment_closure_compiled.json"))
+    args = parser.parse_args()
+    config.set_precision("float64")
+    if args.model_dir:
+        model = LearnedMomentModel.load(args.model_dir)
+    else:
+        data = generate_kinetic_data(num_runs=8, seed=0, num_x=args.num_x, num_v=args.num_v,
+                                     t_end=args.t_end)
+        model, _ = train_moment_model(data, num_moments=args.num_moments, autoencoder_epochs=2,
+                                      closure_epochs=2, heat_flux_moment=True,
+                                      frozen_speed_factor=3.0)
+    cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.test_cases.split(",")]
+    rows = []
+    for eps in EPS:  # NumPy first: no XLA compilation has run in this process yet
+        problem = BGK1D(eps=eps, num_x=args.num_x, num_v=args.num_v)
+        for kind, seed in cases:
+            f0 = problem.maxwellian(*initial_state(problem, np.random.default_rng(seed), kind))
+            kinetic_ms, f_end = best_of(args.repeats, problem.solve, f0, args.t_end)
+            learned_ms, learned = best_of(args.repeats, model.solve, f0, eps, problem.dx,
+                                          args.t_end)
+            rows.append({"eps": eps, "case": f"{kind}:{seed}", "f0": f0, "f_end": f_end,
+                         "learned": learned, "numpy_ms": {"kinetic": kinetic_ms,
+                                                          "learned": learned_ms}})
+    import tensorflow as tf
+
+    for row in rows:
+        problem = BGK1D(eps=row["eps"], num_x=args.num_x, num_v=args.num_v)
+        f0 = tf.constant(row.pop("f0"))
+        rho, u, T, W = model.initial_moments(f0.numpy())
+        Q0 = tf.constant(to_conserved(rho, u, T, W))
+        solves = {"kinetic": (compiled_kinetic_solve(problem, args.t_end), f0),
+                  "learned": (compiled_learned_solve(model, row["eps"], problem.dx, args.t_end),
+                              Q0)}
+        row["xla_ms"], row["xla_compile_s"] = {}, {}
+        for name, (solve, start) in solves.items():
+            begin = time.perf_counter()
+            solve(start)
+            row["xla_compile_s"][name] = time.perf_counter() - begin
+            row["xla_ms"][name], out = best_of(args.repeats, solve, start)
+            out = out.numpy()
+            if name == "kinetic":
+                row["kinetic_max_difference"] = float(np.max(np.abs(out - row.pop("f_end"))))
+            else:
+                numpy_u = row.pop("learned")[1]
+                row["learned_u_max_difference"] = float(np.max(np.abs(to_primitive(out)[1]
+                                                                      - numpy_u)))
+        row["speedup"] = {k: row[f"{k}_ms"]["kinetic"] / row[f"{k}_ms"]["learned"]
+                          for k in ("numpy", "xla")}
+        print(f"eps={row['eps']:<6g} {row['case']:<12s} NumPy kinetic "
+              f"{row['numpy_ms']['kinetic']:6.1f} learned {row['numpy_ms']['learned']:6.1f} ms "
+              f"({row['speedup']['numpy']:.2f}x) | XLA kinetic {row['xla_ms']['kinetic']:6.1f} "
+              f"learned {row['xla_ms']['learned']:6.1f} ms ({row['speedup']['xla']:.2f}x) | "
+              f"max diff kinetic {row['kinetic_max_difference']:.1e}, learned u "
+              f"{row['learned_u_max_difference']:.1e}", flush=True)
+    summary = {}
+    for eps in EPS:
+        mine = [r for r in rows if r["eps"] == eps]
+        summary[str(eps)] = {k: float(np.median([r["speedup"][k] for r in mine]))
+                             for k in ("numpy", "xla")}
+    print("median speed-up (kinetic / learned) per eps, NumPy | XLA:")
+    for eps, s in summary.items():
+        print(f"  eps={eps:<6s} {s['numpy']:.2f}x | {s['xla']:.2f}x")
+    write_json(args.output, {
+        "settings": {k: v for k, v in vars(args).items() if k != "output"},
+        "closure": {"num_moments": model.closure.num_moments,
+                    "units": list(model.closure.units),
+                    "numpy_closure_dtype": model.closure_dtype, "xla_closure_dtype": "float64",
+                    "trained_here": args.model_dir is None},
+        "rows": rows, "median_speedup": summary})
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
