@@ -9,9 +9,9 @@ jit_compile=True)` around a `tf.while_loop` over the time steps, no Python per s
 - the kinetic solve: `BGK1D`'s scheme (Strang splitting of the exact relaxation around the
   SSP-RK2 MUSCL minmod upwind transport, the discrete Maxwellian by Newton's method to the same
   tolerance), written here in TensorFlow with the library's `minmod` and `periodic_shift`;
-- the learned solve: the library's `moment_step` with the closure as a TensorFlow function
-  (`_tensor_closure`, as the fine-tuning's unrolled solve; float64), with the adaptive time
-  step of `MomentSolver`.
+- the learned solve: the library's `moment_step` with the adaptive time step of
+  `MomentSolver`, and the closure evaluated as `NumpyClosure` does it (three network passes,
+  the network in the model's `closure_dtype`, `--closure_dtype` to change it), in TensorFlow.
 
 Each compiled solve is checked against its NumPy counterpart (the largest difference is
 printed and stored). All NumPy timings are taken before the first XLA compilation in this
@@ -19,11 +19,13 @@ process (compiling slows this thread's later NumPy allocations: benchmarks/READM
 Min of `--repeats` wall times; the compile time (the first call) is reported apart.
 
 The closure's shape, not its accuracy, sets the cost of a learned step: without `--model_dir`
-a heat-flux model with `--num_moments` moments is fitted for a few epochs on 8 runs (its
-errors mean nothing and are not reported). Writes
-`benchmarks/results/moment_closure_compiled.json`. ~2 min alone on 2 cores.
+a heat-flux model with `--num_moments` moments and `--closure_units` hidden widths is fitted
+for a few epochs on 8 runs (its errors mean nothing and are not reported; its solves can be
+unstable, and then the compiled and NumPy float32 solves drift apart). Writes
+`benchmarks/results/moment_closure_compiled.json` (or `--output`). ~2 min alone on 2 cores.
 
-    python benchmarks/moment_closure_compiled.py --model_dir runs/model
+    python benchmarks/moment_closure_compiled.py --model_dir runs/model --closure_dtype float32
+    python benchmarks/moment_closure_compiled.py --closure_units 16,16 --closure_dtype float32
 """
 
 import argparse
@@ -39,7 +41,7 @@ from mlcmk.problems.kinetic import BGK1D
 from mlcmk.problems.kinetic.bgk import minmod, periodic_shift
 from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state
 from mlcmk.problems.kinetic.moment_solver import moment_step, to_conserved, to_primitive
-from mlcmk.training.moment_closure import LearnedMomentModel, _tensor_closure, train_moment_model
+from mlcmk.training.moment_closure import LearnedMomentModel, train_moment_model
 
 EPS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
@@ -107,13 +109,50 @@ def compiled_kinetic_solve(problem, t_end, tol=1e-14, max_iterations=30):
     return solve
 
 
+def compiled_closure(snapshot, activation):
+    """`NumpyClosure.__call__` (three network passes, the network in the snapshot's dtype,
+    the rest float64) in TensorFlow, for the compiled solve."""
+    import tensorflow as tf
+
+    net_dtype = tf.as_dtype(snapshot.dtype)
+    layers = [(tf.constant(k), tf.constant(b)) for k, b in snapshot._net._layers]
+    activation = {"tanh": tf.tanh, "relu": tf.nn.relu, "softplus": tf.nn.softplus,
+                  "silu": tf.nn.silu, "sigmoid": tf.sigmoid}[activation]
+    shift, scale, out_eq, out_scale, p_in, p_out = (
+        tf.constant(np.asarray(a, np.float64)) for a in (
+            snapshot._shift, snapshot._scale, snapshot._out_eq, snapshot._out_scale,
+            snapshot._p_in, snapshot._p_out))
+    K, heat = snapshot.num_moments, snapshot.heat_flux_moment
+
+    def call(rho, T, W, eps):
+        n = tf.shape(rho)[0]
+        z = tf.concat([tf.stack([tf.math.log(rho), tf.math.log(T),
+                                 tf.fill([n], tf.math.log(eps))], axis=1), W], axis=1)
+        z = (z - shift) * scale
+        z_eq = tf.concat([z[:, :3], tf.zeros_like(z[:, 3:])], axis=1)
+        h = tf.cast(tf.concat([z, p_in * z, z_eq], axis=0), net_dtype)
+        for i, (kernel, bias) in enumerate(layers):
+            h = tf.matmul(h, kernel) + bias
+            if i < len(layers) - 1:
+                h = activation(h)
+        out = tf.cast(h, tf.float64)
+        h = 0.5 * (out[:n] + p_out * out[n:2 * n]) - 0.5 * (1.0 + p_out) * out[2 * n:]
+        h = out_eq + h * out_scale
+        if heat:
+            h = tf.concat([W[:, snapshot.num_even:snapshot.num_even + 1], h[:, 1:]], axis=1)
+        return h[:, 0], h[:, 1:1 + K], tf.reshape(h[:, 1 + K:], [n, 3, K])
+
+    return call
+
+
 def compiled_learned_solve(model, eps, dx, t_end):
-    """`model.solve` from the initial conserved moments as one XLA program (closure float64)."""
+    """`model.solve` from the initial conserved moments as one XLA program (the closure as
+    `model.numpy_closure`: three passes, its dtype)."""
     import tensorflow as tf
     import tensorflow.experimental.numpy as tnp
 
     dtype = tf.float64
-    closure = _tensor_closure(model.closure)
+    closure = compiled_closure(model.numpy_closure, model.closure.activation)
     w_maxwell = tf.constant(np.asarray(model.closure.w_maxwell), dtype)
     eps_t = tf.constant(eps, dtype)
     factor = tf.constant(model.wave_speed_factor(eps, dx), dtype)
@@ -147,6 +186,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_dir", default=None, help="a saved LearnedMomentModel")
     parser.add_argument("--num_moments", type=int, default=3)
+    parser.add_argument("--closure_units", default="64,64",
+                        help="hidden widths of the closure fitted here (without --model_dir)")
+    parser.add_argument("--closure_dtype", default=None,
+                        help="float64 or float32: the closure network's arithmetic in both "
+                             "learned solves (default: the model's)")
     parser.add_argument("--num_x", type=int, default=100)
     parser.add_argument("--num_v", type=int, default=64)
     parser.add_argument("--t_end", type=float, default=0.1)
@@ -163,7 +207,10 @@ def main():
                                      t_end=args.t_end)
         model, _ = train_moment_model(data, num_moments=args.num_moments, autoencoder_epochs=2,
                                       closure_epochs=2, heat_flux_moment=True,
-                                      frozen_speed_factor=3.0)
+                                      frozen_speed_factor=3.0, closure_units=tuple(
+                                          int(u) for u in args.closure_units.split(",")))
+    if args.closure_dtype:
+        model.closure_dtype = args.closure_dtype
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.test_cases.split(",")]
     rows = []
     for eps in EPS:  # NumPy first: no XLA compilation has run in this process yet
@@ -219,7 +266,7 @@ def main():
         "settings": {k: v for k, v in vars(args).items() if k != "output"},
         "closure": {"num_moments": model.closure.num_moments,
                     "units": list(model.closure.units),
-                    "numpy_closure_dtype": model.closure_dtype, "xla_closure_dtype": "float64",
+                    "closure_dtype": model.closure_dtype,
                     "trained_here": args.model_dir is None},
         "rows": rows, "median_speedup": summary})
     print(f"wrote {args.output}")
