@@ -636,11 +636,10 @@ def _in_worker_thread(fn, stop):
     later memory allocations and so its NumPy work: glibc gives threads malloc arenas of
     their own, and the slowdown stays in the arena the compile used (with one arena for all
     threads, `MALLOC_ARENA_MAX=1`, the worker thread no longer helps; benchmarks/README.md,
-    stops 35 and 36). Keras' dtype policy
-    (kept per thread) is carried over; under a `tf.distribute` strategy (its scope is per
-    thread too) `fn` runs in the caller's thread. An interrupt of the caller sets the
-    `threading.Event` `stop`, which `fn` should check between steps, waits for `fn` to return
-    and is re-raised.
+    stops 35 and 36). Keras' dtype policy (kept per thread) is carried over; under a
+    `tf.distribute` strategy (its scope is per thread too) `fn` runs in the caller's thread.
+    An interrupt of the caller sets the `threading.Event` `stop`, which `fn` should check
+    between steps, waits for `fn` to return and is re-raised.
     """
     import tensorflow as tf
 
