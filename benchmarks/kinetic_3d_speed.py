@@ -41,7 +41,7 @@ import numpy as np
 from mlcmk import config
 from mlcmk.io import write_json
 from mlcmk.problems.kinetic import BGK1D
-from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state
+from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state, parse_cases
 from mlcmk.problems.kinetic.moment_solver import EulerClosure, MomentSolver
 from mlcmk.training.moment_closure import euler_solve, relative_l2_fields, train_moment_model
 
@@ -76,11 +76,11 @@ def main():
                                  t_end=args.t_end)
     model, info = train_moment_model(data, num_moments=2, autoencoder_epochs=15,
                                      closure_epochs=60, seed=0)
-    kind, seed = args.case.split(":")
+    [(kind, seed)] = parse_cases(args.case)
     rows = []
     for i, eps in enumerate(args.eps):
         one = BGK1D(eps=eps, num_x=args.num_x)
-        state = initial_state(one, np.random.default_rng(int(seed)), kind)
+        state = initial_state(one, np.random.default_rng(seed), kind)
         f0 = one.maxwellian(*state)
         row = {"eps": eps, "times_s": {}, "kinetic_3d": {}}
         _, row["times_s"]["kinetic_1d"] = _timed(args.repeats, one.solve, f0, args.t_end)

@@ -70,7 +70,7 @@ import numpy as np
 from mlcmk import config
 from mlcmk.io import write_json
 from mlcmk.problems.kinetic import BGK1D
-from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state
+from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state, parse_cases
 from mlcmk.training.moment_closure import (
     LearnedMomentModel,
     compare_models,
@@ -257,7 +257,7 @@ def _score_cases(model_dir, closure_dtype, settings):
     config.set_precision("float64")
     model = LearnedMomentModel.load(model_dir)
     model.closure_dtype = closure_dtype
-    cases = [(c.split(":")[0], int(c.split(":")[1])) for c in settings["test_cases"].split(",")]
+    cases = parse_cases(settings["test_cases"])
     rows, examples = [], {}
     for eps in EPS:
         problem = BGK1D(eps=eps, num_x=settings["num_x"], num_v=settings["num_v"])

@@ -39,7 +39,7 @@ from mlcmk import config
 from mlcmk.io import write_json
 from mlcmk.problems.kinetic import BGK1D
 from mlcmk.problems.kinetic.bgk import minmod, periodic_shift
-from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state
+from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state, parse_cases
 from mlcmk.problems.kinetic.moment_solver import moment_step, to_conserved, to_primitive
 from mlcmk.training.moment_closure import LearnedMomentModel, train_moment_model
 
@@ -211,7 +211,7 @@ def main():
                                           int(u) for u in args.closure_units.split(",")))
     if args.closure_dtype:
         model.closure_dtype = args.closure_dtype
-    cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.test_cases.split(",")]
+    cases = parse_cases(args.test_cases)
     rows = []
     for eps in EPS:  # NumPy first: no XLA compilation has run in this process yet
         problem = BGK1D(eps=eps, num_x=args.num_x, num_v=args.num_v)

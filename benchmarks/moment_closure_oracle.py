@@ -47,7 +47,7 @@ from mlcmk import config
 from mlcmk.io import write_json
 from mlcmk.problems.kinetic import BGK1D
 from mlcmk.problems.kinetic.bgk import SLOPE_LIMITERS
-from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state
+from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state, parse_cases
 from mlcmk.problems.kinetic.moment_solver import moment_step, to_conserved, to_primitive
 from mlcmk.training.moment_closure import (
     LearnedMomentModel,
@@ -207,7 +207,7 @@ def main():
     if args.limiter:
         model.limiter = args.limiter
     args.limiter = model.limiter  # recorded in the JSON's settings
-    cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.test_cases.split(",")]
+    cases = parse_cases(args.test_cases)
     fmt = lambda e: " / ".join(f"{e[k]:.3f}" for k in ("rho", "u", "T"))  # noqa: E731
     rows = []
     for num_x in (int(n) for n in args.num_x.split(",")):

@@ -464,10 +464,11 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
 
     The fit runs in a thread of its own (`_in_worker_thread`; in the caller's under a
     `tf.distribute` strategy, whose scope is per thread): XLA's compilation slows the later
-    memory allocations of the thread it ran in (glibc's `_int_malloc`), and when that was
-    the caller's, NumPy there was slower afterwards (a (100, 64) float64 array ~1.8 instead of
-    ~0.15 microseconds, the NumPy kinetic solve 1.3-1.5x). An interrupt (Ctrl-C) stops the
-    fit after its current step and is raised in the caller, the weights as they are then.
+    memory allocations from the malloc arena it used (glibc gives each thread its own), and
+    when that was the caller's, NumPy there was slower afterwards (a (100, 64) float64 array
+    ~1.8 instead of ~0.15 microseconds, the NumPy kinetic solve 1.3-1.5x). An interrupt
+    (Ctrl-C) stops the fit after its current step and is raised in the caller, the weights
+    as they are then.
 
     Args:
         model: `LearnedMomentModel`; its closure's weights are updated in place.

@@ -15,7 +15,7 @@ from mlcmk.problems.kinetic.bgk import (
     periodic_shift,
     slope_limiter,
 )
-from mlcmk.problems.kinetic.data import generate_kinetic_data
+from mlcmk.problems.kinetic.data import generate_kinetic_data, parse_cases
 from mlcmk.problems.kinetic.moment_solver import (
     EulerClosure,
     MomentSolver,
@@ -529,3 +529,10 @@ class KineticDataTest(TestCase):
         self.assertNotEqual(other["path"], data["path"])
         with pytest.raises(ValueError, match="eps_range"):
             generate_kinetic_data(cache_dir=directory, **{**kwargs, "eps_range": (0.0, 1.0)})
+
+    def test_parse_cases(self):
+        self.assertEqual(parse_cases("smooth:1000,sod:1002"), [("smooth", 1000), ("sod", 1002)])
+        self.assertEqual(parse_cases(" sod:7 "), [("sod", 7)])
+        for bad in ("smooth", "shock:1", "smooth:x", "smooth:1,", "smooth:-1"):
+            with self.subTest(bad=bad), self.assertRaisesRegex(ValueError, "kind:seed"):
+                parse_cases(bad)

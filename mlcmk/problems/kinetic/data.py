@@ -41,6 +41,23 @@ def initial_state(problem, rng, kind):
     raise ValueError(f"`kind` must be 'smooth' or 'sod'; received kind={kind!r}")
 
 
+INITIAL_KINDS = ("smooth", "sod")
+
+
+def parse_cases(text):
+    """`"smooth:1000,sod:1002"` -> `[("smooth", 1000), ("sod", 1002)]`: initial data kinds
+    of `initial_state` with the seeds of their random states (the benchmarks' test cases)."""
+    cases = []
+    for item in str(text).split(","):
+        kind, _, seed = item.strip().partition(":")
+        if kind not in INITIAL_KINDS or not seed.strip().isdigit():
+            raise ValueError(f"cases must be comma-separated kind:seed items with kind in "
+                             f"{INITIAL_KINDS} and a non-negative int seed, e.g. "
+                             f"'smooth:1000,sod:1002'; received {text!r}")
+        cases.append((kind, int(seed)))
+    return cases
+
+
 def generate_kinetic_data(num_runs=16, seed=0, num_x=100, v_max=8.0, num_v=64, t_end=0.1,
                           num_snapshots=5, eps_range=(1e-3, 10.0), sod_fraction=0.25,
                           cache_dir=None, overwrite=False):
