@@ -9,14 +9,16 @@ jit_compile=True)` around a `tf.while_loop` over the time steps, no Python per s
 - the kinetic solve: `BGK1D`'s scheme (Strang splitting of the exact relaxation around the
   SSP-RK2 MUSCL minmod upwind transport, the discrete Maxwellian by Newton's method to the same
   tolerance), written here in TensorFlow with the library's `minmod` and `periodic_shift`;
-- the learned solve: the library's `moment_step` with the adaptive time step of
-  `MomentSolver`, and the closure evaluated as `NumpyClosure` does it (three network passes,
-  the network in the model's `closure_dtype`, `--closure_dtype` to change it), in TensorFlow.
+- the learned solve: the library's own compiled solve, `model.solve(..., jit_compile=True)`
+  (`MomentSolver`'s time loop with the closure evaluated as `NumpyClosure` does it: three
+  network passes, the network in the model's `closure_dtype`, `--closure_dtype` to change
+  it), from the same distribution as the NumPy solve (the encoder included in both).
 
 Each compiled solve is checked against its NumPy counterpart (the largest difference is
 printed and stored). All NumPy timings are taken before the first XLA compilation in this
 process (compiling slows this thread's later NumPy allocations: benchmarks/README.md, stop 35).
-Min of `--repeats` wall times; the compile time (the first call) is reported apart.
+Min of `--repeats` wall times; the compile time (the first call) is reported apart: the
+kinetic program is compiled for each eps, the learned one once (its scalars are arguments).
 
 The closure's shape, not its accuracy, sets the cost of a learned step: without `--model_dir`
 a heat-flux model with `--num_moments` moments and `--closure_units` hidden widths is fitted
@@ -29,6 +31,7 @@ unstable, and then the compiled and NumPy float32 solves drift apart). Writes
 """
 
 import argparse
+import functools
 import math
 import os
 import time
@@ -40,7 +43,6 @@ from mlcmk.io import write_json
 from mlcmk.problems.kinetic import BGK1D
 from mlcmk.problems.kinetic.bgk import minmod, periodic_shift
 from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state, parse_cases
-from mlcmk.problems.kinetic.moment_solver import moment_step, to_conserved, to_primitive
 from mlcmk.training.moment_closure import LearnedMomentModel, train_moment_model
 
 EPS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -109,69 +111,6 @@ def compiled_kinetic_solve(problem, t_end, tol=1e-14, max_iterations=30):
     return solve
 
 
-def compiled_closure(snapshot, activation):
-    """`NumpyClosure.__call__` (three network passes, the network in the snapshot's dtype,
-    the rest float64) in TensorFlow, for the compiled solve."""
-    import tensorflow as tf
-
-    net_dtype = tf.as_dtype(snapshot.dtype)
-    layers = [(tf.constant(k), tf.constant(b)) for k, b in snapshot._net._layers]
-    activation = {"tanh": tf.tanh, "relu": tf.nn.relu, "softplus": tf.nn.softplus,
-                  "silu": tf.nn.silu, "sigmoid": tf.sigmoid}[activation]
-    shift, scale, out_eq, out_scale, p_in, p_out = (
-        tf.constant(np.asarray(a, np.float64)) for a in (
-            snapshot._shift, snapshot._scale, snapshot._out_eq, snapshot._out_scale,
-            snapshot._p_in, snapshot._p_out))
-    K, heat = snapshot.num_moments, snapshot.heat_flux_moment
-
-    def call(rho, T, W, eps):
-        n = tf.shape(rho)[0]
-        z = tf.concat([tf.stack([tf.math.log(rho), tf.math.log(T),
-                                 tf.fill([n], tf.math.log(eps))], axis=1), W], axis=1)
-        z = (z - shift) * scale
-        z_eq = tf.concat([z[:, :3], tf.zeros_like(z[:, 3:])], axis=1)
-        h = tf.cast(tf.concat([z, p_in * z, z_eq], axis=0), net_dtype)
-        for i, (kernel, bias) in enumerate(layers):
-            h = tf.matmul(h, kernel) + bias
-            if i < len(layers) - 1:
-                h = activation(h)
-        out = tf.cast(h, tf.float64)
-        h = 0.5 * (out[:n] + p_out * out[n:2 * n]) - 0.5 * (1.0 + p_out) * out[2 * n:]
-        h = out_eq + h * out_scale
-        if heat:
-            h = tf.concat([W[:, snapshot.num_even:snapshot.num_even + 1], h[:, 1:]], axis=1)
-        return h[:, 0], h[:, 1:1 + K], tf.reshape(h[:, 1 + K:], [n, 3, K])
-
-    return call
-
-
-def compiled_learned_solve(model, eps, dx, t_end):
-    """`model.solve` from the initial conserved moments as one XLA program (the closure as
-    `model.numpy_closure`: three passes, its dtype)."""
-    import tensorflow as tf
-    import tensorflow.experimental.numpy as tnp
-
-    dtype = tf.float64
-    closure = compiled_closure(model.numpy_closure, model.closure.activation)
-    w_maxwell = tf.constant(np.asarray(model.closure.w_maxwell), dtype)
-    eps_t = tf.constant(eps, dtype)
-    factor = tf.constant(model.wave_speed_factor(eps, dx), dtype)
-
-    @tf.function(jit_compile=True)
-    def solve(Q):
-        def body(t, Q):
-            _, u, T, _ = to_primitive(Q)
-            dt = tf.minimum(model.cfl * dx / tf.reduce_max(tf.abs(u) + factor * tf.sqrt(T)),
-                            t_end - t)
-            return t + dt, moment_step(tnp, closure, Q, dt, dx, eps_t, factor, w_maxwell,
-                                       model.limiter)
-
-        return tf.while_loop(lambda t, Q: t < t_end * (1 - 1e-12), body,
-                             (tf.constant(0.0, dtype), Q))[1]
-
-    return solve
-
-
 def best_of(repeats, fn, *args):
     """`(min wall time in ms, last result)` of `repeats` calls `fn(*args)`."""
     times, out = [], None
@@ -227,25 +166,22 @@ def main():
 
     for row in rows:
         problem = BGK1D(eps=row["eps"], num_x=args.num_x, num_v=args.num_v)
-        f0 = tf.constant(row.pop("f0"))
-        rho, u, T, W = model.initial_moments(f0.numpy())
-        Q0 = tf.constant(to_conserved(rho, u, T, W))
-        solves = {"kinetic": (compiled_kinetic_solve(problem, args.t_end), f0),
-                  "learned": (compiled_learned_solve(model, row["eps"], problem.dx, args.t_end),
-                              Q0)}
+        f0 = row.pop("f0")
+        solves = {"kinetic": (compiled_kinetic_solve(problem, args.t_end), tf.constant(f0)),
+                  "learned": (functools.partial(model.solve, jit_compile=True), f0,
+                              problem.eps, problem.dx, args.t_end)}
         row["xla_ms"], row["xla_compile_s"] = {}, {}
-        for name, (solve, start) in solves.items():
+        for name, (solve, *solve_args) in solves.items():
             begin = time.perf_counter()
-            solve(start)
+            solve(*solve_args)  # the learned program compiles once (first eps), then is reused
             row["xla_compile_s"][name] = time.perf_counter() - begin
-            row["xla_ms"][name], out = best_of(args.repeats, solve, start)
-            out = out.numpy()
+            row["xla_ms"][name], out = best_of(args.repeats, solve, *solve_args)
             if name == "kinetic":
-                row["kinetic_max_difference"] = float(np.max(np.abs(out - row.pop("f_end"))))
+                row["kinetic_max_difference"] = float(np.max(np.abs(out.numpy()
+                                                                    - row.pop("f_end"))))
             else:
-                numpy_u = row.pop("learned")[1]
-                row["learned_u_max_difference"] = float(np.max(np.abs(to_primitive(out)[1]
-                                                                      - numpy_u)))
+                row["learned_u_max_difference"] = float(np.max(np.abs(out[1]
+                                                                      - row.pop("learned")[1])))
         row["speedup"] = {k: row[f"{k}_ms"]["kinetic"] / row[f"{k}_ms"]["learned"]
                           for k in ("numpy", "xla")}
         print(f"eps={row['eps']:<6g} {row['case']:<12s} NumPy kinetic "

@@ -210,6 +210,7 @@ class NumpyClosure:
     Call: `(rho, T, W, eps) -> (q_hat, G_hat, a)` with shapes `(n,)`, `(n, K)`, `(n, 3, K)`.
     `dtype` ("float64" or "float32"): precision of the network's matrix products and
     activations (the input scaling, the symmetrisation and the outputs stay float64).
+    `tensorflow()` gives the same function on tensors, for compiled solves.
     """
 
     def __init__(self, closure, dtype="float64"):
@@ -226,17 +227,28 @@ class NumpyClosure:
         self._p_out = closure._output_parity
 
     def __call__(self, rho, T, W, eps):
-        n = np.shape(rho)[0]
+        return self._evaluate(np, self._net, rho, T, W, eps)
+
+    def tensorflow(self):
+        """This closure as a TensorFlow function of `(rho, T, W, eps)` float64 tensors (the
+        weights as constants), to be traced into a compiled program such as
+        `MomentSolver.solve(..., jit_compile=True)`; same arithmetic and precision."""
+        import tensorflow.experimental.numpy as tnp
+
+        net = self._net.tensorflow()
+        return lambda rho, T, W, eps: self._evaluate(tnp, net, rho, T, W, eps)
+
+    def _evaluate(self, xp, net, rho, T, W, eps):
+        n = rho.shape[0]
         K = self.num_moments
-        z = np.concatenate([np.stack([np.log(rho), np.log(T), np.full(n, np.log(eps))], axis=1),
-                            W], axis=1)
+        log_eps = xp.log(xp.asarray(eps, np.float64)) + xp.zeros_like(rho)
+        z = xp.concatenate([xp.stack([xp.log(rho), xp.log(T), log_eps], axis=1), W], axis=1)
         z = (z - self._shift) * self._scale
-        z_eq = np.concatenate([z[:, :3], np.zeros_like(z[:, 3:])], axis=1)
+        z_eq = xp.concatenate([z[:, :3], xp.zeros_like(z[:, 3:])], axis=1)
         # The reflection leaves z_eq unchanged (its W part is 0, the rest even): one pass.
-        out = self._net(np.concatenate([z, self._p_in * z, z_eq], axis=0))
-        h = 0.5 * (out[:n] + self._p_out * out[n:2 * n])
-        h -= 0.5 * (1.0 + self._p_out) * out[2 * n:]
+        out = net(xp.concatenate([z, self._p_in * z, z_eq], axis=0))
+        h = 0.5 * (out[:n] + self._p_out * out[n:2 * n]) - 0.5 * (1.0 + self._p_out) * out[2 * n:]
         h = self._out_eq + h * self._out_scale
         if self.heat_flux_moment:
-            h[:, 0] = W[:, self.num_even]
-        return h[:, 0], h[:, 1:1 + K], h[:, 1 + K:].reshape(n, 3, K)
+            h = xp.concatenate([W[:, self.num_even:self.num_even + 1], h[:, 1:]], axis=1)
+        return h[:, 0], h[:, 1:1 + K], xp.reshape(h[:, 1 + K:], (n, 3, K))

@@ -12,6 +12,7 @@ import time
 import keras
 import numpy as np
 
+from mlcmk._threads import in_worker_thread
 from mlcmk._validation import check_number, check_positive_int, check_positive_number
 from mlcmk.models.moment_autoencoder import (
     MomentAutoencoder,
@@ -299,9 +300,10 @@ class LearnedMomentModel:
         closure = keras.saving.load_model(os.path.join(directory, "closure.keras"))
         return cls(autoencoder, closure, **solver)
 
-    def initial_moments(self, f0):
-        """`(rho, u, T, W)` of `f0` `(num_x, num_v)` by the encoder (its NumPy snapshot)."""
-        UW = self.numpy_encoder(f0)
+    def initial_moments(self, f0, jit_compile=False):
+        """`(rho, u, T, W)` of `f0` `(num_x, num_v)` by the encoder (its NumPy snapshot, or
+        that snapshot compiled with XLA)."""
+        UW = (self.numpy_encoder.compiled() if jit_compile else self.numpy_encoder)(f0)
         rho, u, T = primitive_from_conserved(UW[:, :3])
         return rho, u, T, UW[:, 3:]
 
@@ -311,13 +313,19 @@ class LearnedMomentModel:
             return self.speed_factor
         return relaxation_speed_factor(eps, dx, self.frozen_speed_factor)
 
-    def solve(self, f0, eps, dx, t_end):
-        """Learned moment solve from `f0`; returns `(rho, u, T, W)` at `t_end`."""
-        rho, u, T, W = self.initial_moments(f0)
+    def solve(self, f0, eps, dx, t_end, jit_compile=False):
+        """Learned moment solve from `f0`; returns `(rho, u, T, W)` at `t_end`.
+
+        `jit_compile=True` runs the encoder and the time loop as XLA programs
+        (`NumpyEncoder.compiled`, `MomentSolver.solve`): the first call per number of cells
+        compiles them (2–3 s), later calls at any `eps`, `dx` and `t_end` reuse them until the
+        closure snapshot changes (`refresh_closure`, a new `closure_dtype`).
+        """
+        rho, u, T, W = self.initial_moments(f0, jit_compile=jit_compile)
         solver = MomentSolver(dx, closure=self.numpy_closure, eps=eps, cfl=self.cfl,
                               speed_factor=self.wave_speed_factor(eps, dx),
                               limiter=self.limiter)
-        return solver.solve(rho, u, T, W, t_end=t_end)
+        return solver.solve(rho, u, T, W, t_end=t_end, jit_compile=jit_compile)
 
 
 def _tensor_closure(closure):
@@ -462,7 +470,7 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     the closure is tuned to that scheme, so set the bound before fine-tuning. Memory grows
     with `batch_size` times the number of solver steps (the tape keeps every stage).
 
-    The fit runs in a thread of its own (`_in_worker_thread`; in the caller's under a
+    The fit runs in a thread of its own (`in_worker_thread`; in the caller's under a
     `tf.distribute` strategy, whose scope is per thread): XLA's compilation slows the later
     memory allocations from the malloc arena it used (glibc gives each thread its own), and
     when that was the caller's, NumPy there was slower afterwards (a (100, 64) float64 array
@@ -507,7 +515,7 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     restarts = check_restarts("restarts", restarts)
     _check_model_grid(model, data)
     stop = threading.Event()
-    return _in_worker_thread(lambda: _finetune(
+    return in_worker_thread(lambda: _finetune(
         model, data, steps, batch_size, learning_rate, window, seed, verbose, jit_compile,
         check_every, weight, state_batch, rollback_factor, restarts, stop), stop)
 
@@ -577,7 +585,7 @@ def _finetune(model, data, steps, batch_size, learning_rate, window, seed, verbo
         skipped = 0
         loop_start = None
         for step in range(steps):
-            if stop.is_set():  # the caller was interrupted (`_in_worker_thread`)
+            if stop.is_set():  # the caller was interrupted (`in_worker_thread`)
                 raise KeyboardInterrupt
             if step == 1:
                 loop_start = time.perf_counter()  # after tracing and compilation
@@ -628,46 +636,6 @@ def _finetune(model, data, steps, batch_size, learning_rate, window, seed, verbo
         info["restarts"] = [stage(n, rate, time.perf_counter()) for n, rate in restarts]
     model.refresh_closure()
     return info
-
-
-def _in_worker_thread(fn, stop):
-    """Returns `fn()` run in a new thread, and re-raises its exception in the caller.
-
-    Keeps what runs there (XLA's compiler, `finetune_closure`) from slowing the caller's
-    later memory allocations and so its NumPy work: glibc gives threads malloc arenas of
-    their own, and the slowdown stays in the arena the compile used (with one arena for all
-    threads, `MALLOC_ARENA_MAX=1`, the worker thread no longer helps; benchmarks/README.md,
-    stops 35 and 36). Keras' dtype policy (kept per thread) is carried over; under a
-    `tf.distribute` strategy (its scope is per thread too) `fn` runs in the caller's thread.
-    An interrupt of the caller sets the `threading.Event` `stop`, which `fn` should check
-    between steps, waits for `fn` to return and is re-raised.
-    """
-    import tensorflow as tf
-
-    if tf.distribute.has_strategy():
-        return fn()
-    policy = keras.config.dtype_policy()
-    out = {}
-
-    def target():
-        keras.config.set_dtype_policy(policy)
-        try:
-            out["value"] = fn()
-        except BaseException as err:  # re-raised in the caller
-            out["error"] = err
-
-    thread = threading.Thread(target=target, name="mlcmk-worker", daemon=True)
-    try:
-        thread.start()  # (an interrupt can arrive while it waits for the thread to start)
-        while thread.is_alive():
-            thread.join(0.05)
-    except KeyboardInterrupt:
-        stop.set()
-        thread.join()
-        raise
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
 
 
 def euler_solve(f0, dx, t_end, grid_moments, cfl=0.4, limiter="minmod"):
@@ -1046,7 +1014,7 @@ def run_errors(model, data, runs=None):
     return out
 
 
-def compare_models(model, problem, f0, t_end):
+def compare_models(model, problem, f0, t_end, jit_compile=False):
     """Kinetic, learned-moment and Euler solves of `problem` from `f0`, with errors and times.
 
     Args:
@@ -1054,10 +1022,14 @@ def compare_models(model, problem, f0, t_end):
         problem: a `BGK1D` (its `eps` and grid are used by all three).
         f0: `(num_x, num_v)` initial distribution.
         t_end: final time.
+        jit_compile: run the learned solve as one XLA program (`LearnedMomentModel.solve`);
+            its compilation (the first call) is timed apart as `compile_s`. The kinetic and
+            Euler solves stay NumPy.
 
     Returns:
         dict with `x`, the `(rho, u, T)` profiles of `kinetic`, `learned`, `euler`, the relative
-        L2 errors against the kinetic solution (`errors[name][field]`) and wall times (s).
+        L2 errors against the kinetic solution (`errors[name][field]`), wall times (s) and,
+        with `jit_compile`, `compile_s`.
     """
     if problem.velocity_dims != 1:
         raise ValueError("`problem` must have velocity_dims=1 (the Euler and learned moment "
@@ -1072,7 +1044,12 @@ def compare_models(model, problem, f0, t_end):
     solvers = {"euler": lambda: euler_solve(f0, problem.dx, t_end, problem.moments,
                                             limiter=limiter)}
     if model is not None:
-        solvers["learned"] = lambda: model.solve(f0, problem.eps, problem.dx, t_end)[:3]
+        solvers["learned"] = lambda: model.solve(f0, problem.eps, problem.dx, t_end,
+                                                 jit_compile=jit_compile)[:3]
+        if jit_compile:
+            start = time.perf_counter()
+            solvers["learned"]()
+            out["compile_s"] = time.perf_counter() - start
     for name, solve in solvers.items():
         start = time.perf_counter()
         out[name] = solve()

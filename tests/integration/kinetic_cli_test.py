@@ -52,16 +52,19 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
     assert "relative L2 error" in result.stdout
     assert os.path.exists(models / "closure.keras")
     assert r["closure_dtype"] == "float64"
+    assert r["jit_compile"] is False and r["compile_s"] is None
     with open(models / "solver.json") as f:
         solver = json.load(f)
     assert solver["frozen_speed_factor"] == 5.0 and solver["closure_dtype"] == "float64"
     again = run_cli("kinetic", *common, "--initial", "sod", "--closure_dtype", "float32",
-                    timeout=600)
+                    "--jit_compile", timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "loaded the learned moment model" in again.stdout
     with open(out / "result.json") as f:
         r = json.load(f)
     assert r["closure_dtype"] == "float32"  # the solve's accuracy: the pipeline test
+    assert r["jit_compile"] is True and r["compile_s"] > 0  # compiled = NumPy: same test
+    assert "learned solve compiled with XLA" in again.stdout
     assert all(0 < e < 1 for e in r["errors"]["learned"].values())
     assert not os.path.exists(out / "training.png")  # not this (loaded) model's training
     assert "training.png" not in again.stdout

@@ -112,6 +112,9 @@ class MomentAutoencoderTest(TestCase):
                 numpy_encoder = model.numpy_encoder()
                 expected = np.asarray(model.encode(f))
                 np.testing.assert_allclose(numpy_encoder(f), expected, rtol=1e-12, atol=1e-13)
+                # Compiled with XLA (the learned solve's `jit_compile=True`): the same values.
+                np.testing.assert_allclose(numpy_encoder.compiled()(f), expected, rtol=1e-12,
+                                           atol=1e-13)
                 np.testing.assert_allclose(numpy_encoder.weight_functions(grid.v),
                                            np.asarray(model.weight_functions(grid.v)),
                                            rtol=1e-12, atol=1e-13)
@@ -121,6 +124,8 @@ class MomentAutoencoderTest(TestCase):
         kernel.assign(kernel + 0.1)
         self.assertGreater(np.abs(np.asarray(model.encode(f)) - numpy_encoder(f)).max(), 1e-4)
         self.assertGreater(np.abs(model.numpy_encoder()(f) - numpy_encoder(f)).max(), 1e-4)
+        self.assertGreater(np.abs(model.numpy_encoder().compiled()(f)
+                                  - numpy_encoder.compiled()(f)).max(), 1e-4)
 
     def test_normalised_quadrature(self):
         # U is the grid's quadrature; f_hat has mass 1, mean 0 and variance 1 in xi (the

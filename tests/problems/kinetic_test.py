@@ -20,6 +20,7 @@ from mlcmk.problems.kinetic.moment_solver import (
     EulerClosure,
     MomentSolver,
     characteristic_speeds,
+    compiled_moment_solve,
     moment_rate,
     physical_flux,
     quasilinear_matrix,
@@ -407,6 +408,59 @@ class MomentSolverTest(TestCase):
         np.testing.assert_allclose(b[1][::-1], -a[1], atol=1e-11)
         np.testing.assert_allclose(b[2][::-1], a[2], rtol=1e-11)
         np.testing.assert_allclose(b[3][::-1], a[3] * sign[3:], atol=1e-11)
+
+    def test_compiled_solve_equals_the_numpy_solve(self):
+        p = BGK1D(num_x=40)
+        rho, u, T = _smooth(p, 0.3)
+        K = 4
+        closure = _random_closure(K).numpy_closure()
+        W = closure.w_maxwell + 0.01 * np.random.default_rng(3).normal(size=(40, K))
+        cases = [(EulerClosure(), None, "minmod", 0.05), (EulerClosure(3), None, "mc", 2.0)]
+        cases += [(closure, W, limiter, eps) for limiter, eps in (("minmod", 1e-3),
+                                                                  ("van_leer", 0.05), ("mc", 5.0))]
+        for c, w0, limiter, eps in cases:
+            solver = MomentSolver(p.dx, closure=c, eps=eps, speed_factor=3.0, limiter=limiter)
+            expected = solver.solve(rho, u, T, w0, t_end=0.05)
+            compiled = solver.solve(rho, u, T, w0, t_end=0.05, jit_compile=True)
+            for a, b in zip(compiled, expected, strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
+            self.assertGreater(np.abs(expected[1] - u).max(), 1e-3)
+        # One program per closure and limiter, reused for other eps, dx, t_end and cfl.
+        program = compiled_moment_solve(closure, "mc")
+        self.assertIs(compiled_moment_solve(closure, "mc"), program)
+        solver = MomentSolver(2 * p.dx, closure=closure, eps=0.3, cfl=0.2, limiter="mc")
+        for a, b in zip(solver.solve(rho, u, T, W, t_end=0.02, jit_compile=True),
+                        solver.solve(rho, u, T, W, t_end=0.02), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
+        # The network in float32: the compiled solve keeps its precision.
+        single = _random_closure(K).numpy_closure("float32")
+        solver = MomentSolver(p.dx, closure=single, eps=0.05, speed_factor=3.0)
+        compiled = solver.solve(rho, u, T, W, t_end=0.05, jit_compile=True)
+        double = MomentSolver(p.dx, closure=closure, eps=0.05, speed_factor=3.0).solve(
+            rho, u, T, W, t_end=0.05)
+        for a, b in zip(compiled, solver.solve(rho, u, T, W, t_end=0.05), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        self.assertGreater(np.abs(compiled[3] - double[3]).max(), 1e-12)
+
+    def test_compiled_solve_reports_a_breakdown_and_bad_input(self):
+        # Far above the CFL limit the solution blows up: both loops stop at the same step.
+        p = BGK1D(num_x=40)
+        rho, u, T = _smooth(p, 0.5)
+        solver = MomentSolver(p.dx, eps=0.1, cfl=8.0)
+        messages = []
+        for jit_compile in (False, True):
+            with self.assertRaisesRegex(FloatingPointError, "broke down.*moment solution at t="):
+                try:
+                    solver.solve(rho, u, T, t_end=0.5, jit_compile=jit_compile)
+                except FloatingPointError as err:
+                    messages.append(str(err))
+                    raise
+        self.assertEqual(messages[0], messages[1])
+        with self.assertRaisesRegex(TypeError, "`jit_compile` must be a bool.*'yes'"):
+            solver.solve(rho, u, T, t_end=0.1, jit_compile="yes")
+        with self.assertRaisesRegex(TypeError, "tensorflow.*_FrozenMaxwellClosure"):
+            MomentSolver(p.dx, closure=_FrozenMaxwellClosure()).solve(
+                rho, u, T, np.zeros((40, 2)) + [0.7, 0.0], t_end=0.1, jit_compile=True)
 
     def test_periodic_shift_is_roll(self):
         import tensorflow.experimental.numpy as tnp

@@ -19,7 +19,6 @@ from mlcmk.testing import TestCase
 from mlcmk.training.moment_closure import (
     LearnedMomentModel,
     _cosine,
-    _in_worker_thread,
     characteristic_matrix,
     characteristic_summary,
     check_restarts,
@@ -181,6 +180,11 @@ class LearnedMomentModelTest(TestCase):
         for a, b in zip(fast, sharp, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         self.assertGreater(np.abs(fast[3] - sharp[3]).max(), 1e-12)
+        # Compiled (one XLA program per closure snapshot) equal to the NumPy solves.
+        for m, expected, tol in ((loaded, sharp, 1e-11), (single, fast, 1e-6)):
+            compiled = m.solve(f0, 0.1, problem.dx, 0.02, jit_compile=True)
+            for a, b in zip(compiled, expected, strict=True):
+                np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
         with self.assertRaisesRegex(ValueError, "`closure_dtype`.*'float16'"):
             LearnedMomentModel(model.autoencoder, model.closure, closure_dtype="float16")
         with self.assertRaisesRegex(ValueError, "`closure_dtype`.*'half'"):
@@ -334,52 +338,6 @@ class DifferentiableSolveTest(TestCase):
         with self.assertRaisesRegex(ValueError, "speed_bound"):
             hyperbolicity_penalty(closure, speed_bound=-1.0)
 
-    def test_worker_thread_returns_raises_and_stops_on_interrupt(self):
-        import signal
-        import threading
-
-        import keras
-        import tensorflow as tf
-
-        caller = threading.get_ident()
-        stop = threading.Event()
-        policy = keras.config.dtype_policy().name
-        keras.config.set_dtype_policy("float16")
-        try:
-            ident, name = _in_worker_thread(
-                lambda: (threading.get_ident(), keras.config.dtype_policy().name), stop)
-        finally:
-            keras.config.set_dtype_policy(policy)
-        self.assertNotEqual(ident, caller)
-        self.assertEqual(name, "float16")  # the caller's policy, though kept per thread
-
-        def fails():
-            raise ValueError("from the worker")
-
-        with self.assertRaisesRegex(ValueError, "from the worker"):
-            _in_worker_thread(fails, stop)
-        with tf.distribute.OneDeviceStrategy("/cpu:0").scope():  # its scope is per thread
-            self.assertEqual(_in_worker_thread(threading.get_ident, stop), caller)
-        # An interrupt of the caller (Ctrl-C; here sent to the thread that runs this test)
-        # sets `stop`, waits for the worker to see it and return, and is raised.
-        self.assertIs(threading.current_thread(), threading.main_thread())
-        seen = []
-
-        def worker():
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-            seen.append(stop.wait(10))
-            return "stopped"
-
-        # Python's own SIGINT handler (whatever the test runner or an earlier test installed).
-        handler = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            with self.assertRaises(KeyboardInterrupt):
-                _in_worker_thread(worker, stop)
-        finally:
-            signal.signal(signal.SIGINT, handler)
-        self.assertEqual(seen, [True])
-        self.assertFalse(any(t.name == "mlcmk-worker" for t in threading.enumerate()))
-
     def test_finetuning_lowers_the_trajectory_loss_and_updates_the_solver(self):
         import tensorflow as tf
 
@@ -510,12 +468,16 @@ class DifferentiableSolveTest(TestCase):
         problem = BGK1D(eps=2.0, num_x=24, num_v=48, v_max=7.0)
         f0 = problem.maxwellian(*problem.random_smooth_initial(np.random.default_rng(7)))
         before = model.solve(f0, 2.0, problem.dx, 0.05)
+        np.testing.assert_allclose(model.solve(f0, 2.0, problem.dx, 0.05, jit_compile=True)[1],
+                                   before[1], rtol=1e-11, atol=1e-12)
         info = finetune_closure(model, data, steps=30, batch_size=4, learning_rate=3e-3, window=1,
                                 verbose=0)
         self.assertEqual(info["skipped_steps"], 0)
         self.assertLess(info["loss_after"], 0.85 * info["loss_before"])
         after = model.solve(f0, 2.0, problem.dx, 0.05)  # the NumPy closure was refreshed
         self.assertGreater(np.abs(after[1] - before[1]).max(), 1e-6)
+        np.testing.assert_allclose(model.solve(f0, 2.0, problem.dx, 0.05, jit_compile=True)[1],
+                                   after[1], rtol=1e-11, atol=1e-12)  # and so was the program
         # A step size that throws the closure off: the best checked weights are kept.
         tuned = [w.numpy() for w in weights]
         info = finetune_closure(model, data, steps=6, batch_size=4, learning_rate=0.3, window=1,
