@@ -187,6 +187,11 @@ class MomentAutoencoder(keras.Model):
         weights = ops.convert_to_tensor(weights / math.sqrt(2.0 * math.pi), self.compute_dtype)
         return ops.matmul(weights[None, :], self.weight_functions(x))[0]
 
+    @property
+    def velocity_nodes(self):
+        """The velocity nodes `(num_v,)` (NumPy float64, spacing `dv`) of the quadrature."""
+        return self._v
+
     # ------------------------------------------------------------------ pieces
     def _grid(self):
         return ops.convert_to_tensor(self._v, dtype=self.compute_dtype)
@@ -334,7 +339,7 @@ class NumpyEncoder:
 
     def __init__(self, autoencoder):
         self._net = NumpyDenseStack(autoencoder.weight_net, autoencoder.activation)
-        self._v, self._dv = np.asarray(autoencoder._v, np.float64), autoencoder.dv
+        self._v, self._dv = autoencoder.velocity_nodes, autoencoder.dv
         self._parity = autoencoder._parity
         self._heat = autoencoder.num_even if autoencoder.heat_flux_moment else None
         self._compiled = None

@@ -50,8 +50,8 @@ def kinetic_moments(autoencoder, f):
         `rho T^{3/2}`), `G_hat` `(n, K)` (`int xi w f_hat`) and `a` `(n, 3, K)`
         (`int w'(xi) xi^m f_hat`, m = 0, 1, 2).
     """
-    v = np.linspace(-autoencoder.v_max, autoencoder.v_max, autoencoder.num_v)
-    U, rho, u, T, xi, f_hat = normalised_quadrature(f, v, autoencoder.dv)
+    U, rho, u, T, xi, f_hat = normalised_quadrature(f, autoencoder.velocity_nodes,
+                                                    autoencoder.dv)
     K = autoencoder.num_moments
     flat = xi.reshape(-1)
     w = _batched(autoencoder.weight_functions, flat).reshape(*xi.shape, K)

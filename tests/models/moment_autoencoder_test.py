@@ -109,6 +109,7 @@ class MomentAutoencoderTest(TestCase):
         for kwargs in ({}, {"heat_flux_moment": True}, {"activation": "softplus"}):
             with self.subTest(**kwargs):
                 model = self._model(**kwargs)
+                np.testing.assert_array_equal(model.velocity_nodes, grid.v)  # the data's nodes
                 numpy_encoder = model.numpy_encoder()
                 expected = np.asarray(model.encode(f))
                 np.testing.assert_allclose(numpy_encoder(f), expected, rtol=1e-12, atol=1e-13)
