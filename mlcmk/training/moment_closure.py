@@ -979,7 +979,7 @@ def relative_l2_fields(profiles, reference):
             zip(("rho", "u", "T"), profiles[:3], reference[:3], strict=True)}
 
 
-def run_errors(model, data, runs=None):
+def run_errors(model, data, runs=None, jit_compile=False):
     """Relative L2 errors of the learned solve of kinetic-data runs at their last snapshot.
 
     Run `k` is solved from its `f0` at its `eps` to the last snapshot time and `(rho, u, T)`
@@ -991,6 +991,8 @@ def run_errors(model, data, runs=None):
         model: a `LearnedMomentModel`.
         data: runs from `generate_kinetic_data`, on the model's velocity grid.
         runs: indices of the runs (default: all).
+        jit_compile: solve with `model.solve(..., jit_compile=True)` (one compilation for
+            all runs; worth it from a few runs on).
 
     Returns:
         list of dicts with `run`, `eps`, `is_sod` and `errors` (`rho`, `u`, `T`; `inf` where
@@ -1005,8 +1007,8 @@ def run_errors(model, data, runs=None):
         final = kinetic_moments(model.autoencoder, data["f"][k, -1])
         reference = (final["rho"], final["u"], final["T"])
         try:
-            errors = relative_l2_fields(model.solve(data["f0"][k], data["eps"][k], dx, t_end),
-                                        reference)
+            errors = relative_l2_fields(model.solve(data["f0"][k], data["eps"][k], dx, t_end,
+                                                    jit_compile=jit_compile), reference)
         except FloatingPointError:
             errors = dict.fromkeys(("rho", "u", "T"), float("inf"))
         out.append({"run": int(k), "eps": float(data["eps"][k]),

@@ -144,6 +144,11 @@ class LearnedMomentModelTest(TestCase):
                     learned[i] - kinetic[i]) / np.linalg.norm(kinetic[i]), delta=1e-10)
             self.assertLess(row["errors"]["rho"], 0.05)
         self.assertEqual(len(run_errors(model, data)), 4)
+        for a, b in zip(rows, run_errors(model, data, runs=[3, 1], jit_compile=True),
+                        strict=True):  # compiled: one program for both runs' eps
+            self.assertEqual(a["run"], b["run"])
+            for field in ("rho", "u", "T"):
+                self.assertAlmostEqual(a["errors"][field], b["errors"][field], delta=1e-10)
         # Conservation of the learned solve.
         rho, u, T, _ = model.solve(f0, 0.1, problem.dx, 0.02)
         U0 = problem.moments(f0).sum(0)
