@@ -131,7 +131,7 @@ model.closure_dtype = "float64"
 # Many solves with one model: `jit_compile=True` runs the learned solve's whole time loop as
 # one XLA program. The first call compiles it (a few seconds, once per model and grid size;
 # every Knudsen number and final time reuse it), later calls take the same steps as the NumPy
-# loop, 2-3x faster on 100 cells (`benchmarks/README.md`); the result agrees to round-off.
+# loop, 2-4x faster on 100 cells (`benchmarks/README.md`); the result agrees to round-off.
 
 # %%
 compiled = model.solve(f0, problem.eps, problem.dx, 0.1, jit_compile=True)  # compiles

@@ -48,7 +48,7 @@ _CLOSURE_DTYPE = flags.DEFINE_enum("closure_dtype", None, ["float64", "float32"]
                                    "model's, float64 for a new one; float32 is ~1.3x faster and "
                                    "moves the result by ~1e-7).")
 _JIT = flags.DEFINE_bool("jit_compile", False, "Run the learned solve as one XLA program "
-                         "(compiled on its first call, timed apart; 2-3x faster on 100 cells). "
+                         "(compiled on its first call, timed apart; 2-4x faster on 100 cells). "
                          "The kinetic and Euler solves stay NumPy.")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Kinetic data cache (default "
                                  "$MLCMK_CACHE_DIR/kinetic or ~/.cache/mlcmk/kinetic).")

@@ -367,7 +367,7 @@ class NumpyEncoder:
 
     def compiled(self):
         """This encoder as one XLA program: `f` (NumPy) -> `(n, 3 + K)` (NumPy), equal to the
-        NumPy call to round-off and ~2-3x faster on 100 x 64 values (compiled on the first
+        NumPy call to round-off and ~2-4x faster on 100 x 64 values (compiled on the first
         call for each shape of `f`, in a thread of its own; cached with the snapshot)."""
         if self._compiled is None:
             import tensorflow as tf
