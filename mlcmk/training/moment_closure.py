@@ -638,10 +638,12 @@ def _finetune(model, data, steps, batch_size, learning_rate, window, seed, verbo
     return info
 
 
-def euler_solve(f0, dx, t_end, grid_moments, cfl=0.4, limiter="minmod"):
-    """Euler (Maxwellian closure, gamma = 3) from the moments of `f0`; returns `(rho, u, T)`."""
+def euler_solve(f0, dx, t_end, grid_moments, cfl=0.4, limiter="minmod", jit_compile=False):
+    """Euler (Maxwellian closure, gamma = 3) from the moments of `f0`; returns `(rho, u, T)`
+    (`jit_compile`: as `MomentSolver.solve`)."""
     rho, u, T = primitive_from_conserved(grid_moments(f0))
-    return MomentSolver(dx, cfl=cfl, limiter=limiter).solve(rho, u, T, t_end=t_end)[:3]
+    return MomentSolver(dx, cfl=cfl, limiter=limiter).solve(rho, u, T, t_end=t_end,
+                                                            jit_compile=jit_compile)[:3]
 
 
 def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epochs=200,
@@ -1024,14 +1026,14 @@ def compare_models(model, problem, f0, t_end, jit_compile=False):
         problem: a `BGK1D` (its `eps` and grid are used by all three).
         f0: `(num_x, num_v)` initial distribution.
         t_end: final time.
-        jit_compile: run the learned solve as one XLA program (`LearnedMomentModel.solve`);
-            its compilation (the first call) is timed apart as `compile_s`. The kinetic and
-            Euler solves stay NumPy.
+        jit_compile: run the learned and the Euler solve as XLA programs
+            (`LearnedMomentModel.solve`, `MomentSolver.solve`); their compilation (a first
+            call of each) is timed apart as `compile_s`. The kinetic solve stays NumPy.
 
     Returns:
         dict with `x`, the `(rho, u, T)` profiles of `kinetic`, `learned`, `euler`, the relative
         L2 errors against the kinetic solution (`errors[name][field]`), wall times (s) and,
-        with `jit_compile`, `compile_s`.
+        with `jit_compile`, `compile_s[name]` (the first calls' times).
     """
     if problem.velocity_dims != 1:
         raise ValueError("`problem` must have velocity_dims=1 (the Euler and learned moment "
@@ -1044,14 +1046,16 @@ def compare_models(model, problem, f0, t_end, jit_compile=False):
     out["kinetic"] = problem.primitives(f)
     limiter = "minmod" if model is None else model.limiter  # Euler on the learned scheme
     solvers = {"euler": lambda: euler_solve(f0, problem.dx, t_end, problem.moments,
-                                            limiter=limiter)}
+                                            limiter=limiter, jit_compile=jit_compile)}
     if model is not None:
         solvers["learned"] = lambda: model.solve(f0, problem.eps, problem.dx, t_end,
                                                  jit_compile=jit_compile)[:3]
-        if jit_compile:
+    if jit_compile:
+        out["compile_s"] = {}
+        for name, solve in solvers.items():
             start = time.perf_counter()
-            solvers["learned"]()
-            out["compile_s"] = time.perf_counter() - start
+            solve()
+            out["compile_s"][name] = time.perf_counter() - start
     for name, solve in solvers.items():
         start = time.perf_counter()
         out[name] = solve()

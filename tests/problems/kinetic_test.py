@@ -425,9 +425,15 @@ class MomentSolverTest(TestCase):
             for a, b in zip(compiled, expected, strict=True):
                 np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
             self.assertGreater(np.abs(expected[1] - u).max(), 1e-3)
-        # One program per closure and limiter, reused for other eps, dx, t_end and cfl.
+        # One program per closure and limiter, reused for other eps, dx, t_end and cfl; one
+        # for every Euler closure of a gas (a solver's default included).
         program = compiled_moment_solve(closure, "mc")
         self.assertIs(compiled_moment_solve(closure, "mc"), program)
+        self.assertIsNot(compiled_moment_solve(closure, "minmod"), program)
+        euler = compiled_moment_solve(EulerClosure(), "minmod")
+        del cases, c  # (no other EulerClosure alive: instances are not what keeps the program)
+        self.assertIs(compiled_moment_solve(MomentSolver(p.dx).closure, "minmod"), euler)
+        self.assertIsNot(compiled_moment_solve(EulerClosure(3), "minmod"), euler)
         solver = MomentSolver(2 * p.dx, closure=closure, eps=0.3, cfl=0.2, limiter="mc")
         for a, b in zip(solver.solve(rho, u, T, W, t_end=0.02, jit_compile=True),
                         solver.solve(rho, u, T, W, t_end=0.02), strict=True):

@@ -391,6 +391,8 @@ class _TensorFlowClosure:
 
 
 _COMPILED = weakref.WeakKeyDictionary()  # closure -> {limiter: compiled solve}
+# Every EulerClosure of a gas shares the programs of one instance (kept alive here).
+_EULER_CLOSURES = {dims: EulerClosure(dims) for dims in (1, 3)}
 
 
 def compiled_moment_solve(closure, limiter="minmod"):
@@ -402,6 +404,8 @@ def compiled_moment_solve(closure, limiter="minmod"):
     steps as `MomentSolver.solve`. The scalars enter as tensors, so one compilation per number
     of cells serves every Knudsen number, grid spacing and final time.
     """
+    if type(closure) is EulerClosure:
+        closure = _EULER_CLOSURES[closure.velocity_dims]
     programs = _COMPILED.setdefault(closure, {})
     if limiter not in programs:
         programs[limiter] = _build_compiled_solve(_TensorFlowClosure(closure), limiter,
