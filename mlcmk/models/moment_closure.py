@@ -233,10 +233,15 @@ class NumpyClosure:
         """This closure as a TensorFlow function of `(rho, T, W, eps)` float64 tensors (the
         weights as constants), to be traced into a compiled program such as
         `MomentSolver.solve(..., jit_compile=True)`; same arithmetic and precision."""
+        import copy
+
         import tensorflow.experimental.numpy as tnp
 
         net = self._net.tensorflow()
-        return lambda rho, T, W, eps: self._evaluate(tnp, net, rho, T, W, eps)
+        # A copy (sharing the arrays): the function must not keep this snapshot alive, which
+        # keys its compiled programs in a weak dictionary (`compiled_moment_solve`).
+        snapshot = copy.copy(self)
+        return lambda rho, T, W, eps: snapshot._evaluate(tnp, net, rho, T, W, eps)
 
     def _evaluate(self, xp, net, rho, T, W, eps):
         n = rho.shape[0]

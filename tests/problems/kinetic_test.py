@@ -1,7 +1,9 @@
 """BGK solver, discrete Maxwellian, moment solver and data generator: exact properties."""
 
+import gc
 import itertools
 import os
+import weakref
 
 import numpy as np
 import pytest
@@ -434,6 +436,13 @@ class MomentSolverTest(TestCase):
         del cases, c  # (no other EulerClosure alive: instances are not what keeps the program)
         self.assertIs(compiled_moment_solve(MomentSolver(p.dx).closure, "minmod"), euler)
         self.assertIsNot(compiled_moment_solve(EulerClosure(3), "minmod"), euler)
+        # A snapshot's programs go with it (nothing they hold keeps it alive).
+        snapshot = _random_closure(K).numpy_closure()
+        compiled_moment_solve(snapshot, "minmod")
+        alive = weakref.ref(snapshot)
+        del snapshot
+        gc.collect()
+        self.assertIsNone(alive())
         solver = MomentSolver(2 * p.dx, closure=closure, eps=0.3, cfl=0.2, limiter="mc")
         for a, b in zip(solver.solve(rho, u, T, W, t_end=0.02, jit_compile=True),
                         solver.solve(rho, u, T, W, t_end=0.02), strict=True):
