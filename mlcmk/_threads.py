@@ -7,14 +7,14 @@ def in_worker_thread(fn, stop=None):
     """Returns `fn()` run in a new thread, and re-raises its exception in the caller.
 
     Keeps what runs there (XLA's compiler: `finetune_closure`, the first call of a compiled
-    moment solve) from slowing the caller's
-    later memory allocations and so its NumPy work: glibc gives threads malloc arenas of
-    their own, and the slowdown stays in the arena the compile used (with one arena for all
-    threads, `MALLOC_ARENA_MAX=1`, the worker thread no longer helps; benchmarks/README.md,
-    stops 35 and 36). Keras' dtype policy (kept per thread) is carried over; under a
-    `tf.distribute` strategy (its scope is per thread too) `fn` runs in the caller's thread.
-    An interrupt of the caller sets the `threading.Event` `stop` (if given), which `fn` should
-    check between steps, waits for `fn` to return and is re-raised.
+    moment solve) from slowing the caller's later memory allocations and so its NumPy work:
+    glibc gives threads malloc arenas of their own, and the slowdown stays in the arena the
+    compile used (with one arena for all threads, `MALLOC_ARENA_MAX=1`, the worker thread no
+    longer helps; benchmarks/README.md, stops 35 to 37). Keras' dtype policy (kept per
+    thread) is carried over; under a `tf.distribute` strategy (its scope is per thread too)
+    `fn` runs in the caller's thread. An interrupt of the caller sets the `threading.Event`
+    `stop` (if given), which `fn` should check between steps, waits for `fn` to return and is
+    re-raised.
     """
     import keras
     import tensorflow as tf

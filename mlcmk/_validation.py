@@ -11,6 +11,13 @@ import numbers
 import numpy as np
 
 
+def check_bool(name, value):
+    """`value` as a bool; TypeError unless it is one (Python or NumPy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be a bool; received {name}={value!r}")
+    return bool(value)
+
+
 def check_positive_int(name, value, minimum=1):
     """`value` as an int; ValueError unless it is an int (not a bool) `>= minimum`."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:

@@ -2,6 +2,7 @@ import numpy as np
 
 import mlcmk
 from mlcmk._validation import (
+    check_bool,
     check_number,
     check_positive_int,
     check_positive_ints,
@@ -19,6 +20,13 @@ from mlcmk.training.path_norm import path_norm_prefactor
 
 
 class ValidationTest(TestCase):
+    def test_bool(self):
+        self.assertIs(check_bool("flag", True), True)
+        self.assertIs(check_bool("flag", np.bool_(False)), False)  # canonical Python bool
+        for bad in (1, 0, "yes", None, np.array([True])):
+            with self.assertRaisesRegex(TypeError, r"`flag` must be a bool; received flag="):
+                check_bool("flag", bad)
+
     def test_positive_int(self):
         self.assertEqual(check_positive_int("n", 3), 3)
         value = check_positive_int("n", np.int64(4))

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from mlcmk._threads import in_worker_thread
-from mlcmk._validation import check_number, check_positive_int, check_positive_number
+from mlcmk._validation import check_bool, check_number, check_positive_int, check_positive_number
 from mlcmk.models.moment_autoencoder import (
     MomentAutoencoder,
     check_numpy_dtype,
@@ -303,6 +303,7 @@ class LearnedMomentModel:
     def initial_moments(self, f0, jit_compile=False):
         """`(rho, u, T, W)` of `f0` `(num_x, num_v)` by the encoder (its NumPy snapshot, or
         that snapshot compiled with XLA)."""
+        jit_compile = check_bool("jit_compile", jit_compile)
         UW = (self.numpy_encoder.compiled() if jit_compile else self.numpy_encoder)(f0)
         rho, u, T = primitive_from_conserved(UW[:, :3])
         return rho, u, T, UW[:, 3:]

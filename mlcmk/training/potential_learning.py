@@ -30,7 +30,7 @@ import weakref
 
 import numpy as np
 
-from mlcmk._validation import check_number, check_positive_int, check_positive_number
+from mlcmk._validation import check_bool, check_number, check_positive_int, check_positive_number
 from mlcmk.data.deepmd import System
 from mlcmk.models.deep_potential import DeepPotential, make_dataset
 from mlcmk.models.ensemble import Ensemble, as_trust_levels, max_vector_deviation
@@ -259,9 +259,7 @@ class ASEMDExplorer(Explorer):
         self.reference = structure_atoms(reference_atoms)
         self.driver = driver
         self.temperatures = temperatures
-        if not isinstance(ramp, (bool, np.bool_)):
-            raise TypeError(f"`ramp` must be a bool; received ramp={ramp!r}")
-        self.ramp = bool(ramp)
+        self.ramp = check_bool("ramp", ramp)
         self.max_strain = float(max_strain)
         self.num_trajectories = check_positive_int("num_trajectories", num_trajectories)
         self.num_steps = check_positive_int("num_steps", num_steps)

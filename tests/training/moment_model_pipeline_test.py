@@ -190,6 +190,8 @@ class LearnedMomentModelTest(TestCase):
             compiled = m.solve(f0, 0.1, problem.dx, 0.02, jit_compile=True)
             for a, b in zip(compiled, expected, strict=True):
                 np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+        with self.assertRaisesRegex(TypeError, "`jit_compile` must be a bool.*'yes'"):
+            model.solve(f0, 0.1, problem.dx, 0.02, jit_compile="yes")
         with self.assertRaisesRegex(ValueError, "`closure_dtype`.*'float16'"):
             LearnedMomentModel(model.autoencoder, model.closure, closure_dtype="float16")
         with self.assertRaisesRegex(ValueError, "`closure_dtype`.*'half'"):

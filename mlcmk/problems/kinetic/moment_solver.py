@@ -36,7 +36,7 @@ import weakref
 import numpy as np
 
 from mlcmk._threads import compiled_in_worker
-from mlcmk._validation import check_positive_number
+from mlcmk._validation import check_bool, check_positive_number
 from mlcmk.problems.kinetic.bgk import (
     _velocity_dims,
     check_state,
@@ -340,8 +340,7 @@ class MomentSolver:
             FloatingPointError: if a density or temperature stops being positive and finite.
         """
         t_end = check_positive_number("t_end", t_end)
-        if not isinstance(jit_compile, (bool, np.bool_)):
-            raise TypeError(f"`jit_compile` must be a bool; received jit_compile={jit_compile!r}")
+        jit_compile = check_bool("jit_compile", jit_compile)
         rho, u, T = (np.asarray(a, dtype=np.float64) for a in (rho, u, T))
         check_state(rho, T, "initial data of the moment solver")
         K = self.closure.num_moments
