@@ -3,22 +3,23 @@
 In one velocity dimension the NumPy learned moment solve and the NumPy kinetic solve take
 about as long (benchmarks/README.md), and both spend much of their time in the overhead of
 NumPy calls on 100-cell arrays. This script times each solve twice on the same cases: as the
-library runs it (NumPy, single-threaded BLAS) and as one XLA program (`tf.function(
-jit_compile=True)` around a `tf.while_loop` over the time steps, no Python per step):
+library runs it by default (NumPy, single-threaded BLAS) and with `jit_compile=True`, as XLA
+programs (`tf.function(jit_compile=True)` around a `tf.while_loop` over the time steps, no
+Python per step):
 
-- the kinetic solve: `BGK1D`'s scheme (Strang splitting of the exact relaxation around the
-  SSP-RK2 MUSCL minmod upwind transport, the discrete Maxwellian by Newton's method to the same
-  tolerance), written here in TensorFlow with the library's `minmod` and `periodic_shift`;
-- the learned solve: the library's own compiled solve, `model.solve(..., jit_compile=True)`
-  (`MomentSolver`'s time loop with the closure evaluated as `NumpyClosure` does it: three
-  network passes, the network in the model's `closure_dtype`, `--closure_dtype` to change
-  it), from the same distribution as the NumPy solve (the encoder included in both).
+- the kinetic solve: `problem.solve(f0, t_end, jit_compile=True)` (`BGK1D`'s Strang
+  splitting of the exact relaxation around the SSP-RK2 MUSCL minmod upwind transport, the
+  discrete Maxwellian by Newton's method to the same tolerance);
+- the learned solve: `model.solve(..., jit_compile=True)` (the encoder, then `MomentSolver`'s
+  time loop with the closure evaluated as `NumpyClosure` does it: three network passes, the
+  network in the model's `closure_dtype`, `--closure_dtype` to change it), from the same
+  distribution as the NumPy solve.
 
 Each compiled solve is checked against its NumPy counterpart (the largest difference is
 printed and stored). All NumPy timings are taken before the first XLA compilation in this
 process (compiling slows this thread's later NumPy allocations: benchmarks/README.md, stop 35).
-Min of `--repeats` wall times; the compile time (the first call) is reported apart: the
-kinetic program is compiled for each eps, the learned one once (its scalars are arguments).
+Min of `--repeats` wall times; the compile time (the first call) is reported apart: each
+program is compiled once, on the first eps, and reused for the others.
 
 The closure's shape, not its accuracy, sets the cost of a learned step: without `--model_dir`
 a heat-flux model with `--num_moments` moments and `--closure_units` hidden widths is fitted
@@ -32,7 +33,6 @@ unstable, and then the compiled and NumPy float32 solves drift apart). Writes
 
 import argparse
 import functools
-import math
 import os
 import time
 
@@ -41,74 +41,10 @@ import numpy as np
 from mlcmk import config
 from mlcmk.io import write_json
 from mlcmk.problems.kinetic import BGK1D
-from mlcmk.problems.kinetic.bgk import minmod, periodic_shift
 from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state, parse_cases
 from mlcmk.training.moment_closure import LearnedMomentModel, train_moment_model
 
 EPS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-
-
-def compiled_kinetic_solve(problem, t_end, tol=1e-14, max_iterations=30):
-    """`problem.solve(f0, t_end)` (`BGK1D`, one velocity dimension) as one XLA program."""
-    import tensorflow as tf
-    import tensorflow.experimental.numpy as tnp
-
-    dtype = tf.float64
-    grid = problem.grid
-    v = tf.constant(grid.v, dtype)
-    moment_basis = tf.constant(grid.basis, dtype)
-    dv, dx = grid.dv, problem.dx
-    steps = max(1, math.ceil(t_end / problem.time_step() - 1e-9))
-    dt = t_end / steps
-    decay = math.exp(-0.5 * dt / problem.eps)
-
-    def transport_rate(f):
-        forward = periodic_shift(f, -1, 0, tnp) - f
-        slope = minmod(periodic_shift(forward, 1, 0, tnp), forward, tnp)
-        left = f + 0.5 * slope
-        right = periodic_shift(f - 0.5 * slope, -1, 0, tnp)
-        flux = tf.where(v > 0, v * left, v * right)
-        return -(flux - periodic_shift(flux, 1, 0, tnp)) / dx
-
-    def maxwellian(f):  # discrete_maxwellian: Newton on the exponents in the xi basis
-        U = tf.einsum("nj,kj->nk", f, moment_basis) * dv
-        rho = U[:, 0]
-        u = U[:, 1] / rho
-        T = (2.0 * U[:, 2] - rho * u**2) / rho
-        s = tf.sqrt(T)
-        xi = (v[None, :] - u[:, None]) / s[:, None]
-        basis = tf.stack([tf.ones_like(xi), xi, xi**2], axis=1)
-        target = tf.stack([rho, tf.zeros_like(rho), rho], axis=1)
-        alpha = tf.stack([tf.math.log(rho / tf.sqrt(2.0 * np.pi * T) * s), tf.zeros_like(rho),
-                          -0.5 * tf.ones_like(rho)], axis=1)
-
-        def evaluate(alpha):
-            return tf.exp(tf.einsum("nk,nkj->nj", alpha, basis)) / s[:, None]
-
-        def body(i, alpha, _):
-            M = evaluate(alpha)
-            residual = tf.einsum("nkj,nj->nk", basis, M) * dv - target
-            error = tf.reduce_max(tf.abs(residual) / rho[:, None])
-            jacobian = tf.einsum("nkj,nlj,nj->nkl", basis, basis, M) * dv
-            step = tf.linalg.solve(jacobian, residual[..., None])[..., 0]
-            return i + 1, tf.where(error < tol, alpha, alpha - step), error
-
-        _, alpha, _ = tf.while_loop(lambda i, alpha, error: (i < max_iterations) & (error >= tol),
-                                    body, (0, alpha, tf.constant(1.0, dtype)))
-        return evaluate(alpha)
-
-    @tf.function(jit_compile=True)
-    def solve(f):
-        def body(i, f, M):
-            f = M + (f - M) * decay
-            f1 = f + dt * transport_rate(f)
-            f = 0.5 * (f + f1 + dt * transport_rate(f1))
-            M = maxwellian(f)
-            return i + 1, M + (f - M) * decay, M
-
-        return tf.while_loop(lambda i, f, M: i < steps, body, (0, f, maxwellian(f)))[1]
-
-    return solve
 
 
 def best_of(repeats, fn, *args):
@@ -162,23 +98,22 @@ def main():
             rows.append({"eps": eps, "case": f"{kind}:{seed}", "f0": f0, "f_end": f_end,
                          "learned": learned, "numpy_ms": {"kinetic": kinetic_ms,
                                                           "learned": learned_ms}})
-    import tensorflow as tf
 
     for row in rows:
         problem = BGK1D(eps=row["eps"], num_x=args.num_x, num_v=args.num_v)
         f0 = row.pop("f0")
-        solves = {"kinetic": (compiled_kinetic_solve(problem, args.t_end), tf.constant(f0)),
+        solves = {"kinetic": (functools.partial(problem.solve, jit_compile=True), f0,
+                              args.t_end),
                   "learned": (functools.partial(model.solve, jit_compile=True), f0,
                               problem.eps, problem.dx, args.t_end)}
         row["xla_ms"], row["xla_compile_s"] = {}, {}
         for name, (solve, *solve_args) in solves.items():
             begin = time.perf_counter()
-            solve(*solve_args)  # the learned program compiles once (first eps), then is reused
+            solve(*solve_args)  # each program compiles once (first eps), then is reused
             row["xla_compile_s"][name] = time.perf_counter() - begin
             row["xla_ms"][name], out = best_of(args.repeats, solve, *solve_args)
             if name == "kinetic":
-                row["kinetic_max_difference"] = float(np.max(np.abs(out.numpy()
-                                                                    - row.pop("f_end"))))
+                row["kinetic_max_difference"] = float(np.max(np.abs(out - row.pop("f_end"))))
             else:
                 row["learned_u_max_difference"] = float(np.max(np.abs(out[1]
                                                                       - row.pop("learned")[1])))

@@ -13,6 +13,7 @@ from mlcmk.problems import build_problem, list_problems
 from mlcmk.problems.kinetic import BGK1D, VelocityGrid, VelocityGrid3D, discrete_maxwellian
 from mlcmk.problems.kinetic.bgk import (
     SLOPE_LIMITERS,
+    _compiled_bgk_solve,
     conserved_from_primitive,
     periodic_shift,
     slope_limiter,
@@ -134,6 +135,28 @@ class BGKTest(TestCase):
         kinetic = p.primitives(p.solve(p.maxwellian(*state), 0.05))
         euler = MomentSolver(p.dx, eps=1.0).solve(*state, t_end=0.05)[:3]
         self.assertGreater(_relative(euler[2], kinetic[2]), 5 * differences[-1])
+
+    def test_compiled_solve_equals_the_numpy_solve(self):
+        for eps in (1e-3, 5.0):
+            p = BGK1D(eps=eps, num_x=40, num_v=48, v_max=7.0)
+            for f0 in (p.maxwellian(*_smooth(p, 0.3)), p.maxwellian(*p.sod_initial())):
+                expected = p.solve(f0, 0.05)
+                np.testing.assert_allclose(p.solve(f0, 0.05, jit_compile=True), expected,
+                                           rtol=1e-13, atol=1e-14)
+                self.assertGreater(np.abs(expected - f0).max(), 1e-3)
+        # One program per grid, whatever eps and t_end.
+        self.assertIs(_compiled_bgk_solve(BGK1D(eps=0.1, num_x=40, num_v=48, v_max=7.0)),
+                      _compiled_bgk_solve(p))
+        self.assertIsNot(_compiled_bgk_solve(BGK1D(eps=5.0, num_x=20, num_v=48, v_max=7.0)),
+                         _compiled_bgk_solve(p))
+        with self.assertRaisesRegex(ValueError, "velocity_dims=1 and no snapshots.*"
+                                                "num_snapshots=2"):
+            p.solve(f0, 0.05, num_snapshots=2, jit_compile=True)
+        p3 = BGK1D(num_x=8, num_v=32, velocity_dims=3, reduced=True)
+        with self.assertRaisesRegex(ValueError, "received velocity_dims=3"):
+            p3.solve(p3.maxwellian(*_smooth(p3)), 0.01, jit_compile=True)
+        with self.assertRaisesRegex(TypeError, "`jit_compile` must be a bool.*1"):
+            p.solve(f0, 0.05, jit_compile=1)
 
     def test_bad_input(self):
         p = BGK1D(num_x=8)

@@ -36,7 +36,8 @@ import math
 
 import numpy as np
 
-from mlcmk._validation import check_number, check_positive_int, check_positive_number
+from mlcmk._threads import compiled_in_worker
+from mlcmk._validation import check_bool, check_number, check_positive_int, check_positive_number
 from mlcmk.problems.base import Problem
 from mlcmk.problems.registry import register_problem
 
@@ -408,9 +409,11 @@ def _newton_maxwellian(alpha, evaluate, rho, tol, max_iterations):
         if error < tol:
             return M
         alpha = alpha - np.linalg.solve(jacobian(), residual[..., None])[..., 0]
-    raise ValueError(f"Discrete Maxwellian did not converge (relative moment error "
-                     f"{error:.3g}); the velocity grid is probably too narrow or too coarse "
-                     "for these moments.")
+    raise ValueError(_NOT_CONVERGED.format(f"{error:.3g}"))
+
+
+_NOT_CONVERGED = ("Discrete Maxwellian did not converge (relative moment error {}); the "
+                  "velocity grid is probably too narrow or too coarse for these moments.")
 
 
 def periodic_shift(a, shift, axis, xp=np):
@@ -570,19 +573,20 @@ class BGK1D(Problem):
         """The CFL time step `cfl * dx / v_max`."""
         return self.cfl * self.dx / self.v_max
 
-    def _transport_rate(self, f):
+    def _transport_rate(self, f, xp=np):
         v = self.grid.vx
-        forward = periodic_shift(f, -1, 0) - f  # f_{i+1} - f_i
-        slope = minmod(periodic_shift(forward, 1, 0), forward)
+        forward = periodic_shift(f, -1, 0, xp) - f  # f_{i+1} - f_i
+        slope = minmod(periodic_shift(forward, 1, 0, xp), forward, xp)
         left = f + 0.5 * slope  # value at i+1/2 from cell i
-        right = periodic_shift(f - 0.5 * slope, -1, 0)  # value at i+1/2 from cell i+1
-        flux = np.where(v > 0, v * left, v * right)  # flux at i+1/2
-        return -(flux - periodic_shift(flux, 1, 0)) / self.dx
+        right = periodic_shift(f - 0.5 * slope, -1, 0, xp)  # value at i+1/2 from cell i+1
+        flux = xp.where(v > 0, v * left, v * right)  # flux at i+1/2
+        return -(flux - periodic_shift(flux, 1, 0, xp)) / self.dx
 
-    def transport(self, f, dt):
-        """One SSP-RK2 step of `f_t + v f_x = 0` (MUSCL, minmod, upwind); conservative."""
-        f1 = f + dt * self._transport_rate(f)
-        return 0.5 * (f + f1 + dt * self._transport_rate(f1))
+    def transport(self, f, dt, xp=np):
+        """One SSP-RK2 step of `f_t + v f_x = 0` (MUSCL, minmod, upwind); conservative
+        (`xp`: the array namespace, NumPy or `tf.experimental.numpy`)."""
+        f1 = f + dt * self._transport_rate(f, xp)
+        return 0.5 * (f + f1 + dt * self._transport_rate(f1, xp))
 
     def relax(self, f, h, maxwellian=None):
         """Exact relaxation `f <- M + (f - M) exp(-h / eps)` with M from the moments of `f`."""
@@ -590,7 +594,7 @@ class BGK1D(Problem):
             maxwellian = self.grid.maxwellian(self.moments(f))
         return maxwellian + (f - maxwellian) * math.exp(-h / self.eps), maxwellian
 
-    def solve(self, f0, t_end, num_snapshots=None, return_next=False):
+    def solve(self, f0, t_end, num_snapshots=None, return_next=False, jit_compile=False):
         """Advances `f0` to `t_end` with Strang splitting.
 
         Args:
@@ -601,11 +605,19 @@ class BGK1D(Problem):
                 steps are shortened so that every snapshot time is hit).
             return_next: with `num_snapshots`, also returns the state one step
                 `dt` after each snapshot (for time derivatives).
+            jit_compile: if True (one velocity dimension, no snapshots), run the time loop as
+                one XLA program: the same steps, equal to the NumPy loop to round-off, compiled
+                on the first call per grid (about 1–2 s; every eps and t_end reuse it).
 
         Returns:
             `f(t_end)`; or `(times, snapshots)` / `(times, snapshots, next_states, dt)`.
         """
         t_end = check_positive_number("t_end", t_end)
+        if check_bool("jit_compile", jit_compile) and (self.velocity_dims != 1
+                                                       or num_snapshots is not None):
+            raise ValueError("`jit_compile=True` needs velocity_dims=1 and no snapshots; "
+                             f"received velocity_dims={self.velocity_dims}, "
+                             f"num_snapshots={num_snapshots!r}")
         f = np.array(f0, dtype=np.float64)
         if f.shape != (self.num_x, self.num_nodes):
             raise ValueError(f"`f0` must have shape (num_x, num_nodes)=({self.num_x}, "
@@ -619,6 +631,11 @@ class BGK1D(Problem):
         dt_max = self.time_step()
         steps = max(1, math.ceil(t_end / segments / dt_max - 1e-9))
         dt = t_end / segments / steps
+        if jit_compile:
+            f, converged = _compiled_bgk_solve(self)(f, steps, dt, math.exp(-0.5 * dt / self.eps))
+            if not converged:
+                raise ValueError(_NOT_CONVERGED.format("above the tolerance"))
+            return f
         times, snaps, nexts = [], [], []
         maxwellian = None
         with single_threaded_blas():
@@ -643,3 +660,74 @@ class BGK1D(Problem):
         f = self.transport(f, dt)
         f, maxwellian = self.relax(f, 0.5 * dt)
         return f, maxwellian
+
+
+_COMPILED_BGK = {}  # (v_max, num_v, num_x, dx) -> compiled solve
+
+
+def _compiled_bgk_solve(problem, tol=1e-14, max_iterations=30):
+    """`BGK1D.solve`'s time loop (one velocity dimension) as one XLA program, per grid.
+
+    Returns `solve(f, steps, dt, decay) -> (f, converged)` on NumPy values, `decay =
+    exp(-dt / (2 eps))`: the steps of `_step`, with the discrete Maxwellian by the Newton
+    iteration of `discrete_maxwellian` (same start, tolerance and iteration limit;
+    `converged` False if it ever hit the limit).
+    """
+    grid = problem.grid
+    key = (grid.v_max, grid.num_v, problem.num_x, problem.dx)
+    if key in _COMPILED_BGK:
+        return _COMPILED_BGK[key]
+    import tensorflow as tf
+    import tensorflow.experimental.numpy as tnp
+
+    v, basis_v, dv = tf.constant(grid.v), tf.constant(grid.basis), grid.dv
+
+    def maxwellian(f):
+        U = tf.einsum("nj,kj->nk", f, basis_v) * dv
+        rho = U[:, 0]
+        u = U[:, 1] / rho
+        T = (2.0 * U[:, 2] - rho * u**2) / rho
+        s = tf.sqrt(T)
+        xi = (v[None, :] - u[:, None]) / s[:, None]
+        basis = tf.stack([tf.ones_like(xi), xi, xi**2], axis=1)  # (n, 3, num_v)
+        target = tf.stack([rho, tf.zeros_like(rho), rho], axis=1)
+        alpha = tf.stack([tf.math.log(rho / tf.sqrt(2.0 * np.pi * T) * s), tf.zeros_like(rho),
+                          -0.5 * tf.ones_like(rho)], axis=1)
+
+        def evaluate(alpha):
+            M = tf.exp(tf.einsum("nk,nkj->nj", alpha, basis)) / s[:, None]
+            residual = tf.einsum("nkj,nj->nk", basis, M) * dv - target
+            return M, residual, tf.reduce_max(tf.abs(residual) / rho[:, None])
+
+        def newton(i, alpha, _):
+            M, residual, _ = evaluate(alpha)
+            jacobian = tf.einsum("nkj,nlj,nj->nkl", basis, basis, M) * dv
+            alpha = alpha - tf.linalg.solve(jacobian, residual[..., None])[..., 0]
+            return i + 1, alpha, evaluate(alpha)[2]
+
+        i, alpha, error = tf.while_loop(
+            lambda i, alpha, error: (i < max_iterations) & (error >= tol), newton,
+            (0, alpha, evaluate(alpha)[2]))
+        return evaluate(alpha)[0], error < tol
+
+    @tf.function(jit_compile=True)
+    def solve(f, steps, dt, decay):
+        def step(i, f, M, converged):  # `_step`: half relaxation, transport, half relaxation
+            f = problem.transport(M + (f - M) * decay, dt, tnp)
+            M, ok = maxwellian(f)
+            return i + 1, M + (f - M) * decay, M, converged & ok
+
+        M, converged = maxwellian(f)
+        _, f, _, converged = tf.while_loop(lambda i, *_: i < steps, step,
+                                           (0, f, M, converged))
+        return f, converged
+
+    program = compiled_in_worker(solve)  # XLA compiles in a thread of its own
+
+    def run(f, steps, dt, decay):
+        f, converged = program(tf.constant(f, tf.float64), tf.constant(steps, tf.int32),
+                               tf.constant(dt, tf.float64), tf.constant(decay, tf.float64))
+        return f.numpy(), bool(converged)
+
+    _COMPILED_BGK[key] = run
+    return run
