@@ -319,7 +319,7 @@ class LearnedMomentModel:
 
         `jit_compile=True` runs the encoder and the time loop as XLA programs
         (`NumpyEncoder.compiled`, `MomentSolver.solve`): the first call per number of cells
-        compiles them (2–3 s), later calls at any `eps`, `dx` and `t_end` reuse them until the
+        compiles them (3–4 s), later calls at any `eps`, `dx` and `t_end` reuse them until the
         closure snapshot changes (`refresh_closure`, a new `closure_dtype`).
         """
         rho, u, T, W = self.initial_moments(f0, jit_compile=jit_compile)

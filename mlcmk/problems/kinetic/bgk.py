@@ -607,7 +607,7 @@ class BGK1D(Problem):
                 `dt` after each snapshot (for time derivatives).
             jit_compile: if True (one velocity dimension, no snapshots), run the time loop as
                 one XLA program: the same steps, equal to the NumPy loop to round-off, compiled
-                on the first call per grid (about 1–2 s; every eps and t_end reuse it).
+                on the first call per grid (about 2–3 s; every eps and t_end reuse it).
 
         Returns:
             `f(t_end)`; or `(times, snapshots)` / `(times, snapshots, next_states, dt)`.

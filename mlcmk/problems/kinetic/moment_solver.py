@@ -329,7 +329,7 @@ class MomentSolver:
                 offer `tensorflow()`, as `EulerClosure` and `NumpyClosure` do). The same steps
                 and time steps as the NumPy loop, equal to it to round-off; the program is
                 compiled on the first call for each closure, limiter and number of cells (about
-                1–3 s) and reused for every `eps`, `dx`, `cfl`, `speed_factor` and `t_end`
+                2–4 s) and reused for every `eps`, `dx`, `cfl`, `speed_factor` and `t_end`
                 after that (benchmarks/README.md: 2–4x faster than NumPy for learned closures
                 on 100 cells).
 
