@@ -379,21 +379,32 @@ def discrete_maxwellian(grid, U, tol=1e-14, max_iterations=30):
     rho, u, T = primitive_from_conserved(U)
     check_state(rho, T, "moments given to the Maxwellian")
     shape = rho.shape
-    rho, u, T = rho.reshape(-1), u.reshape(-1), T.reshape(-1)
-    s = np.sqrt(T)
-    xi = (grid.v[None, :] - u[:, None]) / s[:, None]  # (n, num_v)
-    basis = np.stack([np.ones_like(xi), xi, xi**2], axis=1)  # (n, 3, num_v)
-    # Targets in the xi basis: (rho, 0, rho) for the exact (rho, u, T) of U.
-    target = np.stack([rho, np.zeros_like(rho), rho], axis=1)
-    alpha = np.stack([np.log(rho / np.sqrt(2 * np.pi * T) * s), np.zeros_like(rho),
-                      -0.5 * np.ones_like(rho)], axis=1)
-    def evaluate(alpha):
-        M = np.exp(np.einsum("nk,nkj->nj", alpha, basis)) / s[:, None]
-        return (M, np.einsum("nkj,nj->nk", basis, M) * grid.dv - target,
-                lambda: np.einsum("nkj,nlj,nj->nkl", basis, basis, M) * grid.dv)
-
+    rho = rho.reshape(-1)
+    alpha, evaluate = _maxwellian_newton_start(np, grid.v, grid.dv, rho, u.reshape(-1),
+                                               T.reshape(-1))
     M = _newton_maxwellian(alpha, evaluate, rho, tol, max_iterations)
     return M.reshape(*shape, grid.num_v)
+
+
+def _maxwellian_newton_start(xp, v, dv, rho, u, T):
+    """Start `alpha` `(n, 3)` (the continuous Maxwellian) and `evaluate(alpha) -> (M,
+    residual, jacobian)` of the discrete-Maxwellian equations in the `xi` basis on the nodes
+    `v` (spacing `dv`), over the array namespace `xp` (NumPy, or `tf.experimental.numpy` in the
+    compiled solve)."""
+    s = xp.sqrt(T)
+    xi = (v[None, :] - u[:, None]) / s[:, None]  # (n, num_v)
+    basis = xp.stack([xp.ones_like(xi), xi, xi**2], axis=1)  # (n, 3, num_v)
+    # Targets in the xi basis: (rho, 0, rho) for the exact (rho, u, T) of U.
+    target = xp.stack([rho, xp.zeros_like(rho), rho], axis=1)
+    alpha = xp.stack([xp.log(rho / xp.sqrt(2 * np.pi * T) * s), xp.zeros_like(rho),
+                      -0.5 * xp.ones_like(rho)], axis=1)
+
+    def evaluate(alpha):
+        M = xp.exp(xp.einsum("nk,nkj->nj", alpha, basis)) / s[:, None]
+        return (M, xp.einsum("nkj,nj->nk", basis, M) * dv - target,
+                lambda: xp.einsum("nkj,nlj,nj->nkl", basis, basis, M) * dv)
+
+    return alpha, evaluate
 
 
 def _newton_maxwellian(alpha, evaluate, rho, tol, max_iterations):
@@ -682,33 +693,25 @@ def _compiled_bgk_solve(problem, tol=1e-14, max_iterations=30):
 
     v, basis_v, dv = tf.constant(grid.v), tf.constant(grid.basis), grid.dv
 
-    def maxwellian(f):
+    def maxwellian(f):  # `discrete_maxwellian` of the moments of `f`, and whether it converged
         U = tf.einsum("nj,kj->nk", f, basis_v) * dv
         rho = U[:, 0]
         u = U[:, 1] / rho
         T = (2.0 * U[:, 2] - rho * u**2) / rho
-        s = tf.sqrt(T)
-        xi = (v[None, :] - u[:, None]) / s[:, None]
-        basis = tf.stack([tf.ones_like(xi), xi, xi**2], axis=1)  # (n, 3, num_v)
-        target = tf.stack([rho, tf.zeros_like(rho), rho], axis=1)
-        alpha = tf.stack([tf.math.log(rho / tf.sqrt(2.0 * np.pi * T) * s), tf.zeros_like(rho),
-                          -0.5 * tf.ones_like(rho)], axis=1)
+        alpha, evaluate = _maxwellian_newton_start(tnp, v, dv, rho, u, T)
 
-        def evaluate(alpha):
-            M = tf.exp(tf.einsum("nk,nkj->nj", alpha, basis)) / s[:, None]
-            residual = tf.einsum("nkj,nj->nk", basis, M) * dv - target
-            return M, residual, tf.reduce_max(tf.abs(residual) / rho[:, None])
+        def error(alpha):
+            return tf.reduce_max(tf.abs(evaluate(alpha)[1]) / rho[:, None])
 
         def newton(i, alpha, _):
-            M, residual, _ = evaluate(alpha)
-            jacobian = tf.einsum("nkj,nlj,nj->nkl", basis, basis, M) * dv
-            alpha = alpha - tf.linalg.solve(jacobian, residual[..., None])[..., 0]
-            return i + 1, alpha, evaluate(alpha)[2]
+            _, residual, jacobian = evaluate(alpha)
+            alpha = alpha - tf.linalg.solve(jacobian(), residual[..., None])[..., 0]
+            return i + 1, alpha, error(alpha)
 
-        i, alpha, error = tf.while_loop(
-            lambda i, alpha, error: (i < max_iterations) & (error >= tol), newton,
-            (0, alpha, evaluate(alpha)[2]))
-        return evaluate(alpha)[0], error < tol
+        _, alpha, last_error = tf.while_loop(
+            lambda i, alpha, e: (i < max_iterations) & (e >= tol), newton,
+            (0, alpha, error(alpha)))
+        return evaluate(alpha)[0], last_error < tol
 
     @tf.function(jit_compile=True)
     def solve(f, steps, dt, decay):
