@@ -2,10 +2,12 @@
 
 from absl import flags
 
+from mlcmk.problems.kinetic.data import INITIAL_KINDS
+
 DESCRIPTION = "BGK at a Knudsen number: kinetic solver, learned moment closure and Euler compared."
 
 _EPS = flags.DEFINE_float("eps", 0.1, "Knudsen number of the comparison run.")
-_INITIAL = flags.DEFINE_enum("initial", "smooth", ["smooth", "sod"], "Initial data: random "
+_INITIAL = flags.DEFINE_enum("initial", "smooth", list(INITIAL_KINDS), "Initial data: random "
                              "Fourier modes in rho, u, T, or a random Sod-type problem.")
 _SEED = flags.DEFINE_integer("seed", 1000, "Seed of the comparison's initial data (training "
                              "data use seeds (train_seed, run)).")
@@ -49,7 +51,7 @@ _CLOSURE_DTYPE = flags.DEFINE_enum("closure_dtype", None, ["float64", "float32"]
                                    "moves the result by ~1e-7).")
 _JIT = flags.DEFINE_bool("jit_compile", False, "Run the kinetic, learned and Euler solves "
                          "as XLA programs (compiled on their first calls, timed apart; the "
-                         "learned one 2-4x faster on 100 cells, the kinetic one 1-1.4x).")
+                         "learned one 2-5x faster on 100 cells, the kinetic one 1-1.7x).")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Kinetic data cache (default "
                                  "$MLCMK_CACHE_DIR/kinetic or ~/.cache/mlcmk/kinetic).")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Load the trained model from here if "

@@ -32,16 +32,16 @@ def sample_eps(rng, size, eps_range=(1e-3, 10.0)):
     return np.exp(rng.uniform(math.log(lo), math.log(hi), size=size))
 
 
+INITIAL_KINDS = ("smooth", "sod")
+
+
 def initial_state(problem, rng, kind):
     """`(rho, u, T)` of a `"smooth"` (random Fourier) or `"sod"` (random Riemann) problem."""
     if kind == "smooth":
         return problem.random_smooth_initial(rng)
     if kind == "sod":
         return problem.random_sod_initial(rng)
-    raise ValueError(f"`kind` must be 'smooth' or 'sod'; received kind={kind!r}")
-
-
-INITIAL_KINDS = ("smooth", "sod")
+    raise ValueError(f"`kind` must be one of {INITIAL_KINDS}; received kind={kind!r}")
 
 
 def parse_cases(text):
