@@ -12,6 +12,10 @@ from mlcmk._validation import check_positive_int
 
 PRECISIONS = ("float32", "float64")
 
+# Whether `set_precision("float64")` turned grappler's remapper off (so that "float32" turns it
+# back on, and a remapper a user turned off stays off).
+_remapper_off_for_float64 = False
+
 
 def disable_tf32():
     """Turns TensorFloat-32 off, so that float32 matmuls on Ampere+ GPUs keep full precision.
@@ -25,6 +29,13 @@ def disable_tf32():
 def set_precision(dtype):
     """Sets the Keras float type and dtype policy for new layers and weights; turns TF32 off.
 
+    In float64 it also turns grappler's remapper off (`tf.config.optimizer`, option
+    `"remapping"`) until the precision is set back to float32. The remapper fuses ops into
+    oneDNN kernels that exist for float32, bfloat16 and half only: on a float64 graph it fuses
+    nothing and logs "Not handling type DT_DOUBLE" (4–6 lines per dense network and graph,
+    hundreds in a training run). Turning it off measured no change in the speed of a float64
+    Keras fit (0.28–0.39 s against 0.29–0.34 s for 200 steps, within the noise).
+
     Args:
         dtype: `"float32"` or `"float64"`.
     """
@@ -35,6 +46,18 @@ def set_precision(dtype):
     # first use; set both so that new layers follow.
     keras.config.set_dtype_policy(dtype)
     disable_tf32()
+    _set_remapper_for(dtype)
+
+
+def _set_remapper_for(dtype):
+    global _remapper_off_for_float64
+    if dtype == "float64":
+        if tf.config.optimizer.get_experimental_options().get("remapping", True):
+            tf.config.optimizer.set_experimental_options({"remapping": False})
+            _remapper_off_for_float64 = True
+    elif _remapper_off_for_float64:
+        tf.config.optimizer.set_experimental_options({"remapping": True})
+        _remapper_off_for_float64 = False
 
 
 def get_precision():
@@ -60,6 +83,7 @@ def precision(dtype):
     finally:
         keras.config.set_floatx(previous_floatx)
         keras.config.set_dtype_policy(previous_policy)
+        _set_remapper_for(previous_floatx)
 
 
 def set_seed(seed):

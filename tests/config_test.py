@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -29,6 +30,47 @@ class ConfigTest(TestCase):
                 raise RuntimeError("inside")
         self.assertEqual(config.get_precision(), "float32")
         self.assertEqual(keras.config.dtype_policy().name, "float32")
+
+    def test_float64_turns_the_remapper_off_and_float32_back_on(self):
+        def remapping():
+            return tf.config.optimizer.get_experimental_options().get("remapping", True)
+
+        self.assertTrue(remapping())
+        config.set_precision("float64")
+        self.assertFalse(remapping())
+        config.set_precision("float32")
+        self.assertTrue(remapping())
+        with config.precision("float64"):
+            self.assertFalse(remapping())
+        self.assertTrue(remapping())
+        # A remapper the user turned off stays off.
+        tf.config.optimizer.set_experimental_options({"remapping": False})
+        try:
+            config.set_precision("float64")
+            config.set_precision("float32")
+            self.assertFalse(remapping())
+        finally:
+            tf.config.optimizer.set_experimental_options({"remapping": True})
+
+    def test_float64_graphs_log_no_remapper_warnings(self):
+        # Grappler's remapper logs "Not handling type DT_DOUBLE" (C++, to stderr) for every
+        # float64 dense network it sees; `set_precision("float64")` turns it off.
+        script = (
+            "import numpy as np, keras\n"
+            "from mlcmk import config\n"
+            "config.set_precision('float64')\n"
+            "model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, 'tanh'),"
+            " keras.layers.Dense(1)])\n"
+            "model.compile('sgd', 'mse')\n"
+            "model.fit(np.ones((8, 3)), np.ones((8, 1)), verbose=0)\n"
+            "print(model.predict(np.ones((2, 3)), verbose=0).dtype)\n"
+        )
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                env={**os.environ, "PYTHONPATH": mlcmk.__path__[0] + "/.."},
+                                timeout=300)
+        self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+        self.assertIn("float64", result.stdout)
+        self.assertNotIn("Not handling type", result.stderr)
 
     def test_float64_reaches_weights_outputs_loss_and_metrics(self):
         rng = np.random.default_rng(0)

@@ -88,6 +88,7 @@ class TestCase(unittest.TestCase):
     def tearDown(self):
         keras.config.set_floatx(self._floatx)
         keras.config.set_dtype_policy(self._dtype_policy)
+        mlcmk_config._set_remapper_for(self._floatx)
         super().tearDown()
 
     def get_temp_dir(self):

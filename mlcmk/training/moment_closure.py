@@ -221,7 +221,10 @@ def hyperbolicity_penalty(closure, speed_bound=None):
     matrix = characteristic_matrix(closure)
 
     def penalty(rho, T, W, eps):
-        speeds = tf.linalg.eigvals(matrix(rho, T, W, eps))
+        # A complex input (exact: zero imaginary part) gives the same values and gradients;
+        # with a real one the gradient of `eigvals` casts complex to real and logs a warning.
+        A = matrix(rho, T, W, eps)
+        speeds = tf.linalg.eigvals(tf.complex(A, tf.zeros_like(A)))
         excess = tf.math.imag(speeds) ** 2
         if speed_bound is not None:
             excess += tf.nn.relu(tf.abs(tf.math.real(speeds)) - speed_bound) ** 2
