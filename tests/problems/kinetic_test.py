@@ -149,11 +149,14 @@ class BGKTest(TestCase):
                       _compiled_bgk_solve(p))
         self.assertIsNot(_compiled_bgk_solve(BGK1D(eps=5.0, num_x=20, num_v=48, v_max=7.0)),
                          _compiled_bgk_solve(p))
-        with self.assertRaisesRegex(ValueError, "velocity_dims=1 and no snapshots.*"
-                                                "num_snapshots=2"):
-            p.solve(f0, 0.05, num_snapshots=2, jit_compile=True)
+        # Snapshots and next states: one program call per interval and per next state.
+        expected = p.solve(f0, 0.05, num_snapshots=3, return_next=True)
+        compiled = p.solve(f0, 0.05, num_snapshots=3, return_next=True, jit_compile=True)
+        for a, b in zip(compiled, expected, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14)
+        self.assertGreater(np.abs(expected[2] - expected[1]).max(), 1e-6)
         p3 = BGK1D(num_x=8, num_v=32, velocity_dims=3, reduced=True)
-        with self.assertRaisesRegex(ValueError, "received velocity_dims=3"):
+        with self.assertRaisesRegex(ValueError, "needs velocity_dims=1; received velocity_dims=3"):
             p3.solve(p3.maxwellian(*_smooth(p3)), 0.01, jit_compile=True)
         with self.assertRaisesRegex(TypeError, "`jit_compile` must be a bool.*1"):
             p.solve(f0, 0.05, jit_compile=1)
