@@ -79,8 +79,9 @@ print(model.set_statistics(train)["energy_bias"])
 # %%
 steps = 100 if SMOKE else 2000
 model.compile(total_steps=steps, learning_rate=1e-3, stop_learning_rate=1e-5, decay_steps=100)
+# make_dataset shuffles the frames itself; shuffle=False tells Keras not to try.
 history = model.fit(make_dataset(train, batch_size=1), epochs=4, steps_per_epoch=steps // 4,
-                    verbose=2)
+                    shuffle=False, verbose=2)
 
 # %% [markdown]
 # ## Held-out errors

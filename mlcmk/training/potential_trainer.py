@@ -145,8 +145,9 @@ def train_potential(train_systems, test_systems=None, *, type_map=None, steps=20
     start = time.perf_counter()
     dataset = make_dataset(train_systems, batch_size, seed=seed,
                            neighbors=model if jit_compile else None)
-    history = model.fit(dataset, epochs=epochs,
-                        steps_per_epoch=log_every, verbose=0, callbacks=callbacks)
+    # (shuffled by `make_dataset`: Keras would warn that its own shuffle is ignored)
+    history = model.fit(dataset, epochs=epochs, steps_per_epoch=log_every, shuffle=False,
+                        verbose=0, callbacks=callbacks)
     train_seconds = time.perf_counter() - start
     steps_done = epochs * log_every
     result = {"type_map": type_map, "steps": steps_done, "batch_size": batch_size,

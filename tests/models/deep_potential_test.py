@@ -192,7 +192,7 @@ class DeepPotentialTest(TestCase):
         eval_ds = make_dataset([self.system, pure], 3, shuffle=False, repeat=False)
         before = model.evaluate(eval_ds, verbose=0, return_dict=True)
         history = model.fit(make_dataset([self.system, pure], 2, seed=1), epochs=3,
-                            steps_per_epoch=20, verbose=0)
+                            steps_per_epoch=20, shuffle=False, verbose=0)
         after = model.evaluate(eval_ds, verbose=0, return_dict=True)
         self.assertTrue(np.all(np.isfinite(history.history["loss"])))
         self.assertLess(after["force_rmse"], 0.8 * before["force_rmse"])
@@ -208,7 +208,7 @@ class DeepPotentialTest(TestCase):
             model.compile(total_steps=8, jit_compile=jit)
             ds = make_dataset([self.system, pure], 2, seed=1,
                               neighbors=model if jit else None)
-            history = model.fit(ds, epochs=2, steps_per_epoch=4, verbose=0)
+            history = model.fit(ds, epochs=2, steps_per_epoch=4, shuffle=False, verbose=0)
             results.append((history.history["loss"], [w.numpy() for w in model.weights]))
         (h1, w1), (h2, w2) = results
         np.testing.assert_allclose(h2, h1, rtol=1e-9)
@@ -268,7 +268,7 @@ class DeepPotentialTest(TestCase):
                 model = DeepPotential(["Al", "Cu"], **SMALL)
                 model.set_statistics([self.system])
                 model.compile(total_steps=10)
-            history = model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0)
+            history = model.fit(ds, epochs=1, steps_per_epoch=3, shuffle=False, verbose=0)
             results.append((history.history, [w.numpy() for w in model.weights]))
         (h1, w1), (h2, w2) = results
         np.testing.assert_allclose(h2["loss"], h1["loss"], rtol=1e-8)

@@ -356,7 +356,11 @@ class MomentSolver:
                 raise FloatingPointError(f"Moment solver broke down at t={t:.4g}")
             return to_primitive(Q, self.dims)
         t = 0.0
-        with single_threaded_blas():
+        # A breakdown (a non-positive or non-finite density or temperature, within a step's
+        # stages too) is caught by `_check` and raised as FloatingPointError, so NumPy's
+        # warnings on the way there are noise.
+        with single_threaded_blas(), np.errstate(invalid="ignore", divide="ignore",
+                                                 over="ignore"):
             while t < t_end * (1 - 1e-12):
                 dt = min(self.time_step(Q), t_end - t)
                 Q = moment_step(np, self.closure, Q, dt, self.dx, self.eps, self.speed_factor,
