@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from mlcmk import config as mlcmk_config
+from mlcmk._plotting import subplots
 from mlcmk._validation import check_number, check_positive_int
 from mlcmk.io import write_json
 from mlcmk.models.deep_bsde import DeepBSDE
@@ -173,16 +174,11 @@ def solve(problem, *, iterations=4000, epochs=None, batch_size=64, learning_rate
 
 def plot_history(result, path):
     """PNG of the validation loss (with the trivial solution's loss) and of Y0's error."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     hist = result["history"]
     spe = result["steps_per_epoch"]
     it = spe * np.arange(1, len(hist.get("val_loss", [])) + 1)
     panels = 2 if "y0_relative_error" in hist else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
+    fig, axes = subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
     ax = axes[0, 0]
     ax.semilogy(it, hist.get("val_loss", []), label="validation loss")
     ax.axhline(result["trivial_loss"], color="gray", ls="--", label="trivial (Z = 0) loss")
@@ -199,7 +195,6 @@ def plot_history(result, path):
     fig.suptitle(f"{result['problem']} (d = {result['dim']}), {result['z_network']} Z network")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

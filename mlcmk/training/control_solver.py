@@ -14,6 +14,7 @@ import numpy as np
 from keras import ops
 
 from mlcmk import config as mlcmk_config
+from mlcmk._plotting import subplots
 from mlcmk.io import write_json
 from mlcmk.models.control_policy_stack import ControlPolicyStack
 from mlcmk.problems.bsde.base import deserialize_problem
@@ -131,15 +132,10 @@ def solve_control(problem, *, iterations=2000, epochs=None, batch_size=64, learn
 
 def plot_control(result, model, path):
     """PNG: the validation reward against iterations, and the learned policy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     problem = model.problem
     hist = result["history"]
     it = result["steps_per_epoch"] * np.arange(1, len(hist.get("val_loss", [])) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = subplots(1, 2, figsize=(10, 3.8))
     ax = axes[0]
     ax.plot(it, [-v for v in hist.get("val_loss", [])], label="learned policy (validation)")
     if "lp_bound_reward" in result:
@@ -183,5 +179,4 @@ def plot_control(result, model, path):
                  f"{result['control_dim']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

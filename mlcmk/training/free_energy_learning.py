@@ -13,6 +13,7 @@ The parts plug into `ConcurrentLearner`:
 import numpy as np
 import tensorflow as tf
 
+from mlcmk._plotting import subplots
 from mlcmk._validation import check_positive_int, check_positive_number
 from mlcmk.models.ensemble import Ensemble
 from mlcmk.models.free_energy import FreeEnergyModel
@@ -323,11 +324,6 @@ def build_free_energy_learner(problem, directory, num_members=4, hidden_units=(6
 
 def plot_free_energy(problem, ensemble, labels, path, threshold=10.0):
     """Writes a PNG: exact A, learned A (ensemble mean, labels shown), and their difference."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     grid = problem.grid(121)
     flat = grid.reshape(-1, 2)
     exact = problem.free_energy(flat).reshape(grid.shape[:2])
@@ -336,7 +332,7 @@ def plot_free_energy(problem, ensemble, labels, path, threshold=10.0):
     learned = learned.reshape(grid.shape[:2])
     learned -= np.mean(learned[region] - exact[region])
     levels = np.linspace(0, threshold, 11)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig, axes = subplots(1, 3, figsize=(15, 4.4))
     for ax, values, title in ((axes[0], exact, "exact A (kT)"),
                               (axes[1], learned, "learned A (kT), labels shown")):
         cs = ax.contourf(grid[..., 0], grid[..., 1], np.minimum(values, threshold), levels=levels)
@@ -353,7 +349,6 @@ def plot_free_energy(problem, ensemble, labels, path, threshold=10.0):
         ax.set_ylabel("y")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------- reinforced dynamics

@@ -12,6 +12,7 @@ import time
 import keras
 import numpy as np
 
+from mlcmk._plotting import subplots
 from mlcmk._threads import in_worker_thread
 from mlcmk._validation import check_bool, check_number, check_positive_int, check_positive_number
 from mlcmk.models.moment_autoencoder import (
@@ -1069,12 +1070,7 @@ def compare_models(model, problem, f0, t_end, jit_compile=False):
 
 def plot_comparison(result, path):
     """Plots rho, u, T of the kinetic, learned and Euler solutions to a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = subplots(1, 3, figsize=(13, 3.6))
     styles = {"kinetic": ("k-", "kinetic (BGK)"), "learned": ("C0--", "learned moments"),
               "euler": ("C3:", "Euler")}
     for i, field in enumerate(("density", "velocity", "temperature")):
@@ -1087,7 +1083,6 @@ def plot_comparison(result, path):
     fig.suptitle(f"eps = {result['eps']:g}, t = {result['t_end']:g}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def training_curves(info):
@@ -1118,12 +1113,7 @@ def plot_training(info, path):
     curves = training_curves(info)
     if not curves:
         return curves
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     for curve in curves:
         (line,) = ax.semilogy(curve["steps"], curve["loss"], "o-", ms=3, label=curve["label"])
         if curve["rollbacks"]:
@@ -1138,5 +1128,4 @@ def plot_training(info, path):
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return curves

@@ -31,6 +31,7 @@ import os
 
 import numpy as np
 
+from mlcmk._plotting import subplots
 from mlcmk._validation import check_positive_int
 from mlcmk.data.deepmd import System
 from mlcmk.io import write_json
@@ -416,14 +417,9 @@ def format_structure_table(report, structure_set):
 def plot_structure_table(log, structure_set, path):
     """PNG of the figure-2 table: labelled against explored per structure, the candidate
     fraction per iteration, and the test force RMSE per iteration (per structure)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows, totals = structure_table(log, structure_set)
     names = structure_set.names
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig, axes = subplots(1, 3, figsize=(16, 4.5))
     x = np.arange(len(names))
     explored = [totals[n]["explored"] for n in names]
     labelled = [totals[n]["total_labels"] for n in names]
@@ -452,7 +448,6 @@ def plot_structure_table(log, structure_set, path):
     axes[2].set_title("ensemble mean, held-out EMT MD frames")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from mlcmk import config
+from mlcmk._plotting import subplots
 from mlcmk._validation import check_positive_int
 from mlcmk.io import write_json
 from mlcmk.models.deep_potential import DeepPotential, make_dataset
@@ -45,12 +46,7 @@ def error_metrics(systems, predictions):
 
 def plot_parity(systems, predictions, path, title=""):
     """PNG of predicted against reference energies per atom and force components."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    fig, axes = subplots(1, 2, figsize=(9, 4.2))
     for system, pred in zip(systems, predictions, strict=True):
         n = system.atom_types.shape[0]
         axes[0].plot(system.energy / n, pred["energy"] / n, ".", ms=3)
@@ -68,7 +64,6 @@ def plot_parity(systems, predictions, path, title=""):
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from mlcmk._plotting import subplots
 from mlcmk._validation import check_positive_int, check_positive_number
 from mlcmk.problems.base import Problem
 from mlcmk.problems.registry import register_problem
@@ -629,11 +630,6 @@ def compare_surfaces(reference, learned, threshold=20.0, basin_tolerance=0.436):
 
 def plot_free_energy_surface(reference, learned, path, labels=None, threshold=20.0):
     """PNG of reference and learned A(phi, psi) (kJ/mol, degrees) and their difference."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     reference = np.asarray(reference, dtype=np.float64)
     learned = np.asarray(learned, dtype=np.float64)
     n = reference.shape[0]
@@ -641,7 +637,7 @@ def plot_free_energy_surface(reference, learned, path, labels=None, threshold=20
     region = np.isfinite(reference) & (reference < threshold)
     learned = learned - np.mean(learned[region] - reference[region])
     levels = np.linspace(0, 2 * threshold, 21)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig, axes = subplots(1, 3, figsize=(15, 4.4))
     for ax, values, title in ((axes[0], reference, "reference A (kJ/mol), umbrella + WHAM"),
                               (axes[1], learned, "learned A (kJ/mol), labels shown")):
         cs = ax.contourf(t, t, np.minimum(np.where(np.isfinite(values), values, np.inf),
@@ -663,4 +659,3 @@ def plot_free_energy_surface(reference, learned, path, labels=None, threshold=20
         ax.set_ylim(-180, 180)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
