@@ -4,6 +4,7 @@ import os
 import pathlib
 
 import matplotlib
+import matplotlib.figure
 import numpy as np
 
 import mlcmk
@@ -40,11 +41,14 @@ class PlottingTest(TestCase):
         matplotlib.use("svg")
         try:
             path = os.path.join(self.get_temp_dir(), "profiles.png")
-            plot_comparison(result, path)
+            fig = plot_comparison(result, path)
             self.assertEqual(matplotlib.get_backend(), "svg")
         finally:
             matplotlib.use(previous)
         self.assertGreater(os.path.getsize(path), 1000)
+        # The figure comes back, for a notebook to show (three panels, two curves each).
+        self.assertIsInstance(fig, matplotlib.figure.Figure)
+        self.assertEqual([len(ax.get_lines()) for ax in fig.axes], [2, 2, 2])
 
     def test_no_module_selects_a_backend_or_uses_pyplot(self):
         patterns = ("matplotlib.use(", "import matplotlib.pyplot", "from matplotlib import pyplot")

@@ -323,7 +323,8 @@ def build_free_energy_learner(problem, directory, num_members=4, hidden_units=(6
 
 
 def plot_free_energy(problem, ensemble, labels, path, threshold=10.0):
-    """Writes a PNG: exact A, learned A (ensemble mean, labels shown), and their difference."""
+    """Writes a PNG: exact A, learned A (ensemble mean, labels shown), and their difference;
+    returns the `Figure` (the last expression of a notebook cell, it is shown there too)."""
     grid = problem.grid(121)
     flat = grid.reshape(-1, 2)
     exact = problem.free_energy(flat).reshape(grid.shape[:2])
@@ -349,6 +350,7 @@ def plot_free_energy(problem, ensemble, labels, path, threshold=10.0):
         ax.set_ylabel("y")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return fig
 
 
 # ---------------------------------------------------------------------------- reinforced dynamics

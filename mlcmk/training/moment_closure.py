@@ -1069,7 +1069,8 @@ def compare_models(model, problem, f0, t_end, jit_compile=False):
 
 
 def plot_comparison(result, path):
-    """Plots rho, u, T of the kinetic, learned and Euler solutions to a PNG."""
+    """Plots rho, u, T of the kinetic, learned and Euler solutions to a PNG; returns the
+    `Figure` (the last expression of a notebook cell, it is shown there too)."""
     fig, axes = subplots(1, 3, figsize=(13, 3.6))
     styles = {"kinetic": ("k-", "kinetic (BGK)"), "learned": ("C0--", "learned moments"),
               "euler": ("C3:", "Euler")}
@@ -1083,6 +1084,7 @@ def plot_comparison(result, path):
     fig.suptitle(f"eps = {result['eps']:g}, t = {result['t_end']:g}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return fig
 
 
 def training_curves(info):

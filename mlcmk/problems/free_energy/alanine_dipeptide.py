@@ -629,7 +629,8 @@ def compare_surfaces(reference, learned, threshold=20.0, basin_tolerance=0.436):
 
 
 def plot_free_energy_surface(reference, learned, path, labels=None, threshold=20.0):
-    """PNG of reference and learned A(phi, psi) (kJ/mol, degrees) and their difference."""
+    """PNG of reference and learned A(phi, psi) (kJ/mol, degrees) and their difference;
+    returns the `Figure` (the last expression of a notebook cell, it is shown there too)."""
     reference = np.asarray(reference, dtype=np.float64)
     learned = np.asarray(learned, dtype=np.float64)
     n = reference.shape[0]
@@ -659,3 +660,4 @@ def plot_free_energy_surface(reference, learned, path, labels=None, threshold=20
         ax.set_ylim(-180, 180)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return fig
