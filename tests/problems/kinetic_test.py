@@ -13,6 +13,7 @@ from mlcmk.models.moment_closure import MomentClosure, output_parity
 from mlcmk.problems import build_problem, list_problems
 from mlcmk.problems.kinetic import BGK1D, VelocityGrid, VelocityGrid3D, discrete_maxwellian
 from mlcmk.problems.kinetic.bgk import (
+    _COMPILED_BGK,
     SLOPE_LIMITERS,
     _compiled_bgk_solve,
     conserved_from_primitive,
@@ -84,6 +85,19 @@ class BGKTest(TestCase):
             -((coarse.v - u[:, None]) ** 2) / (2 * T[:, None]))
         self.assertGreater(np.max(np.abs(coarse.moments(sampled_c) - U)), 1e-6)
         self.assertLess(np.max(np.abs(M - sampled)), 1e-4)  # resolved grid: nearly the same
+
+    def test_newton_iteration_that_does_not_converge_is_an_error(self):
+        # A tolerance of 0 cannot be met: both the NumPy iteration and the compiled solve's
+        # report it with the same message instead of returning an unconverged Maxwellian.
+        p = BGK1D(eps=0.1, num_x=11, num_v=40, v_max=7.0)  # a grid no other test compiles
+        f0 = p.maxwellian(*_smooth(p, 0.3))
+        with self.assertRaisesRegex(ValueError, r"did not converge \(relative moment error"):
+            discrete_maxwellian(p.grid, p.moments(f0), tol=0.0, max_iterations=2)
+        key = (p.grid.v_max, p.grid.num_v, p.num_x, p.dx)
+        self.addCleanup(_COMPILED_BGK.pop, key, None)
+        _compiled_bgk_solve(p, tol=0.0, max_iterations=2)  # cached for this grid
+        with self.assertRaisesRegex(ValueError, "did not converge .*above the tolerance"):
+            p.solve(f0, 0.01, jit_compile=True)
 
     def test_conservation_to_round_off(self):
         for kind in ("smooth", "sod"):
