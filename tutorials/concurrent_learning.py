@@ -144,7 +144,8 @@ for r in log:
 # %% [markdown]
 # ## Learned against exact
 # `plot_free_energy` writes the exact A, the learned one with the labelled points, and their
-# difference; A is defined up to a constant, which is removed.
+# difference to a PNG, and returns the figure (shown here, as the cell's last expression); A is
+# defined up to a constant, which is removed.
 
 # %%
 labels = learner.store.data().configurations
@@ -152,19 +153,6 @@ errors = free_energy_errors(problem, ensemble)
 print(f"A RMS error {errors['a_rmse']:.3f} kT (max {errors['a_max_error']:.2f} kT), "
       f"mean-force RMS error {errors['force_rmse']:.2f} kT/unit, over A < 10 kT")
 plot_free_energy(problem, ensemble, labels, "free_energy.png")
-flat = grid.reshape(-1, 2)
-learned = np.mean([np.asarray(m(flat))[:, 0] for m in ensemble.members], 0)
-learned = learned.reshape(grid.shape[:2])
-region = exact < 10
-learned -= np.mean(learned[region] - exact[region])
-fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-for ax, values, title in ((axes[0], exact, "exact A"), (axes[1], learned, "learned A")):
-    cs = ax.contourf(grid[..., 0], grid[..., 1], np.clip(values, 0, 10),
-                     levels=np.linspace(0, 10, 11))
-    ax.set_title(title)
-axes[1].plot(labels[:, 0], labels[:, 1], "w.", ms=4)
-fig.colorbar(cs, ax=axes)
-plt.show()
 
 # %% [markdown]
 # ## The model deviation
@@ -174,6 +162,8 @@ plt.show()
 # (right panel), which is what makes it a usable *a posteriori* indicator.
 
 # %%
+flat = grid.reshape(-1, 2)
+region = exact < 10  # where A is below 10 kT
 deviation = ensemble.model_deviation(flat).reshape(grid.shape[:2])
 mean_force, _ = ensemble.predict(flat)
 error = np.linalg.norm(mean_force - problem.mean_force(flat), axis=-1).reshape(grid.shape[:2])
