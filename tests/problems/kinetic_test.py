@@ -20,12 +20,14 @@ from mlcmk.problems.kinetic.bgk import (
     periodic_shift,
     slope_limiter,
 )
-from mlcmk.problems.kinetic.data import generate_kinetic_data, parse_cases
+from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state, parse_cases
 from mlcmk.problems.kinetic.moment_solver import (
+    NUMERICAL_FLUXES,
     EulerClosure,
     MomentSolver,
     characteristic_speeds,
     compiled_moment_solve,
+    maxwellian_abs_moments,
     moment_rate,
     physical_flux,
     quasilinear_matrix,
@@ -44,6 +46,23 @@ def _smooth(p, amplitude=0.2):
 
 def _relative(a, b):
     return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def _smooth_euler_errors(schemes, cells=(25, 50)):
+    """Relative errors of Euler solves of a smooth flow (before any shock forms) with each
+    `MomentSolver` keyword set of `schemes` (name -> kwargs), cell averages against a 32x
+    finer solve: `{(cells, name): error}`."""
+    fine = BGK1D(num_x=800)
+    Q_fine = to_conserved(*_smooth(fine), np.zeros((800, 0)))
+    reference = MomentSolver(fine.dx, limiter="mc").solve(*_smooth(fine), t_end=0.05)
+    reference = to_conserved(*reference[:3], np.zeros((800, 0)))
+    errors = {}
+    for n, (name, kwargs) in itertools.product(cells, schemes.items()):
+        rho, u, T = to_primitive(Q_fine.reshape(n, -1, 3).mean(axis=1))[:3]
+        solution = MomentSolver(1.0 / n, **kwargs).solve(rho, u, T, t_end=0.05)
+        errors[n, name] = _relative(to_conserved(*solution[:3], np.zeros((n, 0))),
+                                    reference.reshape(n, -1, 3).mean(axis=1))
+    return errors
 
 
 def _random_closure(K=4, seed=0):
@@ -412,8 +431,10 @@ class MomentSolverTest(TestCase):
         rho, u, T = _smooth(p, 0.3)
         rng = np.random.default_rng(1)
         W = closure.w_maxwell + 0.01 * rng.normal(size=(40, K))
-        for (c, w0), limiter in itertools.product(((None, None), (closure, W)), SLOPE_LIMITERS):
-            solver = MomentSolver(p.dx, closure=c, eps=0.05, speed_factor=3.0, limiter=limiter)
+        for (c, w0), limiter, flux in itertools.product(((None, None), (closure, W)),
+                                                        SLOPE_LIMITERS, NUMERICAL_FLUXES):
+            solver = MomentSolver(p.dx, closure=c, eps=0.05, speed_factor=3.0, limiter=limiter,
+                                  flux=flux)
             Q0 = to_conserved(rho, u, T, np.zeros((40, 0)) if w0 is None else w0)[:, :3]
             r, uu, TT, _ = solver.solve(rho, u, T, w0, t_end=0.05)
             Q = to_conserved(r, uu, TT, np.zeros((40, 0)))[:, :3]
@@ -444,13 +465,14 @@ class MomentSolverTest(TestCase):
         p = BGK1D(num_x=n)
         r0, u0, T0 = _smooth(p, 0.3)
         W0 = closure.w_maxwell + 0.01 * rng.normal(size=(n, K))
-        solver = MomentSolver(p.dx, closure=closure, eps=0.1, speed_factor=3.0)
-        a = solver.solve(r0, u0, T0, W0, t_end=0.03)
-        b = solver.solve(r0[::-1], -u0[::-1], T0[::-1], (W0 * sign[3:])[::-1], t_end=0.03)
-        np.testing.assert_allclose(b[0][::-1], a[0], rtol=1e-11)
-        np.testing.assert_allclose(b[1][::-1], -a[1], atol=1e-11)
-        np.testing.assert_allclose(b[2][::-1], a[2], rtol=1e-11)
-        np.testing.assert_allclose(b[3][::-1], a[3] * sign[3:], atol=1e-11)
+        for flux in NUMERICAL_FLUXES:
+            solver = MomentSolver(p.dx, closure=closure, eps=0.1, speed_factor=3.0, flux=flux)
+            a = solver.solve(r0, u0, T0, W0, t_end=0.03)
+            b = solver.solve(r0[::-1], -u0[::-1], T0[::-1], (W0 * sign[3:])[::-1], t_end=0.03)
+            np.testing.assert_allclose(b[0][::-1], a[0], rtol=1e-11)
+            np.testing.assert_allclose(b[1][::-1], -a[1], atol=1e-11)
+            np.testing.assert_allclose(b[2][::-1], a[2], rtol=1e-11)
+            np.testing.assert_allclose(b[3][::-1], a[3] * sign[3:], atol=1e-11)
 
     def test_compiled_solve_equals_the_numpy_solve(self):
         p = BGK1D(num_x=40)
@@ -458,11 +480,15 @@ class MomentSolverTest(TestCase):
         K = 4
         closure = _random_closure(K).numpy_closure()
         W = closure.w_maxwell + 0.01 * np.random.default_rng(3).normal(size=(40, K))
-        cases = [(EulerClosure(), None, "minmod", 0.05), (EulerClosure(3), None, "mc", 2.0)]
-        cases += [(closure, W, limiter, eps) for limiter, eps in (("minmod", 1e-3),
-                                                                  ("van_leer", 0.05), ("mc", 5.0))]
-        for c, w0, limiter, eps in cases:
-            solver = MomentSolver(p.dx, closure=c, eps=eps, speed_factor=3.0, limiter=limiter)
+        cases = [(EulerClosure(), None, "minmod", 0.05, "lax_friedrichs"),
+                 (EulerClosure(3), None, "mc", 2.0, "lax_friedrichs"),
+                 (EulerClosure(3), None, "minmod", 0.05, "kinetic")]
+        cases += [(closure, W, limiter, eps, flux) for limiter, eps, flux in (
+            ("minmod", 1e-3, "lax_friedrichs"), ("van_leer", 0.05, "lax_friedrichs"),
+            ("mc", 5.0, "lax_friedrichs"), ("minmod", 0.5, "kinetic"))]
+        for c, w0, limiter, eps, flux in cases:
+            solver = MomentSolver(p.dx, closure=c, eps=eps, speed_factor=3.0, limiter=limiter,
+                                  flux=flux)
             expected = solver.solve(rho, u, T, w0, t_end=0.05)
             compiled = solver.solve(rho, u, T, w0, t_end=0.05, jit_compile=True)
             for a, b in zip(compiled, expected, strict=True):
@@ -473,6 +499,7 @@ class MomentSolverTest(TestCase):
         program = compiled_moment_solve(closure, "mc")
         self.assertIs(compiled_moment_solve(closure, "mc"), program)
         self.assertIsNot(compiled_moment_solve(closure, "minmod"), program)
+        self.assertIsNot(compiled_moment_solve(closure, "mc", "kinetic"), program)
         euler = compiled_moment_solve(EulerClosure(), "minmod")
         del cases, c  # (no other EulerClosure alive: instances are not what keeps the program)
         self.assertIs(compiled_moment_solve(MomentSolver(p.dx).closure, "minmod"), euler)
@@ -572,23 +599,84 @@ class MomentSolverTest(TestCase):
             MomentSolver(0.1, limiter=["minmod"])
 
     def test_less_diffusive_limiters_converge_to_a_fine_euler_solution_faster(self):
-        # Smooth Euler flow before any shock forms, cell averages against a 32x finer solve.
-        fine = BGK1D(num_x=800)
-        Q_fine = to_conserved(*_smooth(fine), np.zeros((800, 0)))
-        reference = MomentSolver(fine.dx, limiter="mc").solve(*_smooth(fine), t_end=0.05)
-        reference = to_conserved(*reference[:3], np.zeros((800, 0)))
-        errors = {}
-        for n, limiter in itertools.product((25, 50), SLOPE_LIMITERS):
-            average = Q_fine.reshape(n, -1, 3).mean(axis=1)
-            rho, u, T = to_primitive(average)[:3]
-            solution = MomentSolver(1.0 / n, limiter=limiter).solve(rho, u, T, t_end=0.05)
-            coarse = reference.reshape(n, -1, 3).mean(axis=1)
-            errors[n, limiter] = _relative(to_conserved(*solution[:3], np.zeros((n, 0))), coarse)
+        errors = _smooth_euler_errors({name: {"limiter": name} for name in SLOPE_LIMITERS})
         for limiter in SLOPE_LIMITERS:
             self.assertGreater(np.log2(errors[25, limiter] / errors[50, limiter]), 1.5, limiter)
         for n in (25, 50):
             self.assertLess(errors[n, "mc"], errors[n, "van_leer"])
             self.assertLess(errors[n, "van_leer"], 0.75 * errors[n, "minmod"])
+
+    def test_kinetic_flux_dissipation_is_that_of_the_maxwellians(self):
+        import tensorflow.experimental.numpy as tnp
+
+        rng = np.random.default_rng(6)
+        rho, u, T = rng.uniform(0.3, 2.0, 7), rng.normal(0.0, 1.5, 7), rng.uniform(0.2, 2.0, 7)
+        u[0] = 0.0
+        v = np.linspace(-40.0, 40.0, 400001)  # v = 0 on the grid: the kink of |v|
+
+        def integral(weight, mean, temperature):
+            gauss = np.exp(-(v - mean) ** 2 / (2 * temperature)) / np.sqrt(2 * np.pi
+                                                                           * temperature)
+            return np.trapezoid(weight * gauss, v)
+
+        for dims in (1, 3):
+            moments = maxwellian_abs_moments(np, rho, u, T, dims)
+            for k in range(7):
+                # The transverse velocities (mean 0) add (dims - 1) T / 2 to |v|^2 / 2.
+                expected = rho[k] * np.array([
+                    integral(np.abs(v), u[k], T[k]), integral(np.abs(v) * v, u[k], T[k]),
+                    0.5 * integral(np.abs(v) * (v**2 + (dims - 1) * T[k]), u[k], T[k])])
+                np.testing.assert_allclose(moments[k], expected, rtol=1e-8, atol=1e-12)
+            np.testing.assert_allclose(
+                np.asarray(maxwellian_abs_moments(tnp, *(tnp.asarray(a) for a in (rho, u, T)),
+                                                  dims)), moments, rtol=1e-14)
+        # At rest the mass dissipation is sqrt(2 / pi) sqrt(T) rho, the momentum's zero.
+        np.testing.assert_allclose(moments[0, :2], [rho[0] * np.sqrt(2 * T[0] / np.pi), 0.0],
+                                   rtol=1e-14, atol=1e-15)
+
+    def test_a_uniform_w_stays_uniform_where_only_the_density_jumps(self):
+        class Passive:
+            """W carried with the flow, nothing else: q = 0, G = 0, no source terms."""
+
+            num_moments, num_even, w_maxwell = 2, 1, np.array([0.7, 0.0])
+
+            def __call__(self, rho, T, W, eps):
+                n = np.shape(rho)[0]
+                return np.zeros(n), np.zeros((n, 2)), np.zeros((n, 3, 2))
+
+        # A density step at rest and uniform pressure (a contact): only numerical diffusion
+        # acts, on rho and on rho W alike, so W = rho W / rho stays at its uniform value.
+        n = 40
+        rho = np.where(np.arange(n) < n // 2, 1.0, 0.25)
+        W = np.tile(Passive.w_maxwell, (n, 1))
+        for flux in NUMERICAL_FLUXES:
+            r, _, _, w = MomentSolver(1.0 / n, closure=Passive(), eps=10.0, speed_factor=3.0,
+                                      flux=flux).solve(rho, np.zeros(n), 1.0 / rho, W,
+                                                       t_end=0.05)
+            self.assertGreater(np.abs(r - rho).max(), 0.01, flux)  # the step was smeared
+            np.testing.assert_allclose(w, W, rtol=0, atol=1e-13, err_msg=flux)
+
+    def test_kinetic_flux_is_closer_to_the_kinetic_solver(self):
+        # Smooth Euler flow: second order, and a smaller error than Lax–Friedrichs with
+        # Euler's own sound speed.
+        errors = _smooth_euler_errors({name: {"flux": name} for name in NUMERICAL_FLUXES})
+        self.assertGreater(np.log2(errors[25, "kinetic"] / errors[50, "kinetic"]), 1.5)
+        for n in (25, 50):
+            self.assertLess(errors[n, "kinetic"], 0.9 * errors[n, "lax_friedrichs"])
+        # At small eps the BGK solver is an upwind kinetic scheme for Euler: with the kinetic
+        # flux the Euler solve of a Sod-type problem is nearer to it in density and temperature.
+        p = BGK1D(eps=1e-4, num_x=100)
+        state = initial_state(p, np.random.default_rng(1002), "sod")
+        kinetic = p.primitives(p.solve(p.maxwellian(*state), 0.1))
+        euler = {flux: MomentSolver(p.dx, eps=1e-4, flux=flux).solve(*state, t_end=0.1)
+                 for flux in NUMERICAL_FLUXES}
+        for field in (0, 2):
+            self.assertLess(_relative(euler["kinetic"][field], kinetic[field]),
+                            0.7 * _relative(euler["lax_friedrichs"][field], kinetic[field]))
+        with self.assertRaisesRegex(ValueError, "`flux`.*'roe'"):
+            MomentSolver(0.1, flux="roe")
+        with self.assertRaisesRegex(ValueError, "`flux`.*'lax_friedrichs', 'kinetic'.*None"):
+            moment_rate(np, EulerClosure(), np.ones((4, 3)), 0.1, 1.0, 3.0, flux=None)
 
     def test_relaxation_speed_factor_limits(self):
         c = [relaxation_speed_factor(eps, 0.01, frozen=3.0) for eps in (1e-9, 1e-3, 0.01, 1e4)]

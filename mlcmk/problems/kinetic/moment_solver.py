@@ -16,7 +16,9 @@ $E = \tfrac12\rho u^2 + \tfrac32\rho T$: the Euler equations of the monatomic ga
 Scheme: the closure is evaluated once per cell; MUSCL reconstruction of
 $(\rho, u, T, W, \hat q, \hat G)$ with limited slopes (minmod by default; van Leer or
 monotonized central, less diffusive, as `limiter`), local Lax–Friedrichs flux
-(speed $|u| + c\sqrt T$), central differences for the gradients in the non-conservative source
+(speed $|u| + c\sqrt T$; or, with `flux="kinetic"`, the kinetic dissipation of the
+Maxwellians of the two reconstructed states for mass, momentum and energy, see
+`moment_rate`), central differences for the gradients in the non-conservative source
 of $W$, SSP-RK2; the stiff relaxation is integrated exactly after each stage ($\rho$ is
 constant during it), so the scheme stays stable and becomes Euler's as $\varepsilon \to 0$.
 Mass, momentum and energy are conserved to round-off by construction (flux differences).
@@ -46,6 +48,15 @@ from mlcmk.problems.kinetic.bgk import (
 )
 
 _SQRT3 = math.sqrt(3.0)  # Euler sound speed over sqrt(T) for gamma = 3
+NUMERICAL_FLUXES = ("lax_friedrichs", "kinetic")
+
+
+def check_numerical_flux(name, value):
+    """`value` if it names a numerical flux of the moment scheme, else a ValueError."""
+    if not isinstance(value, str) or value not in NUMERICAL_FLUXES:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, NUMERICAL_FLUXES))}; "
+                         f"received {value!r}")
+    return value
 
 
 def relaxation_speed_factor(eps, dx, frozen=3.0):
@@ -128,15 +139,61 @@ def to_primitive(Q, dims=1):
     return rho, u, T, Q[..., 3:] / rho[..., None]
 
 
-def moment_rate(xp, closure, Q, dx, eps, speed_factor, limiter="minmod"):
-    """`-d/dx flux + explicit source` of cell averages `Q` `(..., n, 3 + K)`.
+def _erf(xp, x):
+    if xp is np:
+        from scipy.special import erf
+
+        return erf(x)
+    import tensorflow as tf
+
+    return tf.math.erf(x)
+
+
+def maxwellian_abs_moments(xp, rho, u, T, dims=1):
+    r"""$\int |v_x|\,(1, v_x, |v|^2/2)\,M\,dv$ of the Maxwellian $M$ of $(\rho, u, T)$,
+    `(..., 3)`, in closed form (half-range Gaussian moments, `erf`).
+
+    The dissipation of the kinetic upwind flux $\tfrac12\int |v_x|\,m\,(f_R - f_L)\,dv$
+    with $f_{L,R}$ the Maxwellians of the two states; `dims` velocity dimensions (the
+    transverse ones add $(d - 1) T / 2$ per particle to the energy).
+    """
+    sqrt_t = xp.sqrt(T)
+    s = u / sqrt_t
+    tail = 0.5 * (1.0 + _erf(xp, s / math.sqrt(2.0)))  # P(v_x > 0)
+    density = xp.exp(-0.5 * s**2) / math.sqrt(2.0 * math.pi)
+    # Moments of (s + xi)^n over xi > -s (xi standard normal), times 2, minus the full ones.
+    abs_1 = 2.0 * (s * tail + density) - s
+    abs_2 = 2.0 * ((s**2 + 1.0) * tail + s * density) - (s**2 + 1.0)
+    abs_3 = 2.0 * ((s**3 + 3.0 * s) * tail + (s**2 + 2.0) * density) - (s**3 + 3.0 * s)
+    k0 = rho * sqrt_t * abs_1
+    return xp.stack([k0, rho * T * abs_2,
+                     0.5 * (rho * T * sqrt_t * abs_3 + (dims - 1) * T * k0)], axis=-1)
+
+
+def moment_rate(xp, closure, Q, dx, eps, speed_factor, limiter="minmod",
+                flux="lax_friedrichs"):
+    r"""`-d/dx flux + explicit source` of cell averages `Q` `(..., n, 3 + K)`.
 
     Written once for NumPy (`xp = numpy`, `MomentSolver`) and TensorFlow
     (`xp = tf.experimental.numpy`, the differentiable solve of `mlcmk.training.moment_closure`);
     leading axes are independent periodic grids. `eps` and `speed_factor` broadcast against
     `(..., n)`; `closure(rho, T, W, eps)` takes `(..., n)` arrays. `limiter`: the slope
     limiter's name (`mlcmk.problems.kinetic.bgk.SLOPE_LIMITERS`).
+
+    `flux`: the numerical flux at the interfaces, the average of the two reconstructed
+    states' physical fluxes minus a dissipation. `"lax_friedrichs"` (default): $\tfrac12
+    \alpha\,(Q_R - Q_L)$ with $\alpha = \max(|u| + c\sqrt T)$ over the two states.
+    `"kinetic"`: for mass, momentum and energy the dissipation of the kinetic upwind flux
+    between the two states' Maxwellians, $\tfrac12\int |v|\,(1, v, v^2/2)(M_R - M_L)\,dv$
+    (`maxwellian_abs_moments`; for the Euler system this is the kinetic flux-vector
+    splitting), about $\sqrt{2/\pi}\sqrt T$ where Lax–Friedrichs has $c\sqrt T$ with
+    $c = 3$–$5$ for learned closures. For $\rho W$: $\bar W d_\rho + \tfrac12\alpha\,
+    \bar\rho\,(W_R - W_L)$ with $d_\rho$ the mass dissipation and bars the means of the two
+    states: the jump of $W$ keeps Lax–Friedrichs' rate, and a uniform $W$ is carried with the
+    mass (a jump of $\rho W$ at Lax–Friedrichs' rate against one of $\rho$ at the kinetic rate
+    would make $W$ jump where only the density does).
     """
+    check_numerical_flux("flux", flux)
     dims = _dims(closure)
     rho, u, T, W = to_primitive(Q, dims)
     K = W.shape[-1]
@@ -164,7 +221,21 @@ def moment_rate(xp, closure, Q, dx, eps, speed_factor, limiter="minmod"):
     flux_l, q_l, speed_l = flux_and_state(left)
     flux_r, q_r, speed_r = flux_and_state(right)
     alpha = xp.maximum(speed_l, speed_r)[..., None]
-    interface = 0.5 * (flux_l + flux_r) - 0.5 * alpha * (q_r - q_l)
+    dissipation = 0.5 * alpha * (q_r - q_l)
+    if flux == "kinetic":
+        def abs_moments(s):
+            return maxwellian_abs_moments(xp, s[..., 0], s[..., 1], s[..., 2], dims)
+
+        conserved = 0.5 * (abs_moments(right) - abs_moments(left))
+        # rho W: W's jump at Lax–Friedrichs' rate, rho's at the kinetic one, so that a uniform
+        # W stays uniform where the density jumps (rho W_R - rho W_L = W_bar d(rho) +
+        # rho_bar dW with the arithmetic means).
+        w_bar = 0.5 * (left[..., 3:3 + K] + right[..., 3:3 + K])
+        rho_bar = 0.5 * (left[..., :1] + right[..., :1])
+        jump_w = right[..., 3:3 + K] - left[..., 3:3 + K]
+        dissipation = xp.concatenate([
+            conserved, w_bar * conserved[..., :1] + 0.5 * alpha * rho_bar * jump_w], axis=-1)
+    interface = 0.5 * (flux_l + flux_r) - dissipation
     rate = -(interface - periodic_shift(interface, 1, -2, xp)) / dx
     if not K:
         return rate
@@ -263,18 +334,19 @@ def relax_moments(xp, Q, h, eps, w_maxwell):
     return xp.concatenate([Q[..., :3], rho * W], axis=-1)
 
 
-def moment_step(xp, closure, Q, dt, dx, eps, speed_factor, w_maxwell, limiter="minmod"):
+def moment_step(xp, closure, Q, dt, dx, eps, speed_factor, w_maxwell, limiter="minmod",
+                flux="lax_friedrichs"):
     """One SSP-RK2 step of the moment system with the stiff relaxation applied to each stage.
 
     The relaxation acts over `dt` on the first stage and `dt/2` more on the average (which
     carries `dt/2` already): as eps -> 0 both stages are evaluated at `W = W_M`, so the scheme
     becomes Euler's (asymptotic preserving). `dt`, `eps`, `speed_factor` broadcast against
-    the cells `(..., n)`; `xp` and `limiter` as in `moment_rate`.
+    the cells `(..., n)`; `xp`, `limiter` and `flux` as in `moment_rate`.
     """
     h = xp.asarray(dt)[..., None]
 
     def rate(Q):
-        return moment_rate(xp, closure, Q, dx, eps, speed_factor, limiter)
+        return moment_rate(xp, closure, Q, dx, eps, speed_factor, limiter, flux)
 
     Q1 = relax_moments(xp, Q + h * rate(Q), dt, eps, w_maxwell)
     return relax_moments(xp, 0.5 * (Q + Q1 + h * rate(Q1)), 0.5 * dt, eps, w_maxwell)
@@ -294,10 +366,12 @@ class MomentSolver:
             (default: the Euler sound speed `sqrt(gamma)`, `gamma = 1 + 2 / velocity_dims`).
         limiter: slope limiter of the MUSCL reconstruction, `"minmod"` (default),
             `"van_leer"` or `"mc"` (monotonized central; the least diffusive).
+        flux: numerical flux, `"lax_friedrichs"` (default) or `"kinetic"` (`moment_rate`;
+            the time step keeps the bound `speed_factor` either way).
     """
 
     def __init__(self, dx, closure=None, eps=1.0, cfl=0.4, speed_factor=None,
-                 limiter="minmod"):
+                 limiter="minmod", flux="lax_friedrichs"):
         self.dx = check_positive_number("dx", dx)
         self.closure = EulerClosure() if closure is None else closure
         self.dims = _dims(self.closure)
@@ -308,11 +382,12 @@ class MomentSolver:
         self.speed_factor = check_positive_number("speed_factor", speed_factor)
         slope_limiter(limiter)
         self.limiter = limiter
+        self.flux = check_numerical_flux("flux", flux)
 
     def rate(self, Q):
         """`-d/dx flux + explicit source` of cell averages `Q` (n, 3 + K)."""
         return moment_rate(np, self.closure, Q, self.dx, self.eps, self.speed_factor,
-                           self.limiter)
+                           self.limiter, self.flux)
 
     def time_step(self, Q):
         rho, u, T, _ = to_primitive(Q, self.dims)
@@ -328,10 +403,10 @@ class MomentSolver:
             jit_compile: if True, run the whole time loop as one XLA program (the closure must
                 offer `tensorflow()`, as `EulerClosure` and `NumpyClosure` do). The same steps
                 and time steps as the NumPy loop, equal to it to round-off; the program is
-                compiled on the first call for each closure, limiter and number of cells (about
-                2–4 s) and reused for every `eps`, `dx`, `cfl`, `speed_factor` and `t_end`
-                after that (benchmarks/README.md: 2–4x faster than NumPy for learned closures
-                on 100 cells).
+                compiled on the first call for each closure, limiter, flux and number of cells
+                (about 2–4 s) and reused for every `eps`, `dx`, `cfl`, `speed_factor` and
+                `t_end` after that (benchmarks/README.md: 2–4x faster than NumPy for learned
+                closures on 100 cells).
 
         Returns:
             `(rho, u, T, W)` at `t_end`.
@@ -349,7 +424,7 @@ class MomentSolver:
             raise ValueError(f"`W` must have shape ({rho.shape[0]}, {K}); received {W.shape}")
         Q = to_conserved(rho, u, T, W, dims=self.dims)
         if jit_compile:
-            program = compiled_moment_solve(self.closure, self.limiter)
+            program = compiled_moment_solve(self.closure, self.limiter, self.flux)
             Q, t, ok = program(Q, t_end, self.dx, self.eps, self.speed_factor, self.cfl)
             if not ok:
                 self._check(Q, t)  # raises: the program stopped at a state that fails it
@@ -364,7 +439,7 @@ class MomentSolver:
             while t < t_end * (1 - 1e-12):
                 dt = min(self.time_step(Q), t_end - t)
                 Q = moment_step(np, self.closure, Q, dt, self.dx, self.eps, self.speed_factor,
-                                np.asarray(self.closure.w_maxwell), self.limiter)
+                                np.asarray(self.closure.w_maxwell), self.limiter, self.flux)
                 self._check(Q, t)
                 t += dt
         return to_primitive(Q, self.dims)
@@ -393,12 +468,12 @@ class _TensorFlowClosure:
         return self._call(rho, T, W, eps)
 
 
-_COMPILED = weakref.WeakKeyDictionary()  # closure -> {limiter: compiled solve}
+_COMPILED = weakref.WeakKeyDictionary()  # closure -> {(limiter, flux): compiled solve}
 # Every EulerClosure of a gas shares the programs of one instance (kept alive here).
 _EULER_CLOSURES = {dims: EulerClosure(dims) for dims in (1, 3)}
 
 
-def compiled_moment_solve(closure, limiter="minmod"):
+def compiled_moment_solve(closure, limiter="minmod", flux="lax_friedrichs"):
     """`MomentSolver`'s time loop for `closure` as one XLA program, cached per closure.
 
     Returns `solve(Q, t_end, dx, eps, speed_factor, cfl) -> (Q, t, ok)` on NumPy values: the
@@ -410,17 +485,18 @@ def compiled_moment_solve(closure, limiter="minmod"):
     if type(closure) is EulerClosure:
         closure = _EULER_CLOSURES[closure.velocity_dims]
     programs = _COMPILED.setdefault(closure, {})
-    if limiter not in programs:
-        programs[limiter] = _build_compiled_solve(_TensorFlowClosure(closure), limiter,
-                                                  np.asarray(closure.w_maxwell, np.float64))
-    return programs[limiter]
+    if (limiter, flux) not in programs:
+        programs[limiter, flux] = _build_compiled_solve(
+            _TensorFlowClosure(closure), limiter, flux, np.asarray(closure.w_maxwell, np.float64))
+    return programs[limiter, flux]
 
 
-def _build_compiled_solve(closure, limiter, w_maxwell):
+def _build_compiled_solve(closure, limiter, flux, w_maxwell):
     import tensorflow as tf
     import tensorflow.experimental.numpy as tnp
 
     slope_limiter(limiter)
+    check_numerical_flux("flux", flux)
     dims = closure.velocity_dims
 
     @tf.function(jit_compile=True)
@@ -429,7 +505,8 @@ def _build_compiled_solve(closure, limiter, w_maxwell):
             _, u, T, _ = to_primitive(Q, dims)
             dt = tf.minimum(cfl * dx / tf.reduce_max(tf.abs(u) + speed_factor * tf.sqrt(T)),
                             t_end - t)
-            Q_next = moment_step(tnp, closure, Q, dt, dx, eps, speed_factor, w_maxwell, limiter)
+            Q_next = moment_step(tnp, closure, Q, dt, dx, eps, speed_factor, w_maxwell,
+                                 limiter, flux)
             rho, _, T, _ = to_primitive(Q_next, dims)
             ok = tf.reduce_all(tf.math.is_finite(rho) & (rho > 0)
                                & tf.math.is_finite(T) & (T > 0))
