@@ -71,6 +71,7 @@ from mlcmk import config
 from mlcmk.io import write_json
 from mlcmk.problems.kinetic import BGK1D
 from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state, parse_cases
+from mlcmk.problems.kinetic.moment_solver import NUMERICAL_FLUXES
 from mlcmk.training.moment_closure import (
     LearnedMomentModel,
     compare_models,
@@ -136,6 +137,10 @@ def main():
                         help="score a saved LearnedMomentModel instead of training one")
     parser.add_argument("--save_model", default=None,
                         help="directory to save the trained model to")
+    parser.add_argument("--flux", choices=NUMERICAL_FLUXES, default=None,
+                        help="numerical flux of the learned (and Euler) solves, the one the "
+                             "closure is fine-tuned through (default: the model's; "
+                             "lax_friedrichs for a trained one)")
     parser.add_argument("--closure_dtype", choices=config.PRECISIONS, default=None,
                         help="precision of the closure network in the scored solves "
                              "(default: the model's; float64 for a trained one)")
@@ -181,7 +186,8 @@ def main():
                                          finetune_check_every=args.finetune_check_every,
                                          finetune_data=finetune_data,
                                          closure_units=units,
-                                         hyperbolicity_weight=args.hyperbolicity_weight)
+                                         hyperbolicity_weight=args.hyperbolicity_weight,
+                                         flux=args.flux or "lax_friedrichs")
         finetune_runs = f", {args.finetune_runs} for the fine-tuning" if args.finetune_runs else ""
         print(f"data {data_s:.1f} s ({args.train_runs} runs{finetune_runs})")
         print("\n".join(training_report(info)))
@@ -190,6 +196,9 @@ def main():
             print(f"model saved to {args.save_model}")
     if args.closure_dtype:
         model.closure_dtype = args.closure_dtype
+    if args.flux:
+        model.flux = args.flux
+    args.flux = model.flux  # recorded in the JSON's settings
     hyperbolicity = _hyperbolicity(model, data)
     fitted = finetune_data if finetune_data is not None and args.finetune_steps else data
     fit_check = _fit_check(model, fitted, args)

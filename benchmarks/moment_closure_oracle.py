@@ -27,6 +27,8 @@ absorbs the scheme's error; the gap between it and the trained model is generali
 
 With `--limiter NAME` the oracle and learned solves use that slope limiter (`minmod`, the
 models' default, `van_leer` or `mc`) instead of the model's; the kinetic solver keeps minmod.
+With `--flux NAME` they use that numerical flux (`lax_friedrichs`, the default, or `kinetic`:
+`moment_rate`) instead of the model's.
 
 With `--kinetic_refinement R` the kinetic solution on the grid is itself compared with one on
 R times finer cells (averaged back to the grid): the kinetic solver's own discretisation
@@ -48,7 +50,12 @@ from mlcmk.io import write_json
 from mlcmk.problems.kinetic import BGK1D
 from mlcmk.problems.kinetic.bgk import SLOPE_LIMITERS
 from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state, parse_cases
-from mlcmk.problems.kinetic.moment_solver import moment_step, to_conserved, to_primitive
+from mlcmk.problems.kinetic.moment_solver import (
+    NUMERICAL_FLUXES,
+    moment_step,
+    to_conserved,
+    to_primitive,
+)
 from mlcmk.training.moment_closure import (
     LearnedMomentModel,
     closure_training_data,
@@ -102,7 +109,7 @@ def oracle_solve(model, problem, times, f, t_end, speed_factor, state_heat_flux=
                  t_end - t)
         closure.time = t + 0.5 * dt  # the closure of the step's midpoint
         Q = moment_step(np, closure, Q, dt, problem.dx, problem.eps, speed_factor,
-                        closure.w_maxwell, model.limiter)
+                        closure.w_maxwell, model.limiter, model.flux)
         t += dt
     return to_primitive(Q)
 
@@ -135,7 +142,7 @@ def local_fit(model, data, epochs):
           f"in {info['closure_fit_s']:.0f} s", flush=True)
     return LearnedMomentModel(model.autoencoder, closure, speed_factor=model.speed_factor,
                               cfl=model.cfl, frozen_speed_factor=model.frozen_speed_factor,
-                              limiter=model.limiter), info
+                              limiter=model.limiter, flux=model.flux), info
 
 
 def posteriori_fit(model, data, steps):
@@ -178,6 +185,8 @@ def main():
     parser.add_argument("--snapshots", type=int, default=800)
     parser.add_argument("--limiter", default=None, choices=sorted(SLOPE_LIMITERS),
                         help="slope limiter of the moment solves (default: the model's)")
+    parser.add_argument("--flux", default=None, choices=NUMERICAL_FLUXES,
+                        help="numerical flux of the moment solves (default: the model's)")
     parser.add_argument("--kinetic_refinement", type=int, default=0,
                         help="also solve the kinetic equation on this many times finer cells")
     parser.add_argument("--local_fit_epochs", type=int, default=0,
@@ -207,6 +216,9 @@ def main():
     if args.limiter:
         model.limiter = args.limiter
     args.limiter = model.limiter  # recorded in the JSON's settings
+    if args.flux:
+        model.flux = args.flux
+    args.flux = model.flux
     cases = parse_cases(args.test_cases)
     fmt = lambda e: " / ".join(f"{e[k]:.3f}" for k in ("rho", "u", "T"))  # noqa: E731
     rows = []

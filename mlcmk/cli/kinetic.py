@@ -49,6 +49,11 @@ _CLOSURE_DTYPE = flags.DEFINE_enum("closure_dtype", None, ["float64", "float32"]
                                    "of the closure network in the learned solve (default: the "
                                    "model's, float64 for a new one; float32 is ~1.3x faster and "
                                    "moves the result by ~1e-7).")
+_FLUX = flags.DEFINE_enum("flux", None, ["lax_friedrichs", "kinetic"], "Numerical flux of "
+                          "the learned and Euler solves, the one a new model is fine-tuned "
+                          "through (default: the model's, lax_friedrichs for a new one; kinetic: "
+                          "the Maxwellians' kinetic dissipation for mass, momentum and energy, "
+                          "less diffusive).")
 _JIT = flags.DEFINE_bool("jit_compile", False, "Run the kinetic, learned and Euler solves "
                          "as XLA programs (compiled on their first calls, timed apart; the "
                          "learned one 2-5x faster on 100 cells, the kinetic one 1-1.7x).")
@@ -109,12 +114,15 @@ def main(argv):
                 frozen_speed_factor=_FROZEN_SPEED.value, finetune_steps=_FINETUNE_STEPS.value,
                 finetune_warmup_steps=_WARMUP_STEPS.value,
                 finetune_restarts=restarts, finetune_rollback_factor=_ROLLBACK.value,
-                hyperbolicity_weight=_HYPERBOLICITY.value)
+                hyperbolicity_weight=_HYPERBOLICITY.value,
+                flux=_FLUX.value or "lax_friedrichs")
             print("\n".join(training_report(info)))
             if model_dir:
                 model.save(model_dir)
         if _CLOSURE_DTYPE.value:
             model.closure_dtype = _CLOSURE_DTYPE.value
+        if _FLUX.value:
+            model.flux = _FLUX.value
         result = compare_models(model, problem, f0, _T_END.value, jit_compile=_JIT.value)
         # Is the learned system hyperbolic at its final state, and does the solver's
         # wave-speed bound cover its characteristic speeds?
@@ -137,7 +145,7 @@ def main(argv):
     summary = {
         "eps": problem.eps, "initial": _INITIAL.value, "seed": _SEED.value,
         "num_x": problem.num_x, "num_v": problem.num_v, "v_max": problem.v_max,
-        "t_end": _T_END.value, "closure_dtype": model.closure_dtype,
+        "t_end": _T_END.value, "closure_dtype": model.closure_dtype, "flux": model.flux,
         "jit_compile": _JIT.value, "compile_s": result.get("compile_s"),
         "errors": result["errors"], "times_s": result["times_s"],
         "speedup_learned_vs_kinetic": result["times_s"]["kinetic"] / result["times_s"]["learned"],

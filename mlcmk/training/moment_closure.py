@@ -31,6 +31,7 @@ from mlcmk.problems.kinetic.moment_solver import (
     _source_quantities,
     _w_source,
     characteristic_speeds,
+    check_numerical_flux,
     moment_step,
     relaxation_speed_factor,
     to_conserved,
@@ -246,6 +247,9 @@ class LearnedMomentModel:
         frozen_speed_factor: the bound at large eps when `speed_factor` is None.
         limiter: slope limiter of the solver (`MomentSolver`), also used by the unrolled solve
             of `finetune_closure`.
+        flux: numerical flux of the solver, `"lax_friedrichs"` (default) or `"kinetic"`
+            (`moment_rate`), also that of `finetune_closure`'s unrolled solve: a closure
+            fitted through one scheme is tuned to it.
         closure_dtype: "float64" (default) or "float32": precision of the closure network's
             arithmetic in `solve` (the solver itself stays float64). float32 makes the solve
             ~1.3x faster and moves its result by ~1e-7 relative (benchmarks/README.md); the
@@ -253,10 +257,12 @@ class LearnedMomentModel:
     """
 
     def __init__(self, autoencoder, closure, speed_factor=None, cfl=0.4,
-                 frozen_speed_factor=3.0, limiter="minmod", closure_dtype="float64"):
+                 frozen_speed_factor=3.0, limiter="minmod", closure_dtype="float64",
+                 flux="lax_friedrichs"):
         self.frozen_speed_factor = check_positive_number("frozen_speed_factor", frozen_speed_factor)
         slope_limiter(limiter)
         self.limiter = limiter
+        self.flux = check_numerical_flux("flux", flux)
         self.autoencoder = autoencoder
         self.closure = closure
         self.speed_factor = speed_factor
@@ -290,7 +296,7 @@ class LearnedMomentModel:
         write_json(os.path.join(directory, "solver.json"),
                    {"speed_factor": self.speed_factor, "cfl": self.cfl,
                     "frozen_speed_factor": self.frozen_speed_factor, "limiter": self.limiter,
-                    "closure_dtype": self.closure_dtype})
+                    "closure_dtype": self.closure_dtype, "flux": self.flux})
 
     @classmethod
     def load(cls, directory):
@@ -329,7 +335,7 @@ class LearnedMomentModel:
         rho, u, T, W = self.initial_moments(f0, jit_compile=jit_compile)
         solver = MomentSolver(dx, closure=self.numpy_closure, eps=eps, cfl=self.cfl,
                               speed_factor=self.wave_speed_factor(eps, dx),
-                              limiter=self.limiter)
+                              limiter=self.limiter, flux=self.flux)
         return solver.solve(rho, u, T, W, t_end=t_end, jit_compile=jit_compile)
 
 
@@ -428,7 +434,8 @@ def trajectory_loss(model, samples):
         Q = to_conserved(rho, u, T, W, tnp)
         eps, factor = eps[:, None], factor[:, None]
         for _ in tf.range(n_steps):
-            Q = moment_step(tnp, call, Q, dt, dx, eps, factor, w_maxwell, model.limiter)
+            Q = moment_step(tnp, call, Q, dt, dx, eps, factor, w_maxwell, model.limiter,
+                            model.flux)
         predicted = to_primitive(Q)[:3]
         per_sample = sum(tf.reduce_mean((p - t) ** 2, axis=-1) / tf.reduce_mean(t**2, axis=-1)
                          for p, t in zip(predicted, targets, strict=True))
@@ -643,12 +650,13 @@ def _finetune(model, data, steps, batch_size, learning_rate, window, seed, verbo
     return info
 
 
-def euler_solve(f0, dx, t_end, grid_moments, cfl=0.4, limiter="minmod", jit_compile=False):
+def euler_solve(f0, dx, t_end, grid_moments, cfl=0.4, limiter="minmod", jit_compile=False,
+                flux="lax_friedrichs"):
     """Euler (Maxwellian closure, gamma = 3) from the moments of `f0`; returns `(rho, u, T)`
-    (`jit_compile`: as `MomentSolver.solve`)."""
+    (`limiter`, `flux`, `jit_compile`: as `MomentSolver`)."""
     rho, u, T = primitive_from_conserved(grid_moments(f0))
-    return MomentSolver(dx, cfl=cfl, limiter=limiter).solve(rho, u, T, t_end=t_end,
-                                                            jit_compile=jit_compile)[:3]
+    return MomentSolver(dx, cfl=cfl, limiter=limiter, flux=flux).solve(
+        rho, u, T, t_end=t_end, jit_compile=jit_compile)[:3]
 
 
 def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epochs=200,
@@ -659,7 +667,7 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
                        finetune_batch_size=8, closure_units=(64, 64), hyperbolicity_weight=0.0,
                        hyperbolicity_steps=500, finetune_check_every=10, finetune_data=None,
                        finetune_warmup_steps=0, finetune_restarts=(),
-                       finetune_rollback_factor=None):
+                       finetune_rollback_factor=None, flux="lax_friedrichs"):
     """Fits the autoencoder and the closure on kinetic data (from `generate_kinetic_data`).
 
     With `finetune_steps > 0` the closure is then fitted a posteriori through the solver
@@ -680,6 +688,8 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     the closure network (`MomentClosure(units=...)`). With `hyperbolicity_weight > 0` the
     a priori fit is followed by `hyperbolicity_steps` steps of `penalised_closure_fit` (the
     same loss plus the weighted `hyperbolicity_penalty`), and the fine-tuning keeps the penalty.
+    `flux` is the model's numerical flux (`LearnedMomentModel`), the one it is fine-tuned
+    through.
 
     Returns:
         `(LearnedMomentModel, info)` with `info` the final losses and fit times (and the
@@ -687,6 +697,7 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
         list).
     """
     check_positive_number("frozen_speed_factor", frozen_speed_factor)  # before any training
+    check_numerical_flux("flux", flux)
     for name, value in (("autoencoder_epochs", autoencoder_epochs),
                         ("closure_epochs", closure_epochs),
                         ("max_autoencoder_samples", max_autoencoder_samples),
@@ -733,7 +744,8 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
                                         verbose=verbose)
     info.update(closure_info)
     info["autoencoder_samples"] = len(f)
-    model = LearnedMomentModel(autoencoder, closure, frozen_speed_factor=frozen_speed_factor)
+    model = LearnedMomentModel(autoencoder, closure, frozen_speed_factor=frozen_speed_factor,
+                               flux=flux)
     if hyperbolicity_weight:
         info["penalised_fit"] = penalised_closure_fit(
             model, x, y, hyperbolicity_weight, steps=hyperbolicity_steps, seed=seed,
@@ -1045,11 +1057,12 @@ def compare_models(model, problem, f0, t_end, jit_compile=False):
                          "models here are those of the 1-D-velocity gas); received "
                          f"velocity_dims={problem.velocity_dims}")
     out = {"x": problem.x, "eps": problem.eps, "t_end": t_end, "times_s": {}, "errors": {}}
-    limiter = "minmod" if model is None else model.limiter  # Euler on the learned scheme
+    # Euler on the learned model's scheme (limiter and numerical flux).
+    scheme = {} if model is None else {"limiter": model.limiter, "flux": model.flux}
     solvers = {"kinetic": lambda: problem.primitives(problem.solve(f0, t_end,
                                                                    jit_compile=jit_compile)),
                "euler": lambda: euler_solve(f0, problem.dx, t_end, problem.moments,
-                                            limiter=limiter, jit_compile=jit_compile)}
+                                            jit_compile=jit_compile, **scheme)}
     if model is not None:
         solvers["learned"] = lambda: model.solve(f0, problem.eps, problem.dx, t_end,
                                                  jit_compile=jit_compile)[:3]

@@ -15,7 +15,7 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
                      "--autoencoder_epochs", "1", "--closure_epochs", "1",
                      "--finetune_steps", "2", "--finetune_warmup_steps", "1",
                      "--finetune_restarts", "1:3e-4",
-                     "--frozen_speed_factor", "5",
+                     "--frozen_speed_factor", "5", "--flux", "kinetic",
                      "--hyperbolicity_weight", "0.5", timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     with open(out / "result.json") as f:
@@ -56,6 +56,7 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
     with open(models / "solver.json") as f:
         solver = json.load(f)
     assert solver["frozen_speed_factor"] == 5.0 and solver["closure_dtype"] == "float64"
+    assert solver["flux"] == r["flux"] == "kinetic"  # fine-tuned through it, saved with it
     again = run_cli("kinetic", *common, "--initial", "sod", "--closure_dtype", "float32",
                     "--jit_compile", timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -63,6 +64,7 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
     with open(out / "result.json") as f:
         r = json.load(f)
     assert r["closure_dtype"] == "float32"  # the solve's accuracy: the pipeline test
+    assert r["flux"] == "kinetic"  # the loaded model's
     assert r["jit_compile"] is True  # compiled = NumPy: the pipeline and solver tests
     assert set(r["compile_s"]) == {"kinetic", "learned", "euler"}
     assert min(r["compile_s"].values()) > 0

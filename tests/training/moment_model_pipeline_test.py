@@ -1,5 +1,6 @@
 """Learned moment model end to end at toy size: data -> autoencoder -> closure -> solve."""
 
+import json
 import os
 
 import numpy as np
@@ -175,6 +176,27 @@ class LearnedMomentModelTest(TestCase):
         self.assertGreater(np.abs(sharp[0] - rho).max(), 1e-8)  # not the minmod solve
         with self.assertRaisesRegex(ValueError, "`limiter`.*'upwind'"):
             LearnedMomentModel(model.autoencoder, model.closure, limiter="upwind")
+        # So is the numerical flux (a model saved before it had one loads with the default).
+        self.assertEqual(loaded.flux, "lax_friedrichs")
+        kinetic_directory = os.path.join(directory, "kinetic_flux")
+        model.flux = "kinetic"
+        model.save(kinetic_directory)
+        model.flux = "lax_friedrichs"
+        reloaded = LearnedMomentModel.load(kinetic_directory)
+        self.assertEqual(reloaded.flux, "kinetic")
+        kinetic = reloaded.solve(f0, 0.1, problem.dx, 0.02)
+        self.assertGreater(np.abs(kinetic[0] - sharp[0]).max(), 1e-8)
+        for a, b in zip(reloaded.solve(f0, 0.1, problem.dx, 0.02, jit_compile=True), kinetic,
+                        strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
+        with open(os.path.join(kinetic_directory, "solver.json"), encoding="utf-8") as f:
+            settings = json.load(f)
+        del settings["flux"]
+        with open(os.path.join(kinetic_directory, "solver.json"), "w", encoding="utf-8") as f:
+            json.dump(settings, f)
+        self.assertEqual(LearnedMomentModel.load(kinetic_directory).flux, "lax_friedrichs")
+        with self.assertRaisesRegex(ValueError, "`flux`.*'upwind'"):
+            LearnedMomentModel(model.autoencoder, model.closure, flux="upwind")
         # The closure network in float32: saved with the model; the solve moves by round-off.
         self.assertEqual(loaded.closure_dtype, "float64")
         model.closure_dtype = "float32"
@@ -296,21 +318,22 @@ class DifferentiableSolveTest(TestCase):
             W = w_maxwell + 0.05 * rng.normal(size=(24, 3))
             states.append(to_conserved(rho, u, T, W))
         call = _tensor_closure(closure)
-        for limiter in SLOPE_LIMITERS:
+        schemes = [(limiter, "lax_friedrichs") for limiter in SLOPE_LIMITERS]
+        for limiter, flux in schemes + [("minmod", "kinetic")]:
             expected = []
             for b, Q in enumerate(states):
                 for _ in range(5):
                     Q = moment_step(np, numpy_closure, Q, dt, problem.dx, eps[b], factor[b],
-                                    w_maxwell, limiter)
+                                    w_maxwell, limiter, flux)
                 expected.append(Q)
             Q = tf.constant(np.stack(states))
             for _ in range(5):
                 Q = moment_step(tnp, call, Q, tf.constant(dt, tf.float64), problem.dx,
                                 tf.constant(eps, tf.float64)[:, None],
                                 tf.constant(factor, tf.float64)[:, None],
-                                tf.constant(w_maxwell), limiter)
+                                tf.constant(w_maxwell), limiter, flux)
             np.testing.assert_allclose(Q.numpy(), np.stack(expected), rtol=1e-12, atol=1e-13,
-                                       err_msg=limiter)
+                                       err_msg=f"{limiter}, {flux}")
             self.assertGreater(np.abs(np.stack(expected) - np.stack(states)).max(), 1e-3)
 
     def test_characteristic_matrix_and_hyperbolicity_penalty(self):
@@ -469,6 +492,17 @@ class DifferentiableSolveTest(TestCase):
         slope, difference = _directional_derivatives(lambda: loss(*batch), weights, rng, 1e-5)
         self.assertGreater(abs(slope), 1e-6)
         self.assertAlmostEqual(difference / slope, 1.0, delta=1e-5)
+        # Through the kinetic flux (the model's, read by the loss): another loss, and its
+        # gradient (through the flux's erf terms) is its derivative too. A smaller step: along
+        # this direction the difference quotient's own error is 8e-3 / 4e-5 / 8e-10 at steps
+        # 1e-4 / 1e-5 / 1e-6 (second order, from the third derivative).
+        lax_friedrichs = float(loss(*batch))
+        model.flux = "kinetic"
+        self.assertGreater(abs(float(loss(*batch)) / lax_friedrichs - 1), 1e-6)
+        slope, difference = _directional_derivatives(lambda: loss(*batch), weights, rng, 1e-6)
+        self.assertGreater(abs(slope), 1e-6)
+        self.assertAlmostEqual(difference / slope, 1.0, delta=1e-5)
+        model.flux = "lax_friedrichs"
         # A closure thrown off by a perturbation of its last layer: fitting through the solver
         # brings the trajectories back.
         last = model.closure.net.layers[-1]
@@ -563,6 +597,8 @@ class DifferentiableSolveTest(TestCase):
             train_moment_model(data, autoencoder_epochs=0)
         with self.assertRaisesRegex(ValueError, "max_autoencoder_samples=0"):
             train_moment_model(data, max_autoencoder_samples=0)
+        with self.assertRaisesRegex(ValueError, "`flux`.*'upwind'"):
+            train_moment_model(data, flux="upwind")
         with self.assertRaisesRegex(ValueError, "need finetune_steps > 0"):
             train_moment_model(data, finetune_warmup_steps=2)
         with self.assertRaisesRegex(ValueError, "finetune_restarts.*need finetune_steps > 0"):
