@@ -221,8 +221,9 @@ def moment_rate(xp, closure, Q, dx, eps, speed_factor, limiter="minmod",
     flux_l, q_l, speed_l = flux_and_state(left)
     flux_r, q_r, speed_r = flux_and_state(right)
     alpha = xp.maximum(speed_l, speed_r)[..., None]
-    dissipation = 0.5 * alpha * (q_r - q_l)
-    if flux == "kinetic":
+    if flux == "lax_friedrichs":
+        dissipation = 0.5 * alpha * (q_r - q_l)
+    else:
         def abs_moments(s):
             return maxwellian_abs_moments(xp, s[..., 0], s[..., 1], s[..., 2], dims)
 
