@@ -3,6 +3,7 @@
 from absl import flags
 
 from mlcmk.problems.kinetic.data import INITIAL_KINDS
+from mlcmk.problems.kinetic.moment_solver import NUMERICAL_FLUXES
 
 DESCRIPTION = "BGK at a Knudsen number: kinetic solver, learned moment closure and Euler compared."
 
@@ -49,7 +50,7 @@ _CLOSURE_DTYPE = flags.DEFINE_enum("closure_dtype", None, ["float64", "float32"]
                                    "of the closure network in the learned solve (default: the "
                                    "model's, float64 for a new one; float32 is ~1.3x faster and "
                                    "moves the result by ~1e-7).")
-_FLUX = flags.DEFINE_enum("flux", None, ["lax_friedrichs", "kinetic"], "Numerical flux of "
+_FLUX = flags.DEFINE_enum("flux", None, list(NUMERICAL_FLUXES), "Numerical flux of "
                           "the learned and Euler solves, the one a new model is fine-tuned "
                           "through (default: the model's, lax_friedrichs for a new one; kinetic: "
                           "the Maxwellians' kinetic dissipation for mass, momentum and energy, "

@@ -212,22 +212,24 @@ def moment_rate(xp, closure, Q, dx, eps, speed_factor, limiter="minmod",
     left = xp.where(bad, P, left)
     right = xp.where(bad, P_next, right)
 
-    def flux_and_state(s):
+    def flux_and_speed(s):
         s_rho, s_u, s_t, s_w = s[..., 0], s[..., 1], s[..., 2], s[..., 3:3 + K]
         flux = _flux(xp, s_rho, s_u, s_t, s_w, s[..., 3 + K], s[..., 4 + K:], dims)
-        speed = xp.abs(s_u) + speed_factor * xp.sqrt(s_t)
-        return flux, to_conserved(s_rho, s_u, s_t, s_w, xp, dims), speed
+        return flux, xp.abs(s_u) + speed_factor * xp.sqrt(s_t)
 
-    flux_l, q_l, speed_l = flux_and_state(left)
-    flux_r, q_r, speed_r = flux_and_state(right)
+    def conserved(s):
+        return to_conserved(s[..., 0], s[..., 1], s[..., 2], s[..., 3:3 + K], xp, dims)
+
+    flux_l, speed_l = flux_and_speed(left)
+    flux_r, speed_r = flux_and_speed(right)
     alpha = xp.maximum(speed_l, speed_r)[..., None]
     if flux == "lax_friedrichs":
-        dissipation = 0.5 * alpha * (q_r - q_l)
+        dissipation = 0.5 * alpha * (conserved(right) - conserved(left))
     else:
         def abs_moments(s):
             return maxwellian_abs_moments(xp, s[..., 0], s[..., 1], s[..., 2], dims)
 
-        conserved = 0.5 * (abs_moments(right) - abs_moments(left))
+        kinetic = 0.5 * (abs_moments(right) - abs_moments(left))
         # rho W: W's jump at Lax–Friedrichs' rate, rho's at the kinetic one, so that a uniform
         # W stays uniform where the density jumps (rho W_R - rho W_L = W_bar d(rho) +
         # rho_bar dW with the arithmetic means).
@@ -235,7 +237,7 @@ def moment_rate(xp, closure, Q, dx, eps, speed_factor, limiter="minmod",
         rho_bar = 0.5 * (left[..., :1] + right[..., :1])
         jump_w = right[..., 3:3 + K] - left[..., 3:3 + K]
         dissipation = xp.concatenate([
-            conserved, w_bar * conserved[..., :1] + 0.5 * alpha * rho_bar * jump_w], axis=-1)
+            kinetic, w_bar * kinetic[..., :1] + 0.5 * alpha * rho_bar * jump_w], axis=-1)
     interface = 0.5 * (flux_l + flux_r) - dissipation
     rate = -(interface - periodic_shift(interface, 1, -2, xp)) / dx
     if not K:
