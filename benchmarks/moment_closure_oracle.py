@@ -294,7 +294,7 @@ def main():
             solve_variant(local, "local_fit", grid_rows, fmt)
         if args.posteriori_fit_steps:
             data = {k: np.stack(v) for k, v in post.items()}
-            data.update(times=post_times, x=post_x)
+            data.update(times=post_times, x=post_x, v=problem.grid.v)
             tuned, info = posteriori_fit(model, data, args.posteriori_fit_steps)
             for row in grid_rows:
                 row[0]["posteriori_fit_loss"] = [info["loss_before"], info["loss_after"]]

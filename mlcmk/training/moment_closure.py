@@ -260,15 +260,33 @@ class LearnedMomentModel:
                  frozen_speed_factor=3.0, limiter="minmod", closure_dtype="float64",
                  flux="lax_friedrichs"):
         self.frozen_speed_factor = check_positive_number("frozen_speed_factor", frozen_speed_factor)
-        slope_limiter(limiter)
         self.limiter = limiter
-        self.flux = check_numerical_flux("flux", flux)
+        self.flux = flux
         self.autoencoder = autoencoder
         self.closure = closure
         self.speed_factor = speed_factor
         self.cfl = cfl
         self.numpy_encoder = autoencoder.numpy_encoder()
         self.closure_dtype = closure_dtype
+
+    @property
+    def limiter(self):
+        """Slope limiter of `solve` and `finetune_closure`; checked when set."""
+        return self._limiter
+
+    @limiter.setter
+    def limiter(self, value):
+        slope_limiter(value)
+        self._limiter = value
+
+    @property
+    def flux(self):
+        """Numerical flux of `solve` and `finetune_closure`; checked when set."""
+        return self._flux
+
+    @flux.setter
+    def flux(self, value):
+        self._flux = check_numerical_flux("flux", value)
 
     @property
     def closure_dtype(self):

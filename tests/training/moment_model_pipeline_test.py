@@ -176,6 +176,12 @@ class LearnedMomentModelTest(TestCase):
         self.assertGreater(np.abs(sharp[0] - rho).max(), 1e-8)  # not the minmod solve
         with self.assertRaisesRegex(ValueError, "`limiter`.*'upwind'"):
             LearnedMomentModel(model.autoencoder, model.closure, limiter="upwind")
+        # Both are checked when set on a built model too, and a bad value changes nothing.
+        with self.assertRaisesRegex(ValueError, "`limiter`.*'upwind'"):
+            loaded.limiter = "upwind"
+        with self.assertRaisesRegex(ValueError, "`flux`.*'roe'"):
+            loaded.flux = "roe"
+        self.assertEqual((loaded.limiter, loaded.flux), ("mc", "lax_friedrichs"))
         # So is the numerical flux (a model saved before it had one loads with the default).
         self.assertEqual(loaded.flux, "lax_friedrichs")
         kinetic_directory = os.path.join(directory, "kinetic_flux")
