@@ -57,3 +57,20 @@ class PlottingTest(TestCase):
                      if path.name != "_plotting.py"  # (its docstring names them)
                      and any(pattern in path.read_text() for pattern in patterns)]
         self.assertEqual(offenders, [])
+
+    def test_parity_plot_returns_its_figure(self):
+        from types import SimpleNamespace
+
+        from mlcmk.training.potential_trainer import plot_parity
+
+        rng = np.random.default_rng(0)
+        system = SimpleNamespace(atom_types=np.zeros(4, int), energy=rng.normal(size=3),
+                                 force=rng.normal(size=(3, 4, 3)))
+        prediction = {"energy": system.energy + 0.04, "force": system.force}
+        path = os.path.join(self.get_temp_dir(), "parity.png")
+        fig = plot_parity([system], [prediction], path, "toy")
+        self.assertGreater(os.path.getsize(path), 1000)
+        self.assertIsInstance(fig, matplotlib.figure.Figure)
+        # Energies per atom (offset 0.04 / 4 atoms = 10 meV/atom) and exact forces.
+        self.assertEqual([ax.get_title() for ax in fig.axes],
+                         ["RMSE 10.00 meV/atom", "RMSE 0.0 meV/Å"])

@@ -85,7 +85,8 @@ history = model.fit(make_dataset(train, batch_size=1), epochs=4, steps_per_epoch
 
 # %% [markdown]
 # ## Held-out errors
-# Energies per atom and force components on frames the model never saw.
+# Energies per atom and force components on frames the model never saw. `plot_parity` writes
+# the parity plot to a PNG and returns the figure (shown here, as the cell's last expression).
 
 # %%
 predictions = predict_systems(model, test)

@@ -129,8 +129,8 @@ def _test():
     predictions = predict_systems(model, systems)
     metrics = error_metrics(systems, predictions)
     os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
-    metrics["parity_png"] = plot_parity(systems, predictions,
-                                        os.path.join(_OUTPUT_DIR.value, "test_parity.png"))
+    metrics["parity_png"] = os.path.join(_OUTPUT_DIR.value, "test_parity.png")
+    plot_parity(systems, predictions, metrics["parity_png"])
     metrics["model"] = _MODEL.value
     write_json(os.path.join(_OUTPUT_DIR.value, "test.json"), metrics)
     print(f"energy RMSE {1e3 * metrics['energy_rmse_per_atom']:.3f} meV/atom, force RMSE "

@@ -45,7 +45,8 @@ def error_metrics(systems, predictions):
 
 
 def plot_parity(systems, predictions, path, title=""):
-    """PNG of predicted against reference energies per atom and force components."""
+    """Writes a PNG of predicted against reference energies per atom and force components;
+    returns the `Figure` (the last expression of a notebook cell, it is shown there too)."""
     fig, axes = subplots(1, 2, figsize=(9, 4.2))
     for system, pred in zip(systems, predictions, strict=True):
         n = system.atom_types.shape[0]
@@ -64,7 +65,7 @@ def plot_parity(systems, predictions, path, title=""):
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
-    return path
+    return fig
 
 
 class _EpochTimes(keras.callbacks.Callback):
@@ -163,8 +164,7 @@ def train_potential(train_systems, test_systems=None, *, type_map=None, steps=20
         model.save(os.path.join(output_dir, "model.keras"))
         result["model_path"] = os.path.join(output_dir, "model.keras")
         if test_systems:
-            result["parity_png"] = plot_parity(test_systems, predictions,
-                                               os.path.join(output_dir, "parity.png"),
-                                               "held-out frames")
+            result["parity_png"] = os.path.join(output_dir, "parity.png")
+            plot_parity(test_systems, predictions, result["parity_png"], "held-out frames")
         write_json(os.path.join(output_dir, "result.json"), result)
     return model, result
