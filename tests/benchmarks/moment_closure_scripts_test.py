@@ -1,0 +1,79 @@
+"""The moment-closure benchmark scripts run end to end at toy size.
+
+They are not timed here (speed and accuracy figures come from full-size runs); this checks
+that the option paths of `moment_closure.py`, `moment_closure_oracle.py` and
+`moment_closure_compiled.py` still run and write what they say. The oracle's
+`--posteriori_fit_steps` path once broke for several stops because nothing ran it.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BENCHMARKS = os.path.join(ROOT, "benchmarks")
+
+
+def run_script(name, *args, cache):
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "MPLBACKEND": "Agg", "MLCMK_CACHE_DIR": str(cache)}
+    return subprocess.run([sys.executable, os.path.join(BENCHMARKS, name), *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+
+
+def test_training_benchmark_then_oracle_and_compiled_on_its_saved_model(tmp_path):
+    cache, model, out = tmp_path / "cache", tmp_path / "model", tmp_path / "out"
+    result = run_script(
+        "moment_closure.py", "--train_runs", "3", "--num_moments", "2", "--heat_flux_moment",
+        "1", "--autoencoder_epochs", "1", "--closure_epochs", "1", "--num_x", "16",
+        "--t_end", "0.02", "--finetune_steps", "1", "--finetune_check_every", "1",
+        "--finetune_batch", "2", "--test_cases", "sod:1002", "--repeats", "1",
+        "--fit_check_runs", "1", "--flux", "kinetic", "--closure_dtype", "float32",
+        "--save_model", str(model), "--output", str(out / "train"), cache=cache)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(out / "train.json") as f:
+        r = json.load(f)
+    assert len(r["rows"]) == 5  # one case at each of the five eps
+    assert r["settings"]["flux"] == "kinetic"
+    assert r["training"]["finetune"]["steps"] == 1
+    for row in r["rows"]:
+        for name in ("learned", "euler"):
+            assert all(np.isfinite(row["errors"][name][k]) for k in ("rho", "u", "T"))
+        assert row["speedup"] > 0
+    assert (out / "train.png").exists() and os.path.isdir(model)
+
+    result = run_script(
+        "moment_closure_oracle.py", "--model_dir", str(model), "--eps", "1", "--num_x", "16",
+        "--speed_factors", "model,3", "--test_cases", "smooth:1000", "--snapshots", "4",
+        "--kinetic_refinement", "2", "--local_fit_epochs", "1", "--local_fit_stride", "2",
+        "--posteriori_fit_steps", "1", "--posteriori_fit_snapshots", "2",
+        "--output", str(out / "oracle"), cache=cache)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(out / "oracle.json") as f:
+        (row,) = json.load(f)["rows"]
+    assert row["num_x"] == 16 and row["eps"] == 1.0
+    assert len(row["oracle"]) == 2 and "3" in row["oracle"]  # the model's bound and 3
+    assert len(row["oracle_state_heat_flux"]) == 2  # the model has the heat-flux moment
+    for key in ("learned", "kinetic_grid_error", "learned_vs_refined", "local_fit",
+                "posteriori_fit"):
+        assert row[key] is not None and all(np.isfinite(row[key][k]) for k in ("rho", "u", "T"))
+    # A refined reference is a different solution: its error against the grid's is not zero.
+    assert row["kinetic_grid_error"]["rho"] > 0
+    before, after = row["posteriori_fit_loss"]
+    assert np.isfinite(before) and np.isfinite(after)
+
+    result = run_script(
+        "moment_closure_compiled.py", "--model_dir", str(model), "--closure_dtype", "float64",
+        "--num_x", "16", "--t_end", "0.02", "--test_cases", "sod:1002", "--repeats", "1",
+        "--output", str(out / "compiled.json"), cache=cache)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(out / "compiled.json") as f:
+        rows = json.load(f)["rows"]
+    assert len(rows) == 5
+    for row in rows:  # the XLA programs solve what the NumPy loops solve
+        assert row["kinetic_max_difference"] < 1e-12
+        assert row["learned_u_max_difference"] < 1e-9
+        assert row["speedup"]["numpy"] > 0 and row["speedup"]["xla"] > 0
