@@ -141,6 +141,9 @@ def main():
                         help="numerical flux of the learned (and Euler) solves, the one the "
                              "closure is fine-tuned through (default: the model's; "
                              "lax_friedrichs for a trained one)")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                        help="Keras verbosity of the training (1: progress bars of the fits "
+                             "and of the fine-tuning steps)")
     parser.add_argument("--closure_dtype", choices=config.PRECISIONS, default=None,
                         help="precision of the closure network in the scored solves "
                              "(default: the model's; float64 for a trained one)")
@@ -187,7 +190,8 @@ def main():
                                          finetune_data=finetune_data,
                                          closure_units=units,
                                          hyperbolicity_weight=args.hyperbolicity_weight,
-                                         flux=args.flux or "lax_friedrichs")
+                                         flux=args.flux or "lax_friedrichs",
+                                         verbose=args.verbose)
         finetune_runs = f", {args.finetune_runs} for the fine-tuning" if args.finetune_runs else ""
         print(f"data {data_s:.1f} s ({args.train_runs} runs{finetune_runs})")
         print("\n".join(training_report(info)))
