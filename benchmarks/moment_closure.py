@@ -105,6 +105,9 @@ def main():
     parser.add_argument("--finetune_warmup_steps", type=int, default=0,
                         help="fine-tuning steps on one-interval windows before the main ones")
     parser.add_argument("--finetune_lr", type=float, default=1e-3)
+    parser.add_argument("--finetune_every_snapshot", action="store_true",
+                        help="fit (rho, u, T) at every snapshot of the whole runs, not only "
+                             "at their end (the main fit and its restarts)")
     parser.add_argument("--finetune_restarts", nargs="*", default=[],
                         help="steps:rate items: continue the whole-run fine-tuning with fresh "
                              "cosine schedules (e.g. 200:1e-3)")
@@ -191,6 +194,7 @@ def main():
                                          closure_units=units,
                                          hyperbolicity_weight=args.hyperbolicity_weight,
                                          flux=args.flux or "lax_friedrichs",
+                                         finetune_every_snapshot=args.finetune_every_snapshot,
                                          verbose=args.verbose)
         finetune_runs = f", {args.finetune_runs} for the fine-tuning" if args.finetune_runs else ""
         print(f"data {data_s:.1f} s ({args.train_runs} runs{finetune_runs})")

@@ -42,6 +42,9 @@ _RESTARTS = flags.DEFINE_list("finetune_restarts", [], "Then continue the whole-
 _ROLLBACK = flags.DEFINE_float("finetune_rollback_factor", None, "A fine-tuning check whose "
                                "loss exceeds this times the best so far sends the fit back to "
                                "the best weights (default: never).")
+_EVERY_SNAPSHOT = flags.DEFINE_bool("finetune_every_snapshot", False, "Fit the training runs' "
+                                    "rho, u, T at every stored snapshot of the whole-run "
+                                    "fine-tuning (and its restarts), not only at the last.")
 _HYPERBOLICITY = flags.DEFINE_float("hyperbolicity_weight", 0.0, "Weight of the penalty on "
                                     "complex characteristic speeds (and speeds beyond "
                                     "--frozen_speed_factor) of the learned system, in a "
@@ -115,6 +118,7 @@ def main(argv):
                 frozen_speed_factor=_FROZEN_SPEED.value, finetune_steps=_FINETUNE_STEPS.value,
                 finetune_warmup_steps=_WARMUP_STEPS.value,
                 finetune_restarts=restarts, finetune_rollback_factor=_ROLLBACK.value,
+                finetune_every_snapshot=_EVERY_SNAPSHOT.value,
                 hyperbolicity_weight=_HYPERBOLICITY.value,
                 flux=_FLUX.value or "lax_friedrichs")
             print("\n".join(training_report(info)))

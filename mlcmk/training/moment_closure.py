@@ -377,18 +377,22 @@ def _tensor_closure(closure):
     return call
 
 
-def trajectory_samples(model, data, window=1, cfl=None, margin=1.2):
+def trajectory_samples(model, data, window=1, cfl=None, margin=1.2, every_snapshot=False):
     """Start and end states of the a posteriori fine-tuning, from kinetic snapshots.
 
     A sample is a run and a start snapshot `k` (the initial state `f0` is snapshot 0): the
     moments `(rho, u, T, W)` of the kinetic solution at `t_k` (W by the encoder) and `(rho, u,
     T)` at `t_{k + window}`. The number of solver steps over a window is the same for all
     runs, so that every CFL number stays below `cfl` with speeds `margin` times the largest
-    `|u| + c sqrt(T)` of the run's snapshots.
+    `|u| + c sqrt(T)` of the run's snapshots. With `every_snapshot` the targets are `(rho, u,
+    T)` at each of `t_{k + 1}, ..., t_{k + window}` (`end` arrays `(S, window, n)`), and the
+    steps a multiple of `window` (`steps_per_interval` to each snapshot).
 
     Returns:
         dict of `start` (tuple of `(S, n)`, `(S, n)`, `(S, n)`, `(S, n, K)`), `end` (three
-        `(S, n)`), `eps` and `speed_factor` `(S,)`, `dt` (float) and `steps` (int).
+        `(S, n)`, or `(S, window, n)` with `every_snapshot`), `eps` and `speed_factor`
+        `(S,)`, `dt` (float), `steps` and `steps_per_interval` (ints; `None` without
+        `every_snapshot`).
     """
     runs, snaps, nx = data["f"].shape[:3]
     snaps += 1  # f0 is snapshot 0
@@ -408,6 +412,10 @@ def trajectory_samples(model, data, window=1, cfl=None, margin=1.2):
     speed = margin * np.max(np.abs(u) + factor[:, None, None] * np.sqrt(T), axis=(1, 2))
     duration = window * intervals[0]
     steps = int(np.ceil(duration / ((cfl or model.cfl) * dx / speed.max())))
+    per_interval = None
+    if every_snapshot:
+        per_interval = -(-steps // window)
+        steps = window * per_interval
     starts = np.arange(snaps - window)
     run_index = np.repeat(np.arange(runs), len(starts))
     start_index = np.tile(starts, runs)
@@ -415,10 +423,15 @@ def trajectory_samples(model, data, window=1, cfl=None, margin=1.2):
     def take(a, offset=0):
         return a[run_index, start_index + offset]
 
-    return {"start": (take(rho), take(u), take(T), take(W)),
-            "end": (take(rho, window), take(u, window), take(T, window)),
+    if every_snapshot:
+        end = tuple(np.stack([take(a, k) for k in range(1, window + 1)], axis=1)
+                    for a in (rho, u, T))
+    else:
+        end = (take(rho, window), take(u, window), take(T, window))
+    return {"start": (take(rho), take(u), take(T), take(W)), "end": end,
             "eps": data["eps"][run_index], "speed_factor": factor[run_index],
-            "dt": duration / steps, "steps": steps, "dx": dx}
+            "dt": duration / steps, "steps": steps, "steps_per_interval": per_interval,
+            "dx": dx}
 
 
 def sample_arrays(samples):
@@ -437,7 +450,8 @@ def trajectory_loss(model, samples):
     Returns:
         `loss(rho, u, T, W, eps, speed_factor, rho_end, u_end, T_end)` (a batch of the
         arrays of `sample_arrays`): the mean over the batch of the sum over `rho, u, T` of
-        the squared relative L2 error after the unrolled solve.
+        the squared relative L2 error after the unrolled solve (samples with
+        `every_snapshot`: that sum averaged over the window's snapshots).
     """
     import tensorflow as tf
     import tensorflow.experimental.numpy as tnp
@@ -448,16 +462,29 @@ def trajectory_loss(model, samples):
     w_maxwell = tf.constant(np.asarray(keras.ops.convert_to_numpy(closure.w_maxwell)), dtype)
     dt, n_steps, dx = tf.constant(samples["dt"], dtype), samples["steps"], samples["dx"]
 
+    per_interval = samples.get("steps_per_interval")
+
+    def error(Q, targets):  # (batch,): sum over rho, u, T of the squared relative L2 error
+        return sum(tf.reduce_mean((p - t) ** 2, axis=-1) / tf.reduce_mean(t**2, axis=-1)
+                   for p, t in zip(to_primitive(Q)[:3], targets, strict=True))
+
+    def advance(Q, eps, factor, steps):
+        for _ in tf.range(steps):
+            Q = moment_step(tnp, call, Q, dt, dx, eps, factor, w_maxwell, model.limiter,
+                            model.flux)
+        return Q
+
     def loss(rho, u, T, W, eps, factor, *targets):
         Q = to_conserved(rho, u, T, W, tnp)
         eps, factor = eps[:, None], factor[:, None]
-        for _ in tf.range(n_steps):
-            Q = moment_step(tnp, call, Q, dt, dx, eps, factor, w_maxwell, model.limiter,
-                            model.flux)
-        predicted = to_primitive(Q)[:3]
-        per_sample = sum(tf.reduce_mean((p - t) ** 2, axis=-1) / tf.reduce_mean(t**2, axis=-1)
-                         for p, t in zip(predicted, targets, strict=True))
-        return tf.reduce_mean(per_sample)
+        if per_interval is None:
+            return tf.reduce_mean(error(advance(Q, eps, factor, n_steps), targets))
+        per_sample = 0.0
+        window = targets[0].shape[1]
+        for k in range(window):  # unrolled: a few snapshots
+            Q = advance(Q, eps, factor, per_interval)
+            per_sample += error(Q, [t[:, k] for t in targets])
+        return tf.reduce_mean(per_sample) / window
 
     return loss
 
@@ -465,7 +492,7 @@ def trajectory_loss(model, samples):
 def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, window=None,
                      seed=0, verbose=1, jit_compile=True, check_every=10,
                      hyperbolicity_weight=0.0, state_batch=512, rollback_factor=None,
-                     restarts=()):
+                     restarts=(), every_snapshot=False):
     """A posteriori training: fits the closure through the moment solver to kinetic states.
 
     A priori (`train_moment_model`) the closure matches the kinetic fluxes and sources at
@@ -475,7 +502,9 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     intervals from the kinetic moments at every snapshot, and the closure's weights are
     fitted to the kinetic `(rho, u, T)` at the end: the loss is the sum over the three
     fields of the mean squared error over the grid divided by the mean square of the kinetic
-    field (the squared relative L2 error of the benchmark). Steps whose loss is not finite
+    field (the squared relative L2 error of the benchmark). With `every_snapshot` that error
+    is averaged over every snapshot of the window instead (more targets from the same
+    unrolled solve). Steps whose loss is not finite
     (a state broke down in the unrolled solve) are skipped and counted.
 
     Gradients through a long unrolled solve can throw the closure into a worse basin (the
@@ -524,6 +553,7 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
         state_batch: kinetic states per step for the penalty.
         rollback_factor: None (default: no rollback) or a number > 1.
         restarts: sequence of `(steps, learning_rate)` pairs (`check_restarts`); default none.
+        every_snapshot: bool, fit every snapshot of the window, not only its end.
 
     Returns:
         info dict: `loss_before`, `loss_after` (over all samples, of the weights kept),
@@ -543,22 +573,24 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     state_batch = check_positive_int("state_batch", state_batch)
     rollback_factor = _rollback_factor("rollback_factor", rollback_factor)
     restarts = check_restarts("restarts", restarts)
+    every_snapshot = check_bool("every_snapshot", every_snapshot)
     _check_model_grid(model, data)
     stop = threading.Event()
     return in_worker_thread(lambda: _finetune(
         model, data, steps, batch_size, learning_rate, window, seed, verbose, jit_compile,
-        check_every, weight, state_batch, rollback_factor, restarts, stop), stop)
+        check_every, weight, state_batch, rollback_factor, restarts, every_snapshot, stop), stop)
 
 
 def _finetune(model, data, steps, batch_size, learning_rate, window, seed, verbose, jit_compile,
-              check_every, weight, state_batch, rollback_factor, restarts, stop):
+              check_every, weight, state_batch, rollback_factor, restarts, every_snapshot,
+              stop):
     """The fit of `finetune_closure` (its arguments checked), in the thread it runs in."""
     import tensorflow as tf
 
     start_time = time.perf_counter()
     if window is None:
         window = data["f"].shape[1]
-    samples = trajectory_samples(model, data, window=window)
+    samples = trajectory_samples(model, data, window=window, every_snapshot=every_snapshot)
     closure = model.closure
     dtype = closure.compute_dtype
     loss_fn = trajectory_loss(model, samples)
@@ -597,7 +629,7 @@ def _finetune(model, data, steps, batch_size, learning_rate, window, seed, verbo
         penalties = []
         info = {"loss_before": full_loss(penalties), "solver_steps": samples["steps"],
                 "steps": steps, "samples": total, "window": int(window),
-                "learning_rate": learning_rate}
+                "learning_rate": learning_rate, "every_snapshot": every_snapshot}
         best = (info["loss_before"], 0, [w.numpy() for w in closure.trainable_variables])
         history = [[0, info["loss_before"]]]
         check_s = 0.0
@@ -685,7 +717,8 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
                        finetune_batch_size=8, closure_units=(64, 64), hyperbolicity_weight=0.0,
                        hyperbolicity_steps=500, finetune_check_every=10, finetune_data=None,
                        finetune_warmup_steps=0, finetune_restarts=(),
-                       finetune_rollback_factor=None, flux="lax_friedrichs"):
+                       finetune_rollback_factor=None, flux="lax_friedrichs",
+                       finetune_every_snapshot=False):
     """Fits the autoencoder and the closure on kinetic data (from `generate_kinetic_data`).
 
     With `finetune_steps > 0` the closure is then fitted a posteriori through the solver
@@ -702,7 +735,8 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     short high-rate schedule followed by a lower one stays in, `benchmarks/README.md`; every
     stage draws its batches from `seed`; the restarts are `finetune_closure`'s, run in the
     same call as the main fit); `finetune_rollback_factor` is each stage's
-    `rollback_factor` (`finetune_closure`). `closure_units` are the hidden widths of
+    `rollback_factor` (`finetune_closure`) and `finetune_every_snapshot` the `every_snapshot`
+    of the main fit and its restarts. `closure_units` are the hidden widths of
     the closure network (`MomentClosure(units=...)`). With `hyperbolicity_weight > 0` the
     a priori fit is followed by `hyperbolicity_steps` steps of `penalised_closure_fit` (the
     same loss plus the weighted `hyperbolicity_penalty`), and the fine-tuning keeps the penalty.
@@ -725,6 +759,7 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     _penalty_weight(hyperbolicity_weight)
     finetune_warmup_steps = check_positive_int("finetune_warmup_steps", finetune_warmup_steps, 0)
     finetune_restarts = check_restarts("finetune_restarts", finetune_restarts)
+    finetune_every_snapshot = check_bool("finetune_every_snapshot", finetune_every_snapshot)
     for name, value in (("finetune_warmup_steps", finetune_warmup_steps),
                         ("finetune_restarts", finetune_restarts)):
         if value and not finetune_steps:
@@ -777,7 +812,7 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     if finetune_steps:
         info["finetune"] = finetune_closure(
             model, finetune_data, steps=finetune_steps, window=finetune_window,
-            restarts=finetune_restarts, **finetune)
+            restarts=finetune_restarts, every_snapshot=finetune_every_snapshot, **finetune)
     if finetune_restarts:
         info["finetune_restarts"] = info["finetune"].pop("restarts")
     return model, info
@@ -838,13 +873,16 @@ def training_report(info):
         ft = info["finetune_warmup"]
         stage(ft, f"a posteriori warm-up on one-interval windows: {ft['steps']} steps",
               "window")
+    def trajectory(ft):
+        return "every-snapshot trajectory" if ft.get("every_snapshot") else "trajectory"
+
     if "finetune" in info:
         ft = info["finetune"]
         stage(ft, f"a posteriori fit: {ft['steps']} steps through {ft['solver_steps']} solver "
-              "steps", "trajectory")
+              "steps", trajectory(ft))
     for k, ft in enumerate(info.get("finetune_restarts", ()), 1):
         stage(ft, f"a posteriori restart {k}: {ft['steps']} steps at rate "
-              f"{ft['learning_rate']:.3g}", "trajectory")
+              f"{ft['learning_rate']:.3g}", trajectory(ft))
     return lines
 
 

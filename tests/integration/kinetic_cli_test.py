@@ -14,7 +14,7 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
     result = run_cli("kinetic", *common, "--train_runs", "3", "--num_moments", "2",
                      "--autoencoder_epochs", "1", "--closure_epochs", "1",
                      "--finetune_steps", "2", "--finetune_warmup_steps", "1",
-                     "--finetune_restarts", "1:3e-4",
+                     "--finetune_restarts", "1:3e-4", "--finetune_every_snapshot",
                      "--frozen_speed_factor", "5", "--flux", "kinetic",
                      "--hyperbolicity_weight", "0.5", timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -30,14 +30,16 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
     assert 0 <= c["complex_fraction"] <= 1 and c["max_speed_factor"] > 1
     assert "characteristic speeds" in result.stdout
     solver_steps = r["training"]["finetune"]["solver_steps"]
-    assert (f"a posteriori fit: 2 steps through {solver_steps} solver steps, trajectory loss"
-            in result.stdout)
+    assert (f"a posteriori fit: 2 steps through {solver_steps} solver steps, every-snapshot "
+            "trajectory loss" in result.stdout)
     assert "trained in" in result.stdout and "closure loss" in result.stdout
     assert r["training"]["finetune_warmup"]["steps"] == 1
     assert r["training"]["finetune_warmup"]["window"] == 1
     assert "a posteriori warm-up on one-interval windows: 1 steps" in result.stdout
     (restart,) = r["training"]["finetune_restarts"]
     assert (restart["steps"], restart["learning_rate"]) == (1, 3e-4)
+    assert restart["every_snapshot"] and r["training"]["finetune"]["every_snapshot"]
+    assert not r["training"]["finetune_warmup"]["every_snapshot"]  # one-interval windows
     assert restart["loss_before"] == r["training"]["finetune"]["loss_after"]
     assert "a posteriori restart 1: 1 steps at rate 0.0003" in result.stdout
     assert r["eps"] == 0.1 and r["num_x"] == 24

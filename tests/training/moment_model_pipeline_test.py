@@ -13,8 +13,10 @@ from mlcmk.problems.kinetic.data import generate_kinetic_data
 from mlcmk.problems.kinetic.moment_solver import (
     MomentSolver,
     characteristic_speeds,
+    moment_step,
     quasilinear_matrix,
     to_conserved,
+    to_primitive,
 )
 from mlcmk.testing import TestCase
 from mlcmk.training.moment_closure import (
@@ -376,6 +378,54 @@ class DifferentiableSolveTest(TestCase):
         with self.assertRaisesRegex(ValueError, "speed_bound"):
             hyperbolicity_penalty(closure, speed_bound=-1.0)
 
+    def _check_every_snapshot_loss(self, model, data):
+        """`every_snapshot`: the loss is the mean over the window's snapshots of the squared
+        relative errors, against the solve unrolled in NumPy with the NumPy closure."""
+        import tensorflow as tf
+
+        whole = trajectory_samples(model, data, window=2, every_snapshot=True)
+        per = whole["steps_per_interval"]
+        self.assertEqual(whole["steps"], 2 * per)
+        self.assertEqual(whole["end"][0].shape, (3, 2, 24))  # runs, snapshots, cells
+        end_only = trajectory_samples(model, data, window=2)
+        self.assertIsNone(end_only["steps_per_interval"])
+        for a, b in zip(whole["end"], end_only["end"], strict=True):
+            np.testing.assert_array_equal(a[:, -1], b)
+        loss = float(trajectory_loss(model, whole)(*(tf.constant(a)
+                                                     for a in sample_arrays(whole))))
+        w_maxwell = np.asarray(model.numpy_closure.w_maxwell)
+        reference = []
+        for i in range(3):
+            Q = to_conserved(*(a[i] for a in whole["start"]))
+            errors = []
+            for k in range(2):
+                for _ in range(per):
+                    Q = moment_step(np, model.numpy_closure, Q, whole["dt"], whole["dx"],
+                                    whole["eps"][i], whole["speed_factor"][i], w_maxwell,
+                                    model.limiter, model.flux)
+                errors.append(sum(np.mean((p - t[i, k]) ** 2) / np.mean(t[i, k] ** 2)
+                                  for p, t in zip(to_primitive(Q)[:3], whole["end"],
+                                                  strict=True)))
+            self.assertGreater(errors[0], 0)
+            reference.append(np.mean(errors))
+        self.assertAlmostEqual(loss / np.mean(reference), 1.0, delta=1e-9)
+        # `finetune_closure` fits that loss (its first check is the loss over all samples).
+        start = [w.numpy() for w in model.closure.trainable_variables]
+        info = finetune_closure(model, data, steps=1, window=2, every_snapshot=True, verbose=0)
+        for w, value in zip(model.closure.trainable_variables, start, strict=True):
+            w.assign(value)
+        model.refresh_closure()
+        self.assertTrue(info["every_snapshot"])
+        self.assertAlmostEqual(info["loss_before"] / loss, 1.0, delta=1e-9)
+        report = training_report({"autoencoder_fit_s": 1.0, "closure_fit_s": 1.0,
+                                  "autoencoder_loss": 0.1, "closure_loss": 0.1,
+                                  "finetune": info})
+        self.assertIn("every-snapshot trajectory loss", report[-1])
+        with self.assertRaisesRegex(TypeError, "every_snapshot.*received every_snapshot=1"):
+            finetune_closure(model, data, steps=1, every_snapshot=1)
+        with self.assertRaisesRegex(TypeError, "finetune_every_snapshot.*received"):
+            train_moment_model(data, finetune_steps=1, finetune_every_snapshot="yes")
+
     def test_finetuning_lowers_the_trajectory_loss_and_updates_the_solver(self):
         import tensorflow as tf
 
@@ -438,6 +488,7 @@ class DifferentiableSolveTest(TestCase):
         # Window 1 from snapshot 0 (f0) ends at the first snapshot.
         np.testing.assert_allclose(samples["end"][0][0],
                                    kinetic_moments(model.autoencoder, data["f"][0, 0])["rho"])
+        self._check_every_snapshot_loss(model, data)
         # Rollback: a check whose loss exceeds factor x the best sends the fit back to the best
         # weights with fresh Adam moments and the rest of the schedule. With every sample in
         # each batch, step 2 after a rollback at step 1 is the first step of a new fit from the
