@@ -1,24 +1,39 @@
 """Small file helpers shared by the training loops and the CLI."""
 
+import contextlib
 import json
 import os
-import tempfile
+import uuid
 
 
-def write_json(path, obj):
-    """Writes `obj` as JSON to `path` atomically: a temporary file in the same folder, renamed.
+@contextlib.contextmanager
+def atomic_file(path, binary=False):
+    """Yields a new file in the folder of `path`, renamed to `path` when the block succeeds.
 
-    NumPy scalars are written as floats. A crash while writing leaves the previous file intact.
+    A crash or an error while writing leaves the previous `path` intact and no temporary
+    behind. The file gets the permissions `open` would give it (0o666 less the umask), not
+    `tempfile.mkstemp`'s owner-only 0o600.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=float)
-            f.write("\n")
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) \
+                as f:
+            yield f
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_json(path, obj):
+    """Writes `obj` as JSON to `path` atomically (`atomic_file`).
+
+    NumPy scalars are written as floats. A crash while writing leaves the previous file intact.
+    """
+    with atomic_file(path) as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=float)
+        f.write("\n")

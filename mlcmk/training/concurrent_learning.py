@@ -35,14 +35,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections import namedtuple
 
 import numpy as np
 
 from mlcmk._validation import check_number, check_positive_int
-from mlcmk.io import write_json
+from mlcmk.io import atomic_file, write_json
 from mlcmk.models.ensemble import ACCURATE, CANDIDATE, FAILED, as_trust_levels
 
 STAGES = ("explored", "examined", "labelled", "trained", "done")
@@ -221,16 +220,8 @@ def configuration_key(configuration):
 
 
 def _atomic_savez(path, **arrays):
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_file(path, binary=True) as f:
+        np.savez(f, **arrays)
 
 
 class LabelStore:

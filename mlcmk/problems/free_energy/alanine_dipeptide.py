@@ -16,13 +16,13 @@ Requires the `openmm` extra (`pip install "mlcmk[openmm]"`).
 import hashlib
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
 
 from mlcmk._plotting import subplots
 from mlcmk._validation import check_positive_int, check_positive_number
+from mlcmk.io import atomic_file
 from mlcmk.problems.base import Problem
 from mlcmk.problems.registry import register_problem
 
@@ -563,18 +563,10 @@ def reference_free_energy(problem, num_windows=24, kappa=200.0, num_steps=5000,
                   f"{time.perf_counter() - start:.0f} s", flush=True)
     result = wham_2d(samples, centers, kappa, problem.beta, num_bins=num_bins)
     wall = time.perf_counter() - start
-    os.makedirs(cache_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, free_energy=result["free_energy"], counts=result["counts"],
-                     centers=centers, samples=np.array(samples, dtype=np.float32),
-                     wall_time_s=wall)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_file(path, binary=True) as f:
+        np.savez(f, free_energy=result["free_energy"], counts=result["counts"],
+                 centers=centers, samples=np.array(samples, dtype=np.float32),
+                 wall_time_s=wall)
     return {"free_energy": result["free_energy"], "counts": result["counts"],
             "settings": settings, "wall_time_s": wall, "path": path}
 
