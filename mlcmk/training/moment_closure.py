@@ -461,8 +461,8 @@ def trajectory_loss(model, samples):
     call = _tensor_closure(closure)
     w_maxwell = tf.constant(np.asarray(keras.ops.convert_to_numpy(closure.w_maxwell)), dtype)
     dt, n_steps, dx = tf.constant(samples["dt"], dtype), samples["steps"], samples["dx"]
-
     per_interval = samples.get("steps_per_interval")
+    window = samples["end"][0].shape[1] if per_interval else None  # snapshots fitted
 
     def error(Q, targets):  # (batch,): sum over rho, u, T of the squared relative L2 error
         return sum(tf.reduce_mean((p - t) ** 2, axis=-1) / tf.reduce_mean(t**2, axis=-1)
@@ -480,7 +480,6 @@ def trajectory_loss(model, samples):
         if per_interval is None:
             return tf.reduce_mean(error(advance(Q, eps, factor, n_steps), targets))
         per_sample = 0.0
-        window = targets[0].shape[1]
         for k in range(window):  # unrolled: a few snapshots
             Q = advance(Q, eps, factor, per_interval)
             per_sample += error(Q, [t[:, k] for t in targets])
@@ -504,8 +503,8 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     fields of the mean squared error over the grid divided by the mean square of the kinetic
     field (the squared relative L2 error of the benchmark). With `every_snapshot` that error
     is averaged over every snapshot of the window instead (more targets from the same
-    unrolled solve). Steps whose loss is not finite
-    (a state broke down in the unrolled solve) are skipped and counted.
+    unrolled solve). Steps whose loss is not finite (a state broke down in the unrolled
+    solve) are skipped and counted.
 
     Gradients through a long unrolled solve can throw the closure into a worse basin (the
     loss then rises for good): every `check_every` steps the loss over all samples is
@@ -863,6 +862,9 @@ def training_report(info):
         lines.append(f"penalised a priori fit: hyperbolicity penalty {pf['penalty_before']:.3g} "
                      f"-> {pf['penalty_after']:.3g}, closure loss {pf['loss_before']:.4g} -> "
                      f"{pf['loss_after']:.4g} in {pf['fit_s']:.0f} s")
+    def trajectory(ft):
+        return "every-snapshot trajectory" if ft.get("every_snapshot") else "trajectory"
+
     def stage(ft, text, loss):
         rolled = ft.get("rollbacks")
         rolled = f", rolled back at steps {', '.join(map(str, rolled))}" if rolled else ""
@@ -873,9 +875,6 @@ def training_report(info):
         ft = info["finetune_warmup"]
         stage(ft, f"a posteriori warm-up on one-interval windows: {ft['steps']} steps",
               "window")
-    def trajectory(ft):
-        return "every-snapshot trajectory" if ft.get("every_snapshot") else "trajectory"
-
     if "finetune" in info:
         ft = info["finetune"]
         stage(ft, f"a posteriori fit: {ft['steps']} steps through {ft['solver_steps']} solver "
