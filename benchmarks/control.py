@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from mlcmk.io import write_json
 from mlcmk.training.control_solver import solve_control
 
 
@@ -94,9 +95,7 @@ def main():
     out["total_wall_time_s"] = time.perf_counter() - start
     out["note"] = ("Timings measured on a shared 2-core CPU with other jobs running "
                    "(contended): compare ratios within one run only.")
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(out, f, indent=2)
+    write_json(args.output, out)
     print(json.dumps({k: v for k, v in out.items() if k != "energy_storage"}, indent=1)[:2000])
     for n, v in out["energy_storage"].items():
         rr = v["relative_reward"]

@@ -13,7 +13,6 @@ Prints a table and writes `benchmarks/results/deep_bsde.json`. Full run: ~20 min
 """
 
 import argparse
-import json
 import os
 import time
 
@@ -21,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from mlcmk import config
+from mlcmk.io import write_json
 from mlcmk.training.bsde_solver import solve
 
 DEFAULTS = {  # iterations and initial learning rate per problem
@@ -300,7 +300,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--problems", nargs="*", default=list(DEFAULTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="iterations for every run (default: each problem's own, 4000; "
+                             "2000 for the original architecture)")
     parser.add_argument("--num_steps", type=int, default=None,
                         help="time steps N for every problem in --problems (default: each "
                              "problem's own, e.g. 20); a finer grid lowers the smallest loss "
@@ -370,17 +372,18 @@ def main():
         }
     if "hjb_lq" in args.problems:
         # float32, and the original architecture (per-step subnetworks with batch normalisation,
-        # lr 1e-2, y0 uniform in [0, 1], 2000 iterations) run here in the same process.
-        r32, _ = solve("hjb_lq", iterations=4000, precision="float32", seed=0, verbose=0,
-                       z_error_paths=32)
+        # lr 1e-2, y0 uniform in [0, 1], 2000 iterations) run here in the same process;
+        # --iterations, where given, sets both.
+        r32, _ = solve("hjb_lq", iterations=args.iterations or 4000, precision="float32",
+                       seed=0, verbose=0, z_error_paths=32)
         r32.pop("history")
         r32.pop("epoch_times_s")
         out["hjb_lq_float32"] = r32
         print(f"hjb_lq float32: rel.err {r32['relative_error']:.2e} loss/trivial "
               f"{r32['loss_ratio']:.3f} {r32['ms_per_iteration']:.2f} ms/it", flush=True)
         if not args.skip_reference_arch:
-            rr, _ = solve("hjb_lq", iterations=2000, learning_rate=1e-2, z_network="per_step",
-                          seed=0, verbose=0, z_error_paths=32)
+            rr, _ = solve("hjb_lq", iterations=args.iterations or 2000, learning_rate=1e-2,
+                          z_network="per_step", seed=0, verbose=0, z_error_paths=32)
             rr.pop("history")
             rr.pop("epoch_times_s")
             out["hjb_lq_original_architecture"] = rr
@@ -415,9 +418,7 @@ def main():
     if args.measure_check:
         out["pricing_measure_check"] = measure_check(args.seeds, args.iterations or 4000)
     config.set_precision("float32")
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(out, f, indent=2, default=float)
+    write_json(args.output, out)
     print("written", args.output)
 
 

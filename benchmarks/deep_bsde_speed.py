@@ -27,7 +27,6 @@ Writes `benchmarks/results/deep_bsde_speed.json`.
 """
 
 import argparse
-import json
 import os
 import time
 
@@ -37,6 +36,7 @@ import tensorflow as tf
 from deep_bsde import matmul_gflops  # benchmarks/deep_bsde.py
 
 from mlcmk import config
+from mlcmk.io import write_json
 from mlcmk.models.deep_bsde import DeepBSDE
 from mlcmk.problems.bsde import HJBLQ
 from mlcmk.training.bsde_solver import learning_rate_schedule
@@ -244,11 +244,7 @@ def main():
           f"loss / Var g {f['ours_loss_over_var_g']:.3f}; reference-style y0 error "
           f"{f['reference_style_y0_rel_error']:.2e}, loss / Var g "
           f"{f['reference_style_loss_over_var_g']:.3f}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    tmp = args.output + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(out, fh, indent=2)
-    os.replace(tmp, args.output)
+    write_json(args.output, out)
     print("written", args.output)
 
 

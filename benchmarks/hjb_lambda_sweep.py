@@ -6,9 +6,9 @@ writes `benchmarks/results/hjb_lambda_sweep.json` and `.png`. About 5 minutes on
 """
 
 import argparse
-import json
 import os
 
+from mlcmk.io import write_json
 from mlcmk.problems.bsde import HJBLQ, hjb_lambda_sweep
 from mlcmk.training.bsde_solver import solve
 
@@ -36,9 +36,7 @@ def main():
                      "relative_error": r["relative_error"], "loss_ratio": r["loss_ratio"]})
         print(f"lambda {lam:5.1f}: Deep BSDE u(0,0) = {r['y0']:.5f}, reference "
               f"{r['reference']:.5f}, relative error {r['relative_error']:.2e}", flush=True)
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump({"monte_carlo": rows, "deep_bsde": bsde}, f, indent=2)
+    write_json(args.output, {"monte_carlo": rows, "deep_bsde": bsde})
     import matplotlib
 
     matplotlib.use("Agg")

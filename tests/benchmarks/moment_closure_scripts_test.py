@@ -8,20 +8,9 @@ that the option paths of `moment_closure.py`, `moment_closure_oracle.py` and
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BENCHMARKS = os.path.join(ROOT, "benchmarks")
-
-
-def run_script(name, *args, cache):
-    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "MPLBACKEND": "Agg", "MLCMK_CACHE_DIR": str(cache)}
-    return subprocess.run([sys.executable, os.path.join(BENCHMARKS, name), *args],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+from benchmark_scripts import run_script
 
 
 def test_training_benchmark_then_oracle_and_compiled_on_its_saved_model(tmp_path):
