@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 from mlcmk import config
-from mlcmk.data import emt, read_systems
+from mlcmk.data import emt, read_systems, thermalize
 from mlcmk.io import write_json
 from mlcmk.training.potential_trainer import plot_parity, predict_systems, train_potential
 
@@ -86,7 +86,6 @@ def md_speed(model, repeats=(2, 4, 6), steps=(10, 4, 2), rounds=7):
     from ase import units
     from ase.build import bulk
     from ase.calculators.emt import EMT
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
     from ase.md.verlet import VelocityVerlet
 
     from mlcmk.md import DeepPotentialCalculator
@@ -96,8 +95,7 @@ def md_speed(model, repeats=(2, 4, 6), steps=(10, 4, 2), rounds=7):
         dyns = {}
         for name in ("emt", *MD_VARIANTS):
             atoms = bulk("Al", "fcc", a=4.05, cubic=True).repeat(rep)
-            MaxwellBoltzmannDistribution(atoms, temperature_K=600.0,
-                                         rng=np.random.default_rng(rep))
+            thermalize(atoms, 600.0, np.random.default_rng(rep))
             atoms.calc = EMT() if name == "emt" else DeepPotentialCalculator(
                 model, **MD_VARIANTS[name])
             dyns[name] = VelocityVerlet(atoms, timestep=2.0 * units.fs)

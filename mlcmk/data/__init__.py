@@ -2,12 +2,13 @@
 
 - `deepmd`: the DeePMD-kit `npy` system format (`read_system`, `read_systems`, `write_system`,
   `System`, `describe`).
-- `atoms`: conversions between `System` frames and `ase.Atoms` (needs ASE, extra `md`).
+- `atoms`: conversions between `System` frames and `ase.Atoms`, and `thermalize` (Maxwell-
+  Boltzmann momenta) (needs ASE, extra `md`).
 - `emt`: labelled data sets generated with an ASE calculator (EMT for Al, Cu and Al-Cu by default),
   cached under `~/.cache/mlcmk/deepmd` (`MLCMK_CACHE_DIR` overrides the root).
 """
 
-from mlcmk.data.atoms import frames_to_atoms, label_frames, system_from_atoms
+from mlcmk.data.atoms import frames_to_atoms, label_frames, system_from_atoms, thermalize
 from mlcmk.data.deepmd import (
     System,
     describe,

@@ -125,3 +125,21 @@ def system_from_atoms(frames, calculator=None, *, type_map=None, virial=True):
         raise ValueError(f"elements {missing} of the frames are not in type_map={type_map!r}")
     atom_types = np.asarray([type_map.index(s) for s in symbols], dtype=np.int64)
     return System(atom_types=atom_types, type_map=type_map, **labelled)
+
+
+def thermalize(atoms, temperature_K, rng=None):
+    """Draws Maxwell–Boltzmann momenta for `atoms` at `temperature_K` (kelvin), in place, then
+    removes the centre-of-mass momentum.
+
+    ASE 3.29 renamed `MaxwellBoltzmannDistribution` to `thermalize_momenta` and deprecated the
+    old name; this calls whichever the installed ASE has, with the same `rng` draws.
+    """
+    from ase.md import velocitydistribution
+
+    new = getattr(velocitydistribution, "thermalize_momenta", None)
+    if new is not None:
+        new(atoms, temperature_K, rng=rng)
+    else:  # pragma: no cover - ASE < 3.29
+        velocitydistribution.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K,
+                                                          rng=rng)
+    velocitydistribution.Stationary(atoms)

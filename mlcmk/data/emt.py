@@ -40,6 +40,7 @@ from mlcmk._validation import (
     check_positive_ints,
     check_positive_number,
 )
+from mlcmk.data.atoms import thermalize
 from mlcmk.data.deepmd import write_system
 
 # Bumped whenever the generator changes what a given set of parameters produces.
@@ -211,15 +212,7 @@ def _generate_frames(params, calculator):
     """Yields `(atoms_types_key, labels)` for every frame, deterministically from the seed."""
     from ase import units
     from ase.constraints import FixCom
-    from ase.md import velocitydistribution
     from ase.md.langevin import Langevin
-
-    # ASE >= 3.29 names it thermalize_momenta; older versions MaxwellBoltzmannDistribution.
-    thermalize = getattr(
-        velocitydistribution,
-        "thermalize_momenta",
-        velocitydistribution.MaxwellBoltzmannDistribution,
-    )
 
     elements = list(params["elements"])
     n_frames = params["n_frames"]
@@ -246,8 +239,7 @@ def _generate_frames(params, calculator):
         rng = np.random.default_rng(children[j])
         temperature = params["temperatures"][j % len(params["temperatures"])]
         atoms = configuration(rng)
-        thermalize(atoms, temperature_K=temperature, rng=rng)
-        velocitydistribution.Stationary(atoms)
+        thermalize(atoms, temperature, rng)
         # The centre of mass stays fixed through a constraint (ASE's recommended replacement of
         # Langevin's fixcm); the labels are the unconstrained forces.
         atoms.set_constraint(FixCom())

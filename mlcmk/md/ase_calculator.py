@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from mlcmk._validation import check_positive_int
 from mlcmk.config import PRECISIONS
+from mlcmk.data.atoms import thermalize
 from mlcmk.models.deep_potential_neighbors import neighbor_list_numpy
 
 try:
@@ -146,21 +147,13 @@ def run_nve(atoms, calculator, *, steps, timestep_fs=1.0, temperature_K=None, se
         total energy, per atom).
     """
     from ase import units
-    from ase.md import velocitydistribution
     from ase.md.verlet import VelocityVerlet
 
     steps = check_positive_int("steps", steps)
     atoms = atoms.copy()
     atoms.calc = calculator
     if temperature_K is not None:
-        # `thermalize_momenta` (ASE >= 3.29) is the deprecated `MaxwellBoltzmannDistribution`.
-        thermalize = getattr(velocitydistribution, "thermalize_momenta", None)
-        if thermalize is None:
-            velocitydistribution.MaxwellBoltzmannDistribution(
-                atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
-        else:
-            thermalize(atoms, temperature_K, rng=np.random.default_rng(seed))
-        velocitydistribution.Stationary(atoms)
+        thermalize(atoms, temperature_K, np.random.default_rng(seed))
     dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
     record = {"time_ps": [], "potential": [], "kinetic": [], "total": [], "temperature": []}
 

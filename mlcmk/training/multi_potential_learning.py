@@ -33,6 +33,7 @@ import numpy as np
 
 from mlcmk._plotting import subplots
 from mlcmk._validation import check_positive_int
+from mlcmk.data.atoms import thermalize
 from mlcmk.data.deepmd import System
 from mlcmk.io import write_json
 from mlcmk.models.deep_potential import DeepPotential
@@ -309,11 +310,8 @@ def emt_md_frames(structure, num_frames, *, temperatures=(300.0, 600.0, 900.0, 1
     from ase import units
     from ase.calculators.emt import EMT
     from ase.constraints import FixCom
-    from ase.md import velocitydistribution
     from ase.md.langevin import Langevin
 
-    thermalize = getattr(velocitydistribution, "thermalize_momenta",
-                         velocitydistribution.MaxwellBoltzmannDistribution)
     num_frames = check_positive_int("num_frames", num_frames)
     reference = structure_atoms(structure)
     symbols = reference.get_chemical_symbols()
@@ -328,8 +326,7 @@ def emt_md_frames(structure, num_frames, *, temperatures=(300.0, 600.0, 900.0, 1
         eps = 0.5 * (eps + eps.T)
         atoms.set_cell(np.asarray(atoms.get_cell()) @ (np.eye(3) + eps), scale_atoms=True)
         atoms.calc = calculator() if calculator is not None else EMT()
-        thermalize(atoms, temperature_K=temperature, rng=rng)
-        velocitydistribution.Stationary(atoms)
+        thermalize(atoms, temperature, rng)
         atoms.set_constraint(FixCom())
         dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature,
                        friction=friction / units.fs, fixcm=False, rng=rng)

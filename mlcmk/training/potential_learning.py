@@ -31,6 +31,7 @@ import weakref
 import numpy as np
 
 from mlcmk._validation import check_bool, check_number, check_positive_int, check_positive_number
+from mlcmk.data.atoms import thermalize
 from mlcmk.data.deepmd import System
 from mlcmk.models.deep_potential import DeepPotential, make_dataset
 from mlcmk.models.ensemble import Ensemble, as_trust_levels, max_vector_deviation
@@ -294,12 +295,7 @@ class ASEMDExplorer(Explorer):
     def explore(self, iteration, seed):
         from ase import units
         from ase.constraints import FixCom
-        from ase.md import velocitydistribution
         from ase.md.langevin import Langevin
-
-        # ASE >= 3.29 names it thermalize_momenta; older versions MaxwellBoltzmannDistribution.
-        thermalize = getattr(velocitydistribution, "thermalize_momenta",
-                             velocitydistribution.MaxwellBoltzmannDistribution)
 
         frames = []
         self.stopped = 0
@@ -314,8 +310,7 @@ class ASEMDExplorer(Explorer):
             calc = self.calculator()
             calc.reset()
             atoms.calc = calc
-            thermalize(atoms, temperature_K=temperature, rng=rng)
-            velocitydistribution.Stationary(atoms)
+            thermalize(atoms, temperature, rng)
             atoms.set_constraint(FixCom())
             dyn = Langevin(atoms, self.timestep_fs * units.fs, temperature_K=temperature,
                            friction=self.friction / units.fs, fixcm=False, rng=rng)

@@ -3,6 +3,7 @@ import os
 from unittest import mock
 
 import numpy as np
+from ase import units
 from ase.calculators.emt import EMT
 
 from mlcmk.data import (
@@ -14,6 +15,7 @@ from mlcmk.data import (
     generate_dataset,
     read_systems,
     system_from_atoms,
+    thermalize,
 )
 from mlcmk.testing import TestCase
 
@@ -289,3 +291,26 @@ class EMTThermalisationTest(TestCase):
         for ratio in ratios:
             self.assertGreater(ratio, 0.8)
             self.assertLess(ratio, 1.2)
+
+    def test_thermalize_draws_maxwell_boltzmann_momenta_without_drift(self):
+        import warnings
+
+        from ase.build import bulk
+        from ase.md import velocitydistribution
+
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(6)  # 864 atoms
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no deprecated ASE name
+            thermalize(atoms, 900.0, np.random.default_rng(3))
+        p = atoms.get_momenta()
+        np.testing.assert_allclose(p.sum(axis=0), 0.0, atol=1e-10 * np.abs(p).max())
+        # Kinetic temperature of 3N - 3 degrees of freedom; its relative spread is
+        # sqrt(2 / (3N)) ~ 2.8 %, so 10 % is 3.5 sigma.
+        kinetic_t = 2 * atoms.get_kinetic_energy() / (3 * (len(atoms) - 1) * units.kB)
+        self.assertLess(abs(kinetic_t / 900.0 - 1), 0.1)
+        # The same draws as ASE's own sampler with the same generator, then zero drift.
+        reference = atoms.copy()
+        velocitydistribution.thermalize_momenta(reference, 900.0,
+                                                rng=np.random.default_rng(3))
+        velocitydistribution.Stationary(reference)
+        np.testing.assert_allclose(p, reference.get_momenta(), rtol=0, atol=1e-12)
