@@ -27,6 +27,7 @@ import time
 
 import keras
 import numpy as np
+from machine import machine_load  # benchmarks/machine.py
 
 from mlcmk import config
 from mlcmk.io import write_json
@@ -85,7 +86,7 @@ def main():
     problem = MuellerBrownBath(seed=args.seed)
     md = {"kappa": args.kappa, "num_walkers": 16, "num_steps": 2000, "num_burnin": 300}
     shutil.rmtree(args.run_dir, ignore_errors=True)
-    start = time.perf_counter()
+    start, load_start = time.perf_counter(), machine_load()
     learner, ensemble, labeller = build_free_energy_learner(
         problem, args.run_dir, trust_levels=(args.lo, float("inf")),
         max_iterations=args.max_iterations, max_labels_per_iteration=args.labels_per_iteration,
@@ -118,7 +119,7 @@ def main():
                                              "total_labels", "accurate_fraction")}
                           | {"a_rmse_kT": r["evaluation"]["a_rmse"],
                              "force_rmse": r["evaluation"]["force_rmse"]} for r in log],
-        "timing_note": "2 CPU cores shared with other jobs (contended)",
+        "machine_load": {"start": load_start, "end": machine_load()},
     }
     mcmc_path = os.path.join(RESULTS, "concurrent_learning.json")
     if args.explorer != "mcmc" and os.path.exists(mcmc_path):

@@ -20,6 +20,7 @@ import os
 import time
 
 import numpy as np
+from machine import machine_load  # benchmarks/machine.py
 
 from mlcmk.io import write_json
 from mlcmk.training.control_solver import solve_control
@@ -48,7 +49,8 @@ def main():
                                                          "control.json"))
     args = parser.parse_args()
     start = time.perf_counter()
-    out = {"settings": vars(args), "lq_regulator": None, "energy_storage": {}}
+    out = {"settings": vars(args), "lq_regulator": None, "energy_storage": {},
+           "machine_load": {"start": machine_load()}}
 
     # --- LQ, d = 100 ------------------------------------------------------------------------
     problem = {"name": "lq_regulator", "dim": args.lq_dim, "num_steps": 20}
@@ -93,8 +95,9 @@ def main():
             "ms_per_iteration": spread([x["ms_per_iteration"] for x in runs]),
             "iterations": args.storage_iterations, "runs": runs}
     out["total_wall_time_s"] = time.perf_counter() - start
-    out["note"] = ("Timings measured on a shared 2-core CPU with other jobs running "
-                   "(contended): compare ratios within one run only.")
+    out["machine_load"]["end"] = machine_load()
+    out["note"] = ("Compare timings as ratios within one run; `machine_load` has the load "
+                   "average at the start and the end.")
     write_json(args.output, out)
     print(json.dumps({k: v for k, v in out.items() if k != "energy_storage"}, indent=1)[:2000])
     for n, v in out["energy_storage"].items():

@@ -31,6 +31,7 @@ import os
 import time
 
 import numpy as np
+from machine import machine_load  # benchmarks/machine.py
 
 from mlcmk import config
 from mlcmk.data import emt, read_systems, thermalize
@@ -168,9 +169,10 @@ def main():
     config.set_precision("float64")
     out_dir = os.path.dirname(os.path.abspath(args.output))
     start = time.perf_counter()
-    results = {"model": MODEL, "precision": "float64", "contended": True,
-               "notes": "2 CPU cores shared with other jobs: compare times as ratios within "
-                        "this run (EMT is measured alongside)."}
+    results = {"model": MODEL, "precision": "float64",
+               "machine_load": {"start": machine_load()},
+               "notes": "compare times as ratios within this run (EMT is measured alongside); "
+                        "`machine_load` has the load average at the start and the end."}
 
     t = time.perf_counter()
     al = emt.al_dataset(n_train=1000, n_test=200)
@@ -230,6 +232,7 @@ def main():
         "emt_us_per_atom_per_step": {"32": 75, "256": 67, "864": 66},
         "nve_drift_meV_per_atom_per_ps": 0.01}
     results["wall_seconds"] = time.perf_counter() - start
+    results["machine_load"]["end"] = machine_load()
     write_json(args.output, results)
     print(json.dumps({k: results[k] for k in ("al", "md_speed_us_per_atom_per_step", "nve")},
                      indent=1, default=float))

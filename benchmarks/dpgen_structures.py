@@ -32,6 +32,7 @@ import shutil
 import time
 
 import numpy as np
+from machine import machine_load  # benchmarks/machine.py
 
 from mlcmk import config
 from mlcmk.cli.eelt import MODELS
@@ -94,7 +95,7 @@ def main():
     names = structure_set.names
     type_map = structure_set.type_map
 
-    t = time.perf_counter()
+    t, load_start = time.perf_counter(), machine_load()
     tests = {name: emt_md_frames(name, args.test_frames, temperatures=(450.0, 750.0, 1050.0),
                                  type_map=type_map, seed=args.seed + 10_000 + s)
              for s, name in enumerate(names)}
@@ -261,9 +262,9 @@ def main():
            "baseline_seeds": seeds_report,
            "eelt_seconds": eelt_seconds, "data_seconds": data_seconds,
            "test_frames_per_structure": args.test_frames,
-           "note": "small models and step budgets on a contended 2-core machine; baselines "
-                   "get as many optimizer steps as one EELT member in total; baseline seconds "
-                   "are per model"}
+           "machine_load": {"start": load_start, "end": machine_load()},
+           "note": "small models and step budgets; baselines get as many optimizer steps as "
+                   "one EELT member in total; baseline seconds are per model"}
     write_json(args.output, out)
     print(f"written {args.output} and {plot}")
 

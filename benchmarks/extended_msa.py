@@ -20,6 +20,7 @@ import time
 
 import keras
 import numpy as np
+from machine import machine_load  # benchmarks/machine.py
 
 from mlcmk import config
 from mlcmk.io import write_json
@@ -102,7 +103,7 @@ def main():
     parser.add_argument("--out", default=os.path.join(RESULTS, "extended_msa"))
     args = parser.parse_args()
     config.set_precision("float64")
-    results = {"args": vars(args), "note": "timings on 2 shared (contended) cores"}
+    results = {"args": vars(args), "machine_load": {"start": machine_load()}}
     results["toy"] = toy(args.toy_iterations, args.rho)
     if args.digits_iterations:
         results["digits"] = digits(args.digits_iterations, args.rho)
@@ -115,6 +116,7 @@ def main():
                   f"loss[10]={r['loss'][min(10, len(r['loss']) - 1)]:.4g} "
                   f"final={r['final_train_objective']:.4g} {r['test']} "
                   f"{1e3 * per_iter:.1f} ms/iter", flush=True)
+    results["machine_load"]["end"] = machine_load()
     write_json(args.out + ".json", results)
     import matplotlib
 

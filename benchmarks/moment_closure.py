@@ -66,6 +66,7 @@ import os
 import time
 
 import numpy as np
+from machine import machine_load  # benchmarks/machine.py
 
 from mlcmk import config
 from mlcmk.io import write_json
@@ -161,7 +162,7 @@ def main():
     except (TypeError, ValueError) as err:
         parser.error(str(err))
     config.set_precision("float64")
-    start = time.perf_counter()
+    start, load_start = time.perf_counter(), machine_load()
     data = generate_kinetic_data(num_runs=args.train_runs, seed=0, num_x=args.num_x,
                                  num_v=args.num_v, t_end=args.t_end,
                                  sod_fraction=args.sod_fraction)
@@ -231,9 +232,9 @@ def main():
         "settings": vars(args), "training": info, "data_s": data_s, "rows": rows,
         "summary_worst_over_cases": summary, "learned_worst_error": worst,
         "hyperbolicity_on_training_states": hyperbolicity, "fit_check": fit_check,
-        "note": "small training budget; timings on a shared 2-core machine (contended), "
-                "ratios measured in one fresh scoring process, single-threaded BLAS for both "
-                "solvers"})
+        "machine_load": {"start": load_start, "end": machine_load()},
+        "note": "timings: ratios measured in one fresh scoring process, single-threaded BLAS "
+                "for both solvers"})
     _plot(summary, examples, args.output + ".png")
     written = [args.output + ".json", args.output + ".png"]
     if plot_training(info, args.output + "_training.png"):

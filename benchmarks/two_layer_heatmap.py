@@ -30,6 +30,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from machine import machine_load  # benchmarks/machine.py
 
 from mlcmk import TwoLayerNetwork, config
 from mlcmk.io import write_json
@@ -193,7 +194,7 @@ def main():
     x_test = rng.uniform(size=(5000, args.dim))
     y_test = np.maximum(x_test[:, :1], 0.0)
     rows = []
-    total = time.perf_counter()
+    total, load_start = time.perf_counter(), machine_load()
     for scaling in args.scalings:
         for m in widths:
             for n in sizes:
@@ -208,7 +209,8 @@ def main():
     print(f"total wall time {total:.0f} s")
     write_json(args.out + ".json", {"args": vars(args), "widths": widths, "sizes": sizes,
                                     "rows": rows, "total_wall_s": total,
-                                    "note": "timings on 2 shared (contended) cores"})
+                                    "machine_load": {"start": load_start,
+                                                     "end": machine_load()}})
     if len(args.scalings) == 2:
         plot(rows, widths, sizes, log_m, log_n, args.out + ".png")
     print("wrote", args.out + ".json", args.out + ".png")

@@ -49,3 +49,5 @@ def test_control_script_lq_and_energy_storage(tmp_path):
     assert storage["bound_holds"]
     assert all(x["learned_reward"] <= x["lp_bound_reward"] + 1e-9 for x in storage["runs"])
     assert storage["relative_reward"]["values"] == [x["relative_reward"] for x in storage["runs"]]
+    for when in ("start", "end"):
+        assert len(r["machine_load"][when]["load_average_1_5_15_min"]) == 3

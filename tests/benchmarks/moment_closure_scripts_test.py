@@ -28,6 +28,7 @@ def test_training_benchmark_then_oracle_and_compiled_on_its_saved_model(tmp_path
     assert len(r["rows"]) == 5  # one case at each of the five eps
     assert r["settings"]["flux"] == "kinetic"
     assert r["training"]["finetune"]["steps"] == 1
+    assert r["machine_load"]["end"]["cpus"] >= 1
     for row in r["rows"]:
         for name in ("learned", "euler"):
             assert all(np.isfinite(row["errors"][name][k]) for k in ("rho", "u", "T"))
