@@ -5,6 +5,7 @@ import itertools
 import os
 import warnings
 import weakref
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -730,6 +731,26 @@ class KineticDataTest(TestCase):
         self.assertNotEqual(other["path"], data["path"])
         with pytest.raises(ValueError, match="eps_range"):
             generate_kinetic_data(cache_dir=directory, **{**kwargs, "eps_range": (0.0, 1.0)})
+
+    def test_failed_cache_write_leaves_no_file(self):
+        # The cache file is written atomically: a crash while writing leaves neither a partial
+        # file (which a later call would load as data) nor a temporary behind.
+        directory = self.get_temp_dir()
+        kwargs = {"num_runs": 1, "num_x": 8, "num_v": 32, "v_max": 7.0, "t_end": 0.01,
+                  "num_snapshots": 1, "seed": 5, "cache_dir": directory}
+        def partial_savez(file, **arrays):
+            if isinstance(file, str):
+                file = open(file, "wb")  # noqa: SIM115 - the crash leaves it as it is
+            file.write(b"PK\x03\x04 partial")
+            file.flush()
+            raise OSError("disk full")
+
+        with mock.patch("numpy.savez", side_effect=partial_savez):
+            with pytest.raises(OSError, match="disk full"):
+                generate_kinetic_data(**kwargs)
+        self.assertEqual(os.listdir(directory), [])
+        data = generate_kinetic_data(**kwargs)
+        self.assertEqual(os.listdir(directory), [os.path.basename(data["path"])])
 
     def test_parse_cases(self):
         self.assertEqual(parse_cases("smooth:1000,sod:1002"), [("smooth", 1000), ("sod", 1002)])

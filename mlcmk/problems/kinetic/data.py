@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from mlcmk._validation import check_number, check_positive_int
+from mlcmk.io import atomic_file
 from mlcmk.problems.kinetic.bgk import BGK1D
 
 
@@ -107,9 +108,7 @@ def generate_kinetic_data(num_runs=16, seed=0, num_x=100, v_max=8.0, num_v=64, t
     out = {"f": np.stack(f_all), "f_next": np.stack(next_all), "f0": np.stack(f0_all),
            "eps": np.array(eps_all), "dt": np.array(dt_all), "times": np.asarray(times),
            "is_sod": np.array(sod_all), "v": problem.grid.v, "x": problem.x}
-    os.makedirs(directory, exist_ok=True)
-    tmp = path + f".tmp-{os.getpid()}.npz"
-    np.savez(tmp, **out)
-    os.replace(tmp, path)
+    with atomic_file(path, binary=True) as f:
+        np.savez(f, **out)
     out["path"] = path
     return out
