@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import shutil
 import uuid
 
 
@@ -25,6 +26,38 @@ def atomic_file(path, binary=False):
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path):
+    """Yields a new empty folder beside `path` that replaces `path` when the block succeeds.
+
+    Whatever was at `path` is replaced whole: the caller decides beforehand whether that is
+    allowed. An error in the block leaves the previous `path` as it was and no temporary
+    behind. The swap is two renames (POSIX has no atomic exchange of folders): a crash in the
+    instant between them leaves the previous folder beside `path` as `.old-<hex>-<name>`, never
+    a half-written `path`. The folder gets `mkdir`'s permissions (0o777 less the umask).
+    """
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{name}")
+    os.mkdir(tmp)
+    try:
+        yield tmp
+        if os.path.lexists(path):
+            old = os.path.join(parent, f".old-{uuid.uuid4().hex}-{name}")
+            os.rename(path, old)
+            os.rename(tmp, path)
+            if os.path.isdir(old) and not os.path.islink(old):
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.remove(old)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

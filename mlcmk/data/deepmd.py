@@ -28,12 +28,11 @@ Reference: DeePMD-kit documentation, "Data: System" and "Formats of a data syste
 
 import dataclasses
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
 from mlcmk._validation import check_number
+from mlcmk.io import atomic_directory
 
 _REQUIRED_SET_FILES = ("coord.npy", "energy.npy", "force.npy")
 
@@ -280,10 +279,7 @@ def write_system(
                 f"`directory` {directory!r} exists, is not empty and is not a DeePMD system "
                 "(no type.raw); refusing to replace it"
             )
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(directory) + "-")
-    try:
+    with atomic_directory(directory) as tmp:
         _write_raw(os.path.join(tmp, "type.raw"), [str(t) for t in system.atom_types])
         _write_raw(os.path.join(tmp, "type_map.raw"), system.type_map)
         if box is None:
@@ -300,17 +296,6 @@ def write_system(
                 np.save(os.path.join(set_dir, "box.npy"), system.box[frames].reshape(-1, 9))
             if system.virial is not None:
                 np.save(os.path.join(set_dir, "virial.npy"), system.virial[frames].reshape(-1, 9))
-        if os.path.exists(directory):
-            old = tempfile.mkdtemp(dir=parent, prefix=".old-" + os.path.basename(directory) + "-")
-            os.rmdir(old)
-            os.rename(directory, old)
-            os.rename(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     system.path = directory
     return system
 

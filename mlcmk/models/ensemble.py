@@ -6,12 +6,12 @@ prediction is trusted, where they disagree the configuration is worth labelling.
 """
 
 import os
-import shutil
 
 import keras
 import numpy as np
 
 from mlcmk._validation import check_number, check_positive_int
+from mlcmk.io import atomic_directory
 
 ACCURATE, CANDIDATE, FAILED = 0, 1, 2
 CLASS_NAMES = ("accurate", "candidate", "failed")
@@ -203,13 +203,9 @@ class Ensemble:
 
     def save(self, directory):
         """Saves every member as `member_<k>.keras` (architecture, weights, optimizer)."""
-        tmp = directory.rstrip("/") + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        for k, member in enumerate(self.members):
-            member.save(os.path.join(tmp, f"member_{k}.keras"))
-        shutil.rmtree(directory, ignore_errors=True)
-        os.replace(tmp, directory)
+        with atomic_directory(directory) as tmp:
+            for k, member in enumerate(self.members):
+                member.save(os.path.join(tmp, f"member_{k}.keras"))
 
     @classmethod
     def load(cls, directory, **kwargs):

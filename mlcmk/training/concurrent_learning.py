@@ -34,14 +34,13 @@ import abc
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections import namedtuple
 
 import numpy as np
 
 from mlcmk._validation import check_number, check_positive_int
-from mlcmk.io import atomic_file, write_json
+from mlcmk.io import atomic_directory, atomic_file, write_json
 from mlcmk.models.ensemble import ACCURATE, CANDIDATE, FAILED, as_trust_levels
 
 STAGES = ("explored", "examined", "labelled", "trained", "done")
@@ -498,13 +497,8 @@ class ConcurrentLearner:
                                "or nothing was selected); give initial_configurations")
         metrics = dict(self.trainer.train(data, k))
         metrics["num_labels"] = len(data.keys)
-        model_dir = os.path.join(self.iteration_dir(k), "model")
-        tmp = model_dir + ".tmp"
-        for stale in (tmp, model_dir):
-            shutil.rmtree(stale, ignore_errors=True)
-        os.makedirs(tmp)
-        self.trainer.save(tmp)
-        os.replace(tmp, model_dir)
+        with atomic_directory(os.path.join(self.iteration_dir(k), "model")) as tmp:
+            self.trainer.save(tmp)
         self._model_iteration = k
         write_json(path, metrics)
         return metrics
