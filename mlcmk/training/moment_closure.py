@@ -302,19 +302,34 @@ class LearnedMomentModel:
         """Takes a new NumPy snapshot of the closure for `solve` (after its weights changed)."""
         self.numpy_closure = self.closure.numpy_closure(self.closure_dtype)
 
+    _SAVED_FILES = ("autoencoder.keras", "closure.keras", "solver.json")
+
     def save(self, directory):
-        """Writes `autoencoder.keras`, `closure.keras` and `solver.json` to `directory`."""
+        """Writes `autoencoder.keras`, `closure.keras` and `solver.json` to `directory`.
+
+        A new folder, or one that holds only a model saved before, is written atomically
+        (`mlcmk.io.atomic_directory`): a crash while saving keeps the previous model whole,
+        never half old and half new. In a folder that holds other files too, the three files
+        are written into it one after the other.
+        """
         import os
 
-        from mlcmk.io import write_json
+        from mlcmk.io import atomic_directory, write_json
 
-        os.makedirs(directory, exist_ok=True)
-        self.autoencoder.save(os.path.join(directory, "autoencoder.keras"))
-        self.closure.save(os.path.join(directory, "closure.keras"))
-        write_json(os.path.join(directory, "solver.json"),
-                   {"speed_factor": self.speed_factor, "cfl": self.cfl,
-                    "frozen_speed_factor": self.frozen_speed_factor, "limiter": self.limiter,
-                    "closure_dtype": self.closure_dtype, "flux": self.flux})
+        def write(folder):
+            self.autoencoder.save(os.path.join(folder, "autoencoder.keras"))
+            self.closure.save(os.path.join(folder, "closure.keras"))
+            write_json(os.path.join(folder, "solver.json"),
+                       {"speed_factor": self.speed_factor, "cfl": self.cfl,
+                        "frozen_speed_factor": self.frozen_speed_factor,
+                        "limiter": self.limiter, "closure_dtype": self.closure_dtype,
+                        "flux": self.flux})
+
+        if os.path.isdir(directory) and set(os.listdir(directory)) - set(self._SAVED_FILES):
+            write(directory)
+        else:
+            with atomic_directory(directory) as tmp:
+                write(tmp)
 
     @classmethod
     def load(cls, directory):

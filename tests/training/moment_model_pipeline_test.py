@@ -2,6 +2,7 @@
 
 import json
 import os
+from unittest import mock
 
 import numpy as np
 
@@ -203,6 +204,20 @@ class LearnedMomentModelTest(TestCase):
         with open(os.path.join(kinetic_directory, "solver.json"), "w", encoding="utf-8") as f:
             json.dump(settings, f)
         self.assertEqual(LearnedMomentModel.load(kinetic_directory).flux, "lax_friedrichs")
+        # Saving over a saved model is atomic: a crash half way keeps the previous one whole.
+        model.limiter = "minmod"
+        saved = {name: os.stat(os.path.join(kinetic_directory, name)).st_mtime_ns
+                 for name in model._SAVED_FILES}
+        with mock.patch.object(model.closure, "save", side_effect=OSError("disk full")):
+            with self.assertRaisesRegex(OSError, "disk full"):
+                model.save(kinetic_directory)
+        self.assertEqual(sorted(os.listdir(directory)),
+                         sorted(["kinetic_flux", *model._SAVED_FILES]))
+        self.assertEqual(sorted(os.listdir(kinetic_directory)), sorted(model._SAVED_FILES))
+        self.assertEqual(LearnedMomentModel.load(kinetic_directory).limiter, "mc")
+        self.assertEqual(saved, {name: os.stat(os.path.join(kinetic_directory, name)).st_mtime_ns
+                                 for name in model._SAVED_FILES})  # not one file rewritten
+        model.limiter = "mc"
         with self.assertRaisesRegex(ValueError, "`flux`.*'upwind'"):
             LearnedMomentModel(model.autoencoder, model.closure, flux="upwind")
         # The closure network in float32: saved with the model; the solve moves by round-off.
