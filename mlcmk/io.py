@@ -33,13 +33,16 @@ def atomic_file(path, binary=False):
 def atomic_directory(path):
     """Yields a new empty folder beside `path` that replaces `path` when the block succeeds.
 
-    Whatever was at `path` is replaced whole: the caller decides beforehand whether that is
-    allowed. An error in the block leaves the previous `path` as it was and no temporary
+    A folder at `path` is replaced whole: the caller decides beforehand whether that is
+    allowed; a file at `path` is a `ValueError`, raised before anything is written. An error
+    in the block leaves the previous `path` as it was and no temporary
     behind. The swap is two renames (POSIX has no atomic exchange of folders): a crash in the
     instant between them leaves the previous folder beside `path` as `.old-<hex>-<name>`, never
     a half-written `path`. The folder gets `mkdir`'s permissions (0o777 less the umask).
     """
-    path = os.path.abspath(path)
+    path = os.path.abspath(os.fspath(path))
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ValueError(f"{path!r} exists and is not a folder; refusing to replace it")
     parent, name = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{name}")
@@ -50,10 +53,10 @@ def atomic_directory(path):
             old = os.path.join(parent, f".old-{uuid.uuid4().hex}-{name}")
             os.rename(path, old)
             os.rename(tmp, path)
-            if os.path.isdir(old) and not os.path.islink(old):
-                shutil.rmtree(old, ignore_errors=True)
+            if os.path.islink(old):
+                os.remove(old)  # the link, not the folder it points to
             else:
-                os.remove(old)
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, path)
     except BaseException:

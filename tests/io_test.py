@@ -71,3 +71,12 @@ def test_atomic_directory_permissions_follow_the_umask(tmp_path):
         os.umask(old)
     mode = stat.S_IMODE(os.stat(tmp_path / "new").st_mode)
     assert mode == 0o750 == stat.S_IMODE(os.stat(tmp_path / "plain").st_mode)
+
+
+def test_atomic_directory_refuses_to_replace_a_file(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text("{}")
+    with pytest.raises(ValueError, match="results.json.*not a folder"):
+        with atomic_directory(str(path)):
+            pass
+    assert path.read_text() == "{}" and os.listdir(tmp_path) == ["results.json"]

@@ -202,7 +202,8 @@ class Ensemble:
             member.load_weights(path)
 
     def save(self, directory):
-        """Saves every member as `member_<k>.keras` (architecture, weights, optimizer)."""
+        """Saves every member as `member_<k>.keras` (architecture, weights, optimizer), replacing
+        `directory` atomically (`mlcmk.io.atomic_directory`)."""
         with atomic_directory(directory) as tmp:
             for k, member in enumerate(self.members):
                 member.save(os.path.join(tmp, f"member_{k}.keras"))
