@@ -129,7 +129,6 @@ def main():
                   + ", ".join(f"{k} {v:.2e}" for k, v in
                               row["kinetic_3d"][str(num_v)]["difference_to_finest"].items()))
         rows.append(row)
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
     write_json(args.output + ".json", {
         "settings": vars(args), "training": info, "rows": rows,
         "note": "learned / euler: models of the one-velocity-dimension gas (cost only); "

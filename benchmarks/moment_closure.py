@@ -227,7 +227,6 @@ def main():
               f"{s['euler']['u']:.3f} T {s['euler']['T']:.3f} | speed-up "
               f"{s['median_speedup']:.2f}x")
     print(f"learned model worst error {worst:.3f} (goal < 0.02 at every eps)")
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
     write_json(args.output + ".json", {
         "settings": vars(args), "training": info, "data_s": data_s, "rows": rows,
         "summary_worst_over_cases": summary, "learned_worst_error": worst,

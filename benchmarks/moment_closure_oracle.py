@@ -301,7 +301,6 @@ def main():
             solve_variant(tuned, "posteriori_fit", grid_rows, fmt)
         rows += [r[0] for r in grid_rows]
         # After every grid, so that a long run that stops keeps what it measured.
-        os.makedirs(os.path.dirname(args.output), exist_ok=True)
         write_json(args.output + ".json", {"settings": vars(args), "rows": rows})
         print(f"written {args.output}.json ({num_x} cells done)", flush=True)
 

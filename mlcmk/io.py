@@ -35,10 +35,10 @@ def atomic_directory(path):
 
     A folder at `path` is replaced whole: the caller decides beforehand whether that is
     allowed; a file at `path` is a `ValueError`, raised before anything is written. An error
-    in the block leaves the previous `path` as it was and no temporary
-    behind. The swap is two renames (POSIX has no atomic exchange of folders): a crash in the
-    instant between them leaves the previous folder beside `path` as `.old-<hex>-<name>`, never
-    a half-written `path`. The folder gets `mkdir`'s permissions (0o777 less the umask).
+    in the block leaves the previous `path` as it was and no temporary behind. The swap is
+    two renames (POSIX has no atomic exchange of folders): a crash in the instant between
+    them leaves the previous folder beside `path` as `.old-<hex>-<name>`, never a
+    half-written `path`. The folder gets `mkdir`'s permissions (0o777 less the umask).
     """
     path = os.path.abspath(os.fspath(path))
     if os.path.lexists(path) and not os.path.isdir(path):
