@@ -30,6 +30,10 @@ beyond the bound) to a penalised a priori fit and to the fine-tuning.
 `--save_model DIR` writes the trained model (`LearnedMomentModel.save`); `--model_dir DIR`
 scores and times a saved model instead of training one (the training settings then only pick
 the data of the fit check and the hyperbolicity summary: pass those of the model's training).
+`--continue_finetune` with `--model_dir` fine-tunes the loaded model further before scoring
+it (the `--finetune_*` options; no a priori fit), and `--save_model` then writes it.
+`--finetune_seeds 0,2` fits to `--finetune_runs` runs of each of those data seeds
+(`merge_kinetic_data`); seed 1 is the fit check's unseen set and is refused.
 `--closure_dtype float32` evaluates the closure network in float32 in the scored solves
 (`LearnedMomentModel.closure_dtype`; faster, the same errors to ~1e-7).
 
@@ -54,6 +58,13 @@ cores, ~15 min on 2 busy ones.
         --finetune_lr 3e-3 --finetune_restarts 200:1e-3 --finetune_rollback_factor 2 \
         --finetune_check_every 25 --fit_check_runs 24 \
         --output benchmarks/results/moment_closure_k3_rollback
+    # Fine-tuning the committed model further on 384 runs of each of seeds 0 and 2:
+    python benchmarks/moment_closure.py --continue_finetune \
+        --model_dir benchmarks/results/models/moment_closure_k3_kinetic_every_snapshot \
+        --sod_fraction 0.5 --finetune_runs 384 --finetune_seeds 0,2 --finetune_steps 400 \
+        --finetune_batch 16 --finetune_lr 3e-4 --finetune_rollback_factor 2 \
+        --finetune_check_every 50 --finetune_every_snapshot --fit_check_runs 24 \
+        --closure_dtype float32 --save_model runs/continued --output runs/continued
     # With --finetune_runs 384 (and --finetune_restarts 200:1e-3 200:1e-3) the test cases
     # improve at eps = 0.1, the 48 fit-check runs do not (benchmarks/README.md, stop 33).
     # With --frozen_speed_factor 3 --closure_dtype float32 the same recipe solves ~2x faster
@@ -71,11 +82,17 @@ from machine import machine_load  # benchmarks/machine.py
 from mlcmk import config
 from mlcmk.io import write_json
 from mlcmk.problems.kinetic import BGK1D
-from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state, parse_cases
+from mlcmk.problems.kinetic.data import (
+    generate_kinetic_data,
+    initial_state,
+    merge_kinetic_data,
+    parse_cases,
+)
 from mlcmk.problems.kinetic.moment_solver import NUMERICAL_FLUXES
 from mlcmk.training.moment_closure import (
     LearnedMomentModel,
     compare_models,
+    finetune_closure,
     hyperbolicity_report,
     parse_restarts,
     plot_comparison,
@@ -119,6 +136,14 @@ def main():
     parser.add_argument("--finetune_runs", type=int, default=0,
                         help="kinetic runs of the a posteriori fit (same seed and settings; "
                              "0: the training runs)")
+    parser.add_argument("--finetune_seeds", default="0",
+                        help="comma-separated data seeds of the a posteriori fit, each giving "
+                             "--finetune_runs runs (seed 0 first holds the training runs; "
+                             "seed 1 is the fit check's unseen set and is refused)")
+    parser.add_argument("--continue_finetune", action="store_true",
+                        help="with --model_dir: fine-tune the loaded model further "
+                             "(--finetune_steps, _lr, _batch, _runs, _seeds, _restarts, "
+                             "_rollback_factor, _check_every, _every_snapshot) before scoring")
     parser.add_argument("--finetune_check_every", type=int, default=10,
                         help="steps between checks of the loss over all runs (raise for many runs)")
     parser.add_argument("--closure_units", default="64,64",
@@ -161,6 +186,7 @@ def main():
         restarts = parse_restarts("--finetune_restarts", args.finetune_restarts)
     except (TypeError, ValueError) as err:
         parser.error(str(err))
+    seeds = _finetune_seeds(parser, args)
     config.set_precision("float64")
     start, load_start = time.perf_counter(), machine_load()
     data = generate_kinetic_data(num_runs=args.train_runs, seed=0, num_x=args.num_x,
@@ -168,15 +194,25 @@ def main():
                                  sod_fraction=args.sod_fraction)
     finetune_data = None
     if args.finetune_runs:
-        # Run k of a data set depends on (seed, k) only: these start with the training runs.
-        finetune_data = generate_kinetic_data(num_runs=args.finetune_runs, seed=0,
-                                              num_x=args.num_x, num_v=args.num_v,
-                                              t_end=args.t_end, sod_fraction=args.sod_fraction)
+        # Run k of a data set depends on (seed, k) only: seed 0's start with the training runs.
+        finetune_data = merge_kinetic_data([
+            generate_kinetic_data(num_runs=args.finetune_runs, seed=seed, num_x=args.num_x,
+                                  num_v=args.num_v, t_end=args.t_end,
+                                  sod_fraction=args.sod_fraction) for seed in seeds])
     data_s = time.perf_counter() - start
     if args.model_dir:
         model = LearnedMomentModel.load(args.model_dir)
         info = {"loaded_from": args.model_dir}
-        print(f"data {data_s:.1f} s; model loaded from {args.model_dir} (not trained here)")
+        if args.continue_finetune:
+            print(f"data {data_s:.1f} s; model loaded from {args.model_dir}, fine-tuned on "
+                  f"{len(finetune_data['eps'])} runs (seeds {args.finetune_seeds})")
+            info.update(_continue_finetune(model, finetune_data, restarts, args))
+            print("\n".join(training_report(info)))
+            if args.save_model:
+                model.save(args.save_model)
+                print(f"model saved to {args.save_model}")
+        else:
+            print(f"data {data_s:.1f} s; model loaded from {args.model_dir} (not trained here)")
     else:
         model, info = train_moment_model(data, num_moments=args.num_moments,
                                          autoencoder_epochs=args.autoencoder_epochs,
@@ -239,6 +275,43 @@ def main():
     if plot_training(info, args.output + "_training.png"):
         written.append(args.output + "_training.png")
     print(f"written {', '.join(written)}")
+
+
+def _finetune_seeds(parser, args):
+    """The data seeds of `--finetune_seeds`, checked against the other options."""
+    try:
+        seeds = [int(s) for s in args.finetune_seeds.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        parser.error(f"--finetune_seeds must be distinct non-negative ints, comma-separated; "
+                     f"received {args.finetune_seeds!r}")
+    if 1 in seeds:
+        parser.error("--finetune_seeds must not hold 1: seed 1 gives the fit check's unseen "
+                     f"runs; received {args.finetune_seeds!r}")
+    if seeds != [0] and not args.finetune_runs:
+        parser.error("--finetune_seeds needs --finetune_runs (the runs per seed)")
+    if args.continue_finetune and not (args.model_dir and args.finetune_steps
+                                       and args.finetune_runs):
+        parser.error("--continue_finetune needs --model_dir, --finetune_steps and "
+                     "--finetune_runs (the loaded model is fine-tuned on those runs)")
+    return seeds
+
+
+def _continue_finetune(model, data, restarts, args):
+    """Fine-tunes a loaded model further (`finetune_closure`): the `info` entries of
+    `train_moment_model`'s fine-tuning, for `training_report` and `plot_training`."""
+    ft = finetune_closure(model, data, steps=args.finetune_steps,
+                          batch_size=args.finetune_batch, learning_rate=args.finetune_lr,
+                          window=args.finetune_window, verbose=args.verbose,
+                          check_every=args.finetune_check_every,
+                          hyperbolicity_weight=args.hyperbolicity_weight,
+                          rollback_factor=args.finetune_rollback_factor, restarts=restarts,
+                          every_snapshot=args.finetune_every_snapshot)
+    out = {"finetune": ft}
+    if restarts:
+        out["finetune_restarts"] = ft.pop("restarts")
+    return out
 
 
 def _score_apart(model, args):

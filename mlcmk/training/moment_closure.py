@@ -868,10 +868,13 @@ def parse_restarts(name, items):
 
 def training_report(info):
     """Lines that summarise the `info` of `train_moment_model`: fit times and losses, the
-    penalised a priori fit and the a posteriori fit when they ran."""
-    lines = [f"trained in {info['autoencoder_fit_s'] + info['closure_fit_s']:.1f} s "
-             f"(autoencoder loss {info['autoencoder_loss']:.3g}, closure loss "
-             f"{info['closure_loss']:.3g})"]
+    penalised a priori fit and the a posteriori fit when they ran (an `info` of fine-tuning
+    entries only, that of a loaded model fine-tuned further, gives those lines only)."""
+    lines = []
+    if "autoencoder_fit_s" in info:  # absent when a loaded model is only fine-tuned further
+        lines.append(f"trained in {info['autoencoder_fit_s'] + info['closure_fit_s']:.1f} s "
+                     f"(autoencoder loss {info['autoencoder_loss']:.3g}, closure loss "
+                     f"{info['closure_loss']:.3g})")
     if "penalised_fit" in info:
         pf = info["penalised_fit"]
         lines.append(f"penalised a priori fit: hyperbolicity penalty {pf['penalty_before']:.3g} "

@@ -35,6 +35,31 @@ def test_training_benchmark_then_oracle_and_compiled_on_its_saved_model(tmp_path
         assert row["speedup"] > 0
     assert (out / "train.png").exists() and os.path.isdir(model)
 
+    # The saved model fine-tuned further on the runs of two seeds, then saved and scored.
+    result = run_script(
+        "moment_closure.py", "--model_dir", str(model), "--continue_finetune",
+        "--finetune_runs", "2", "--finetune_seeds", "0,2", "--finetune_steps", "1",
+        "--finetune_restarts", "1:1e-4", "--finetune_check_every", "1", "--finetune_batch",
+        "2", "--finetune_every_snapshot", "--num_x", "16", "--t_end", "0.02",
+        "--test_cases", "sod:1002", "--repeats", "1", "--fit_check_runs", "1",
+        "--save_model", str(tmp_path / "model2"), "--output", str(out / "continued"),
+        cache=cache)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(out / "continued.json") as f:
+        r = json.load(f)
+    assert r["training"]["loaded_from"] == str(model)
+    assert r["training"]["finetune"]["steps"] == 1 and r["training"]["finetune"]["every_snapshot"]
+    assert [s["steps"] for s in r["training"]["finetune_restarts"]] == [1]
+    assert r["settings"]["flux"] == "kinetic"  # the saved model's flux
+    assert len(r["rows"]) == 5 and os.path.isdir(tmp_path / "model2")
+    assert "a posteriori fit: 1 steps" in result.stdout
+    result = run_script("moment_closure.py", "--continue_finetune", "--finetune_seeds", "0,1",
+                        "--finetune_runs", "2", cache=cache)
+    assert result.returncode == 2 and "--finetune_seeds must not hold 1" in result.stderr
+    result = run_script("moment_closure.py", "--continue_finetune", "--finetune_steps", "1",
+                        "--finetune_runs", "2", cache=cache)
+    assert result.returncode == 2 and "--continue_finetune needs --model_dir" in result.stderr
+
     result = run_script(
         "moment_closure_oracle.py", "--model_dir", str(model), "--eps", "1", "--num_x", "16",
         "--speed_factors", "model,3", "--test_cases", "smooth:1000", "--snapshots", "4",

@@ -21,7 +21,12 @@ from mlcmk.problems.kinetic.bgk import (
     periodic_shift,
     slope_limiter,
 )
-from mlcmk.problems.kinetic.data import generate_kinetic_data, initial_state, parse_cases
+from mlcmk.problems.kinetic.data import (
+    generate_kinetic_data,
+    initial_state,
+    merge_kinetic_data,
+    parse_cases,
+)
 from mlcmk.problems.kinetic.moment_solver import (
     NUMERICAL_FLUXES,
     EulerClosure,
@@ -751,6 +756,30 @@ class KineticDataTest(TestCase):
         self.assertEqual(os.listdir(directory), [])
         data = generate_kinetic_data(**kwargs)
         self.assertEqual(os.listdir(directory), [os.path.basename(data["path"])])
+
+    def test_merge_keeps_each_run_with_its_own_eps_and_step(self):
+        directory = self.get_temp_dir()
+        kwargs = {"num_x": 8, "num_v": 32, "v_max": 7.0, "t_end": 0.01, "num_snapshots": 2,
+                  "sod_fraction": 0.5, "cache_dir": directory}
+        a = generate_kinetic_data(num_runs=2, seed=0, **kwargs)
+        b = generate_kinetic_data(num_runs=3, seed=2, **kwargs)
+        merged = merge_kinetic_data([a, b])
+        self.assertEqual(merged["f"].shape, (5, 2, 8, 32))
+        for name in ("f", "f_next", "f0", "eps", "dt", "is_sod"):
+            np.testing.assert_array_equal(merged[name][:2], a[name])
+            np.testing.assert_array_equal(merged[name][2:], b[name])
+        np.testing.assert_array_equal(merged["v"], a["v"])
+        self.assertEqual(merged["path"], [a["path"], b["path"]])
+        # Runs of other seeds are other runs: none of seed 2's repeats one of seed 0's.
+        self.assertFalse(np.isin(b["eps"], a["eps"]).any())
+        with self.assertRaisesRegex(ValueError, "at least one"):
+            merge_kinetic_data([])
+        with self.assertRaisesRegex(ValueError, r"datasets\[1\]. has a different .v."):
+            merge_kinetic_data([a, {**b, "v": b["v"] * 2}])
+        with self.assertRaisesRegex(ValueError, r"datasets\[1\]. has a different .times."):
+            merge_kinetic_data([a, {**b, "times": b["times"][:1]}])
+        with self.assertRaisesRegex(ValueError, "has no f_next"):
+            merge_kinetic_data([a, {k: v for k, v in b.items() if k != "f_next"}])
 
     def test_parse_cases(self):
         self.assertEqual(parse_cases("smooth:1000,sod:1002"), [("smooth", 1000), ("sod", 1002)])

@@ -112,3 +112,39 @@ def generate_kinetic_data(num_runs=16, seed=0, num_x=100, v_max=8.0, num_v=64, t
         np.savez(f, **out)
     out["path"] = path
     return out
+
+
+_PER_RUN = ("f", "f_next", "f0", "eps", "dt", "is_sod")
+_SHARED = ("times", "v", "x")
+
+
+def merge_kinetic_data(datasets):
+    """One data set of the runs of several `generate_kinetic_data` results, in order.
+
+    More runs from other seeds make a more diverse training set than more runs from one seed
+    only where the seeds differ, so the benchmarks fit to, say, seeds 0 and 2 and keep seed 1
+    unseen. The data sets must share their grids and snapshot times (`v`, `x`, `times`) and
+    their `dt` per run may differ. `path` becomes the list of the cache files.
+
+    Raises:
+        ValueError: for no data sets, a missing array, or grids or times that differ.
+    """
+    datasets = list(datasets)
+    if not datasets:
+        raise ValueError("`datasets` must hold at least one kinetic data set; received none")
+    for k, data in enumerate(datasets):
+        missing = [name for name in _PER_RUN + _SHARED if name not in data]
+        if missing:
+            raise ValueError(f"`datasets[{k}]` is not kinetic data (generate_kinetic_data): "
+                             f"it has no {', '.join(missing)}")
+        for name in _SHARED:
+            first, here = np.asarray(datasets[0][name]), np.asarray(data[name])
+            if first.shape != here.shape or not np.array_equal(first, here):
+                raise ValueError(f"`datasets[{k}]` has a different `{name}` from `datasets[0]` "
+                                 f"(shape {here.shape} against {first.shape}): only data on "
+                                 f"the same grids and snapshot times can be merged")
+    out = {name: np.concatenate([np.asarray(d[name]) for d in datasets]) for name in _PER_RUN}
+    out.update({name: np.asarray(datasets[0][name]) for name in _SHARED})
+    paths = [d.get("path") for d in datasets]
+    out["path"] = [p for p in paths if p is not None]
+    return out
