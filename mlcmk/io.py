@@ -7,6 +7,15 @@ import shutil
 import uuid
 
 
+def temporary_sibling(path):
+    """A fresh name `.tmp-<hex>-<name>` in the folder of `path` (nothing is created): the
+    temporary that is renamed to `path` once written. Unlike `tempfile.mkstemp` or `mkdtemp`,
+    what the caller then creates there gets the usual permissions (the umask's), and the name
+    keeps the suffix of `path` (Keras checks `.weights.h5`)."""
+    directory, name = os.path.split(os.path.abspath(os.fspath(path)))
+    return os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{name}")
+
+
 @contextlib.contextmanager
 def atomic_file(path, binary=False):
     """Yields a new file in the folder of `path`, renamed to `path` when the block succeeds.
@@ -15,9 +24,8 @@ def atomic_file(path, binary=False):
     behind. The file gets the permissions `open` would give it (0o666 less the umask), not
     `tempfile.mkstemp`'s owner-only 0o600.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = temporary_sibling(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as f:
@@ -45,7 +53,7 @@ def atomic_directory(path):
         raise ValueError(f"{path!r} exists and is not a folder; refusing to replace it")
     parent, name = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{name}")
+    tmp = temporary_sibling(path)
     os.mkdir(tmp)
     try:
         yield tmp

@@ -7,7 +7,7 @@ import stat
 import numpy as np
 import pytest
 
-from mlcmk.io import atomic_directory, atomic_file, write_json
+from mlcmk.io import atomic_directory, atomic_file, temporary_sibling, write_json
 
 
 def test_atomic_file_permissions_follow_the_umask(tmp_path):
@@ -80,3 +80,14 @@ def test_atomic_directory_refuses_to_replace_a_file(tmp_path):
         with atomic_directory(str(path)):
             pass
     assert path.read_text() == "{}" and os.listdir(tmp_path) == ["results.json"]
+
+
+def test_temporary_sibling_is_a_fresh_name_beside_the_path(tmp_path):
+    path = tmp_path / "ckpt" / "latest.weights.h5"
+    first, second = temporary_sibling(path), temporary_sibling(str(path))
+    assert first != second
+    for name in (first, second):
+        assert os.path.dirname(name) == str(tmp_path / "ckpt")
+        assert os.path.basename(name).startswith(".tmp-")
+        assert name.endswith("-latest.weights.h5")  # Keras checks the suffix
+    assert not os.path.exists(tmp_path / "ckpt")  # nothing created

@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
@@ -42,6 +41,7 @@ from mlcmk._validation import (
 )
 from mlcmk.data.atoms import thermalize
 from mlcmk.data.deepmd import write_system
+from mlcmk.io import temporary_sibling
 
 # Bumped whenever the generator changes what a given set of parameters produces.
 _GENERATOR_VERSION = 1
@@ -360,7 +360,8 @@ def generate_dataset(
         return path
 
     os.makedirs(cache_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=cache_dir, prefix=".tmp-")
+    tmp = temporary_sibling(path)
+    os.mkdir(tmp)  # mkdir's permissions: a shared cache stays readable to the group
     try:
         calc = _make_calculator(calculator)
         groups = {}

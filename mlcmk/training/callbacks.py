@@ -3,9 +3,10 @@
 import json
 import math
 import os
-import tempfile
 
 import keras
+
+from mlcmk.io import temporary_sibling
 
 
 class Y0Monitor(keras.callbacks.Callback):
@@ -87,13 +88,19 @@ class ResumableCheckpoint(keras.callbacks.BackupAndRestore):
         if not self._last_logs_finite:
             return
         os.makedirs(self.backup_dir, exist_ok=True)
-        fd, tmp_weights = tempfile.mkstemp(dir=self.backup_dir, suffix=".weights.h5")
-        os.close(fd)
-        self.model.save_weights(tmp_weights, overwrite=True)
-        fd, tmp_meta = tempfile.mkstemp(dir=self.backup_dir, suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_weights, self._weights_path)
-        os.replace(tmp_meta, self._training_metadata_path)
+        tmp_weights = temporary_sibling(self._weights_path)
+        tmp_meta = temporary_sibling(self._training_metadata_path)
+        try:
+            self.model.save_weights(tmp_weights, overwrite=True)
+            with open(tmp_meta, "w", encoding="utf-8") as f:
+                json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            # Weights first: a crash between the renames repeats an epoch, never skips one.
+            os.replace(tmp_weights, self._weights_path)
+            os.replace(tmp_meta, self._training_metadata_path)
+        except BaseException:
+            for tmp in (tmp_weights, tmp_meta):
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+            raise

@@ -181,6 +181,19 @@ class EMTDatasetTest(TestCase):
             path = generate_dataset(seed=2, **dict(SMALL, n_frames=2, md_fraction=0.0))
         self.assertEqual(os.path.dirname(path), os.path.join(cache, "deepmd"))
 
+    def test_cache_folder_permissions_follow_the_umask(self):
+        # The data set is built in a temporary folder renamed into place: it must get mkdir's
+        # permissions (a cache shared with the group stays readable), not mkdtemp's 0o700.
+        old = os.umask(0o027)
+        try:
+            path = generate_dataset(cache_dir=self.get_temp_dir(), seed=2,
+                                    **dict(SMALL, n_frames=2, md_fraction=0.0))
+        finally:
+            os.umask(old)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o750)
+        self.assertEqual(os.stat(os.path.join(path, "dataset.json")).st_mode & 0o777, 0o640)
+        self.assertEqual(os.listdir(os.path.dirname(path)), [os.path.basename(path)])
+
     def test_ready_made_sets(self):
         cache = self.get_temp_dir()
         small = dict(SMALL)

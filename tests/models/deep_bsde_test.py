@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import keras
 import numpy as np
@@ -226,6 +227,28 @@ class DeepBSDETest(TestCase):
         self.assertTrue(all(np.all(np.isfinite(w)) for w in model.get_weights()))
         with open(os.path.join(directory, "training_metadata.json")) as f:
             self.assertEqual(json.load(f)["epoch"], 1)
+
+    def test_checkpoint_permissions_and_a_failed_save_keeps_the_previous_one(self):
+        directory = os.path.join(self.get_temp_dir(), "ckpt")
+        model = DeepBSDE(_bsb(dim=2))
+        model.compile()
+        old = os.umask(0o027)
+        try:
+            model.fit(epochs=1, steps_per_epoch=10, verbose=0,
+                      callbacks=[ResumableCheckpoint(directory)])
+        finally:
+            os.umask(old)
+        files = sorted(os.listdir(directory))
+        for name in files:  # open's permissions, not mkstemp's 0o600
+            self.assertEqual(os.stat(os.path.join(directory, name)).st_mode & 0o777, 0o640)
+        stamps = {name: os.stat(os.path.join(directory, name)).st_mtime_ns for name in files}
+        with mock.patch.object(model, "save_weights", side_effect=OSError("disk full")):
+            with self.assertRaisesRegex(OSError, "disk full"):
+                model.fit(epochs=2, steps_per_epoch=10, verbose=0,
+                          callbacks=[ResumableCheckpoint(directory)])
+        self.assertEqual(sorted(os.listdir(directory)), files)  # no temporary left
+        for name in files:
+            self.assertEqual(os.stat(os.path.join(directory, name)).st_mtime_ns, stamps[name])
 
     def test_bad_input(self):
         problem = _bsb(dim=3)
