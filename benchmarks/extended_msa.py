@@ -131,7 +131,7 @@ def main():
             row[0].semilogy(np.arange(1, len(r["loss"]) + 1), r["loss"], label=name)
             row[1].semilogy(r["time_s"], r["loss"], label=name)
         row[0].set_xlabel("iteration")
-        row[1].set_xlabel("wall time (s, contended)")
+        row[1].set_xlabel("wall time (s)")
         for ax in row:
             ax.set_ylabel(f"{problem}: training objective")
             ax.legend()
