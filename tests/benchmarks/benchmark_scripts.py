@@ -1,5 +1,6 @@
 """Runs a benchmark script in a subprocess, for the toy-size smoke tests beside this file."""
 
+import json
 import os
 import subprocess
 import sys
@@ -14,3 +15,11 @@ def run_script(name, *args, cache):
            "MPLBACKEND": "Agg", "MLCMK_CACHE_DIR": str(cache)}
     return subprocess.run([sys.executable, os.path.join(BENCHMARKS, name), *args],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+
+
+def load_result(result, path):
+    """The JSON a finished `run_script` wrote to `path`, after checking that it exited 0
+    (the failure shows the end of its output)."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(path) as f:
+        return json.load(f)

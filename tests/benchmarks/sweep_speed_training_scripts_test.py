@@ -6,23 +6,16 @@ one accuracy check is the sweep's Monte Carlo, unbiased at small lambda, against
 value by quadrature.
 """
 
-import json
 import math
 
-from benchmark_scripts import run_script
-
-
-def _load(result, path):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    with open(path) as f:
-        return json.load(f)
+from benchmark_scripts import load_result, run_script
 
 
 def test_hjb_lambda_sweep(tmp_path):
     out = tmp_path / "sweep.json"
-    r = _load(run_script("hjb_lambda_sweep.py", "--lams", "0", "1", "--bsde_lams", "1",
-                         "--iterations", "10", "--output", str(out), cache=tmp_path / "cache"),
-              out)
+    result = run_script("hjb_lambda_sweep.py", "--lams", "0", "1", "--bsde_lams", "1",
+                        "--iterations", "10", "--output", str(out), cache=tmp_path / "cache")
+    r = load_result(result, out)
     assert [row["lam"] for row in r["monte_carlo"]] == [0.0, 1.0]
     for row in r["monte_carlo"]:
         assert abs(row["monte_carlo"] - row["exact"]) < 5 * row["stderr"]
@@ -34,8 +27,9 @@ def test_hjb_lambda_sweep(tmp_path):
 
 def test_deep_bsde_speed(tmp_path):
     out = tmp_path / "speed.json"
-    r = _load(run_script("deep_bsde_speed.py", "--blocks", "2", "--output", str(out),
-                         cache=tmp_path / "cache"), out)
+    result = run_script("deep_bsde_speed.py", "--blocks", "2", "--output", str(out),
+                        cache=tmp_path / "cache")
+    r = load_result(result, out)
     assert r["config"]["blocks"] == 2 and len(r["blocks"]) == 2
     assert r["ratio_median"] > 0 and r["ours_ms_median"] > 0
     for block in r["blocks"]:
@@ -47,8 +41,9 @@ def test_deep_bsde_speed(tmp_path):
 
 def test_extended_msa_toy(tmp_path):
     out = tmp_path / "emsa"
-    r = _load(run_script("extended_msa.py", "--toy-iterations", "3", "--digits-iterations",
-                         "0", "--out", str(out), cache=tmp_path / "cache"), str(out) + ".json")
+    result = run_script("extended_msa.py", "--toy-iterations", "3", "--digits-iterations", "0",
+                        "--out", str(out), cache=tmp_path / "cache")
+    r = load_result(result, str(out) + ".json")
     assert sorted(r["toy"]) == ["Adagrad", "Adam", "E-MSA", "SGD"]
     assert "digits" not in r  # --digits-iterations 0 skips it (scikit-learn is optional)
     for run in r["toy"].values():
@@ -61,9 +56,10 @@ def test_extended_msa_toy(tmp_path):
 
 def test_two_layer_heatmap_one_cell(tmp_path):
     out = tmp_path / "heat"
-    r = _load(run_script("two_layer_heatmap.py", "--log-m", "1", "--log-n", "1", "--dim", "2",
-                         "--max-steps", "20", "--chunk", "10", "--out", str(out),
-                         cache=tmp_path / "cache"), str(out) + ".json")
+    result = run_script("two_layer_heatmap.py", "--log-m", "1", "--log-n", "1", "--dim", "2",
+                        "--max-steps", "20", "--chunk", "10", "--out", str(out),
+                        cache=tmp_path / "cache")
+    r = load_result(result, str(out) + ".json")
     assert r["widths"] == [10] and r["sizes"] == [10]
     assert sorted(row["scaling"] for row in r["rows"]) == ["conventional", "mean_field"]
     for row in r["rows"]:
