@@ -295,6 +295,9 @@ def _finetune_seeds(parser, args):
                                        and args.finetune_runs):
         parser.error("--continue_finetune needs --model_dir, --finetune_steps and "
                      "--finetune_runs (the loaded model is fine-tuned on those runs)")
+    if args.continue_finetune and args.finetune_warmup_steps:
+        parser.error("--continue_finetune does not take --finetune_warmup_steps (the warm-up "
+                     "belongs to a fit from the a priori closure)")
     return seeds
 
 

@@ -59,6 +59,10 @@ def test_training_benchmark_then_oracle_and_compiled_on_its_saved_model(tmp_path
     result = run_script("moment_closure.py", "--continue_finetune", "--finetune_steps", "1",
                         "--finetune_runs", "2", cache=cache)
     assert result.returncode == 2 and "--continue_finetune needs --model_dir" in result.stderr
+    result = run_script("moment_closure.py", "--continue_finetune", "--model_dir", str(model),
+                        "--finetune_steps", "1", "--finetune_runs", "2",
+                        "--finetune_warmup_steps", "5", cache=cache)
+    assert result.returncode == 2 and "does not take --finetune_warmup_steps" in result.stderr
 
     result = run_script(
         "moment_closure_oracle.py", "--model_dir", str(model), "--eps", "1", "--num_x", "16",

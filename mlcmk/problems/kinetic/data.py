@@ -121,10 +121,11 @@ _SHARED = ("times", "v", "x")
 def merge_kinetic_data(datasets):
     """One data set of the runs of several `generate_kinetic_data` results, in order.
 
-    More runs from other seeds make a more diverse training set than more runs from one seed
-    only where the seeds differ, so the benchmarks fit to, say, seeds 0 and 2 and keep seed 1
-    unseen. The data sets must share their grids and snapshot times (`v`, `x`, `times`) and
-    their `dt` per run may differ. `path` becomes the list of the cache files.
+    Run k of a data set depends on `(seed, k)` only, so the runs of another seed are new runs
+    drawn the same way, as more runs of the same seed would be; merging adds them without
+    regenerating the cached ones, and keeps a seed (the benchmark's 1) out of a fit. The data
+    sets must share their grids and snapshot times (`v`, `x`, `times`); their `dt` per run may
+    differ. `path` becomes the list of the cache files.
 
     Raises:
         ValueError: for no data sets, a missing array, or grids or times that differ.
