@@ -239,6 +239,8 @@ class DeepBSDETest(TestCase):
         finally:
             os.umask(old)
         files = sorted(os.listdir(directory))
+        self.assertEqual(len(files), 2)  # the weights and the epoch counter
+        self.assertIn("training_metadata.json", files)
         for name in files:  # open's permissions, not mkstemp's 0o600
             self.assertEqual(os.stat(os.path.join(directory, name)).st_mode & 0o777, 0o640)
         stamps = {name: os.stat(os.path.join(directory, name)).st_mtime_ns for name in files}
