@@ -34,6 +34,9 @@ the data of the fit check and the hyperbolicity summary: pass those of the model
 it (the `--finetune_*` options; no a priori fit), and `--save_model` then writes it.
 `--finetune_seeds 0,2` fits to `--finetune_runs` runs of each of those data seeds
 (`merge_kinetic_data`); seed 1 is the fit check's unseen set and is refused.
+`--finetune_min_eps 0.1` keeps only the runs with eps >= 0.1 of those (`select_kinetic_runs`;
+the fit where the goal is missed), and `--finetune_lr_ramp N` ramps the rate of every fresh
+Adam optimizer up over N steps (`lr_ramp_steps`: a continued fit starts with fresh moments).
 `--closure_dtype float32` evaluates the closure network in float32 in the scored solves
 (`LearnedMomentModel.closure_dtype`; faster, the same errors to ~1e-7).
 
@@ -87,6 +90,7 @@ from mlcmk.problems.kinetic.data import (
     initial_state,
     merge_kinetic_data,
     parse_cases,
+    select_kinetic_runs,
 )
 from mlcmk.problems.kinetic.moment_solver import NUMERICAL_FLUXES
 from mlcmk.training.moment_closure import (
@@ -132,6 +136,12 @@ def main():
     parser.add_argument("--finetune_rollback_factor", type=float, default=None,
                         help="a check whose loss exceeds this times the best so far sends the "
                              "fine-tuning back to the best weights (default: never)")
+    parser.add_argument("--finetune_lr_ramp", type=int, default=0,
+                        help="steps over which every fresh Adam optimizer of the fine-tuning "
+                             "(a stage's start, a rollback) ramps its rate up linearly")
+    parser.add_argument("--finetune_min_eps", type=float, default=None,
+                        help="fine-tune on the runs with eps at or above this only (needs "
+                             "--finetune_runs)")
     parser.add_argument("--finetune_batch", type=int, default=8)
     parser.add_argument("--finetune_runs", type=int, default=0,
                         help="kinetic runs of the a posteriori fit (same seed and settings; "
@@ -142,8 +152,9 @@ def main():
                              "seed 1 is the fit check's unseen set and is refused)")
     parser.add_argument("--continue_finetune", action="store_true",
                         help="with --model_dir: fine-tune the loaded model further "
-                             "(--finetune_steps, _lr, _batch, _runs, _seeds, _restarts, "
-                             "_rollback_factor, _check_every, _every_snapshot) before scoring")
+                             "(--finetune_steps, _lr, _lr_ramp, _batch, _runs, _seeds, "
+                             "_min_eps, _restarts, _rollback_factor, _check_every, "
+                             "_every_snapshot) before scoring")
     parser.add_argument("--finetune_check_every", type=int, default=10,
                         help="steps between checks of the loss over all runs (raise for many runs)")
     parser.add_argument("--closure_units", default="64,64",
@@ -199,6 +210,9 @@ def main():
             generate_kinetic_data(num_runs=args.finetune_runs, seed=seed, num_x=args.num_x,
                                   num_v=args.num_v, t_end=args.t_end,
                                   sod_fraction=args.sod_fraction) for seed in seeds])
+        if args.finetune_min_eps is not None:
+            finetune_data = select_kinetic_runs(
+                finetune_data, finetune_data["eps"] >= args.finetune_min_eps)
     data_s = time.perf_counter() - start
     if args.model_dir:
         model = LearnedMomentModel.load(args.model_dir)
@@ -232,6 +246,7 @@ def main():
                                          hyperbolicity_weight=args.hyperbolicity_weight,
                                          flux=args.flux or "lax_friedrichs",
                                          finetune_every_snapshot=args.finetune_every_snapshot,
+                                         finetune_lr_ramp_steps=args.finetune_lr_ramp,
                                          verbose=args.verbose)
         finetune_runs = f", {args.finetune_runs} for the fine-tuning" if args.finetune_runs else ""
         print(f"data {data_s:.1f} s ({args.train_runs} runs{finetune_runs})")
@@ -291,6 +306,10 @@ def _finetune_seeds(parser, args):
                      f"runs; received {args.finetune_seeds!r}")
     if seeds != [0] and not args.finetune_runs:
         parser.error("--finetune_seeds needs --finetune_runs (the runs per seed)")
+    if args.finetune_min_eps is not None and not (args.finetune_runs
+                                                  and args.finetune_min_eps > 0):
+        parser.error(f"--finetune_min_eps needs --finetune_runs and a positive value (the "
+                     f"runs kept); received {args.finetune_min_eps!r}")
     if args.continue_finetune and not (args.model_dir and args.finetune_steps
                                        and args.finetune_runs):
         parser.error("--continue_finetune needs --model_dir, --finetune_steps and "
@@ -310,7 +329,8 @@ def _continue_finetune(model, data, restarts, args):
                           check_every=args.finetune_check_every,
                           hyperbolicity_weight=args.hyperbolicity_weight,
                           rollback_factor=args.finetune_rollback_factor, restarts=restarts,
-                          every_snapshot=args.finetune_every_snapshot)
+                          every_snapshot=args.finetune_every_snapshot,
+                          lr_ramp_steps=args.finetune_lr_ramp)
     out = {"finetune": ft}
     if restarts:
         out["finetune_restarts"] = ft.pop("restarts")

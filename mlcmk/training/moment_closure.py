@@ -506,7 +506,7 @@ def trajectory_loss(model, samples):
 def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, window=None,
                      seed=0, verbose=1, jit_compile=True, check_every=10,
                      hyperbolicity_weight=0.0, state_batch=512, rollback_factor=None,
-                     restarts=(), every_snapshot=False):
+                     restarts=(), every_snapshot=False, lr_ramp_steps=0):
     """A posteriori training: fits the closure through the moment solver to kinetic states.
 
     A priori (`train_moment_model`) the closure matches the kinetic fluxes and sources at
@@ -529,7 +529,11 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     (at its lower rate), instead of going on from the worse basin. `restarts`, `(steps,
     learning_rate)` pairs, then continue from the weights kept with fresh cosine schedules
     (fresh Adam moments, batches drawn from `seed` again, the best weights tracked anew), in
-    this call: the samples and the compiled solve are shared by all stages.
+    this call: the samples and the compiled solve are shared by all stages. Fresh Adam moments
+    take a step of about the full rate in every weight at once (the first steps are not
+    scaled by a history of gradients), which can throw a converged closure up the loss: with
+    `lr_ramp_steps` n every fresh optimizer (each stage's start, each rollback) scales its rate
+    by `min(1, (i + 1) / n)` at its i-th step.
 
     Nothing in this loss keeps the learned system hyperbolic, and where it is not (complex
     characteristic speeds) the unrolled solve is ill-posed and its gradients erratic. With
@@ -568,6 +572,8 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
         rollback_factor: None (default: no rollback) or a number > 1.
         restarts: sequence of `(steps, learning_rate)` pairs (`check_restarts`); default none.
         every_snapshot: bool, fit every snapshot of the window, not only its end.
+        lr_ramp_steps: non-negative int, steps of the linear rate ramp of every fresh
+            optimizer (0, the default: none).
 
     Returns:
         info dict: `loss_before`, `loss_after` (over all samples, of the weights kept),
@@ -588,16 +594,18 @@ def finetune_closure(model, data, steps=100, batch_size=8, learning_rate=1e-3, w
     rollback_factor = _rollback_factor("rollback_factor", rollback_factor)
     restarts = check_restarts("restarts", restarts)
     every_snapshot = check_bool("every_snapshot", every_snapshot)
+    lr_ramp_steps = check_positive_int("lr_ramp_steps", lr_ramp_steps, 0)
     _check_model_grid(model, data)
     stop = threading.Event()
     return in_worker_thread(lambda: _finetune(
         model, data, steps, batch_size, learning_rate, window, seed, verbose, jit_compile,
-        check_every, weight, state_batch, rollback_factor, restarts, every_snapshot, stop), stop)
+        check_every, weight, state_batch, rollback_factor, restarts, every_snapshot,
+        lr_ramp_steps, stop), stop)
 
 
 def _finetune(model, data, steps, batch_size, learning_rate, window, seed, verbose, jit_compile,
               check_every, weight, state_batch, rollback_factor, restarts, every_snapshot,
-              stop):
+              lr_ramp_steps, stop):
     """The fit of `finetune_closure` (its arguments checked), in the thread it runs in."""
     import tensorflow as tf
 
@@ -643,14 +651,22 @@ def _finetune(model, data, steps, batch_size, learning_rate, window, seed, verbo
         penalties = []
         info = {"loss_before": full_loss(penalties), "solver_steps": samples["steps"],
                 "steps": steps, "samples": total, "window": int(window),
-                "learning_rate": learning_rate, "every_snapshot": every_snapshot}
+                "learning_rate": learning_rate, "every_snapshot": every_snapshot,
+                "lr_ramp_steps": lr_ramp_steps}
         best = (info["loss_before"], 0, [w.numpy() for w in closure.trainable_variables])
         history = [[0, info["loss_before"]]]
         check_s = 0.0
         schedule = _cosine(learning_rate, steps)
 
         def new_optimizer(offset):  # fresh moments, the schedule from step `offset` on
-            optimizer = keras.optimizers.Adam(lambda: schedule(optimizer.iterations + offset))
+            def rate():
+                value = schedule(optimizer.iterations + offset)
+                if not lr_ramp_steps:
+                    return value
+                fresh = tf.cast(optimizer.iterations + 1, value.dtype) / lr_ramp_steps
+                return value * tf.minimum(tf.ones_like(value), fresh)
+
+            optimizer = keras.optimizers.Adam(rate)
             optimizer.build(closure.trainable_variables)
             return optimizer
 
@@ -732,7 +748,7 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
                        hyperbolicity_steps=500, finetune_check_every=10, finetune_data=None,
                        finetune_warmup_steps=0, finetune_restarts=(),
                        finetune_rollback_factor=None, flux="lax_friedrichs",
-                       finetune_every_snapshot=False):
+                       finetune_every_snapshot=False, finetune_lr_ramp_steps=0):
     """Fits the autoencoder and the closure on kinetic data (from `generate_kinetic_data`).
 
     With `finetune_steps > 0` the closure is then fitted a posteriori through the solver
@@ -749,11 +765,12 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     short high-rate schedule followed by a lower one stays in, `benchmarks/README.md`; every
     stage draws its batches from `seed`; the restarts are `finetune_closure`'s, run in the
     same call as the main fit); `finetune_rollback_factor` is each stage's
-    `rollback_factor` (`finetune_closure`) and `finetune_every_snapshot` the `every_snapshot`
-    of the main fit and its restarts. `closure_units` are the hidden widths of
-    the closure network (`MomentClosure(units=...)`). With `hyperbolicity_weight > 0` the
-    a priori fit is followed by `hyperbolicity_steps` steps of `penalised_closure_fit` (the
-    same loss plus the weighted `hyperbolicity_penalty`), and the fine-tuning keeps the penalty.
+    `rollback_factor` (`finetune_closure`), `finetune_lr_ramp_steps` its `lr_ramp_steps` and
+    `finetune_every_snapshot` the `every_snapshot` of the main fit and its restarts.
+    `closure_units` are the hidden widths of the closure network (`MomentClosure(units=...)`).
+    With `hyperbolicity_weight > 0` the a priori fit is followed by `hyperbolicity_steps` steps
+    of `penalised_closure_fit` (the same loss plus the weighted `hyperbolicity_penalty`), and
+    the fine-tuning keeps the penalty.
     `flux` is the model's numerical flux (`LearnedMomentModel`), the one it is fine-tuned
     through.
 
@@ -774,8 +791,11 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
     finetune_warmup_steps = check_positive_int("finetune_warmup_steps", finetune_warmup_steps, 0)
     finetune_restarts = check_restarts("finetune_restarts", finetune_restarts)
     finetune_every_snapshot = check_bool("finetune_every_snapshot", finetune_every_snapshot)
+    finetune_lr_ramp_steps = check_positive_int("finetune_lr_ramp_steps",
+                                                finetune_lr_ramp_steps, 0)
     for name, value in (("finetune_warmup_steps", finetune_warmup_steps),
-                        ("finetune_restarts", finetune_restarts)):
+                        ("finetune_restarts", finetune_restarts),
+                        ("finetune_lr_ramp_steps", finetune_lr_ramp_steps)):
         if value and not finetune_steps:
             raise ValueError(f"`{name}` go with the whole-run fine-tuning: they need "
                              f"finetune_steps > 0; received finetune_steps={finetune_steps!r}")
@@ -819,7 +839,8 @@ def train_moment_model(data, num_moments=2, autoencoder_epochs=30, closure_epoch
             verbose=verbose)
     finetune = dict(batch_size=finetune_batch_size, learning_rate=finetune_learning_rate,
                     seed=seed, verbose=verbose, hyperbolicity_weight=hyperbolicity_weight,
-                    check_every=finetune_check_every, rollback_factor=finetune_rollback_factor)
+                    check_every=finetune_check_every, rollback_factor=finetune_rollback_factor,
+                    lr_ramp_steps=finetune_lr_ramp_steps)
     if finetune_warmup_steps:
         info["finetune_warmup"] = finetune_closure(
             model, finetune_data, steps=finetune_warmup_steps, window=1, **finetune)

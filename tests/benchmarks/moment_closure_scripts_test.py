@@ -12,6 +12,8 @@ import os
 import numpy as np
 from benchmark_scripts import run_script
 
+from mlcmk.problems.kinetic.data import generate_kinetic_data
+
 
 def test_training_benchmark_then_oracle_and_compiled_on_its_saved_model(tmp_path):
     cache, model, out = tmp_path / "cache", tmp_path / "model", tmp_path / "out"
@@ -35,10 +37,16 @@ def test_training_benchmark_then_oracle_and_compiled_on_its_saved_model(tmp_path
         assert row["speedup"] > 0
     assert (out / "train.png").exists() and os.path.isdir(model)
 
-    # The saved model fine-tuned further on the runs of two seeds, then saved and scored.
+    # The saved model fine-tuned further on the runs of two seeds with the larger eps, then
+    # saved and scored.
+    eps = np.concatenate([generate_kinetic_data(num_runs=3, seed=seed, num_x=16, t_end=0.02,
+                                                cache_dir=str(cache / "kinetic"))["eps"]
+                          for seed in (0, 2)])
+    min_eps = float(np.sort(eps)[2])  # four of the six runs
     result = run_script(
         "moment_closure.py", "--model_dir", str(model), "--continue_finetune",
-        "--finetune_runs", "2", "--finetune_seeds", "0,2", "--finetune_steps", "1",
+        "--finetune_runs", "3", "--finetune_seeds", "0,2", "--finetune_steps", "1",
+        "--finetune_min_eps", repr(min_eps), "--finetune_lr_ramp", "2",
         "--finetune_restarts", "1:1e-4", "--finetune_check_every", "1", "--finetune_batch",
         "2", "--finetune_every_snapshot", "--num_x", "16", "--t_end", "0.02",
         "--test_cases", "sod:1002", "--repeats", "1", "--fit_check_runs", "1",
@@ -49,6 +57,9 @@ def test_training_benchmark_then_oracle_and_compiled_on_its_saved_model(tmp_path
         r = json.load(f)
     assert r["training"]["loaded_from"] == str(model)
     assert r["training"]["finetune"]["steps"] == 1 and r["training"]["finetune"]["every_snapshot"]
+    assert r["training"]["finetune"]["samples"] == 4  # whole runs: one sample per run kept
+    assert r["training"]["finetune"]["lr_ramp_steps"] == 2
+    assert "fine-tuned on 4 runs" in result.stdout
     assert [s["steps"] for s in r["training"]["finetune_restarts"]] == [1]
     assert r["settings"]["flux"] == "kinetic"  # the saved model's flux
     assert len(r["rows"]) == 5 and os.path.isdir(tmp_path / "model2")
@@ -63,6 +74,8 @@ def test_training_benchmark_then_oracle_and_compiled_on_its_saved_model(tmp_path
                         "--finetune_steps", "1", "--finetune_runs", "2",
                         "--finetune_warmup_steps", "5", cache=cache)
     assert result.returncode == 2 and "does not take --finetune_warmup_steps" in result.stderr
+    result = run_script("moment_closure.py", "--finetune_min_eps", "0.1", cache=cache)
+    assert result.returncode == 2 and "--finetune_min_eps needs --finetune_runs" in result.stderr
 
     result = run_script(
         "moment_closure_oracle.py", "--model_dir", str(model), "--eps", "1", "--num_x", "16",

@@ -26,6 +26,7 @@ from mlcmk.problems.kinetic.data import (
     initial_state,
     merge_kinetic_data,
     parse_cases,
+    select_kinetic_runs,
 )
 from mlcmk.problems.kinetic.moment_solver import (
     NUMERICAL_FLUXES,
@@ -780,6 +781,34 @@ class KineticDataTest(TestCase):
             merge_kinetic_data([a, {**b, "times": b["times"][:1]}])
         with self.assertRaisesRegex(ValueError, "has no f_next"):
             merge_kinetic_data([a, {k: v for k, v in b.items() if k != "f_next"}])
+
+    def test_select_keeps_the_chosen_runs_whole_and_in_order(self):
+        kwargs = {"num_x": 8, "num_v": 32, "v_max": 7.0, "t_end": 0.01, "num_snapshots": 2,
+                  "sod_fraction": 0.5, "cache_dir": self.get_temp_dir()}
+        data = generate_kinetic_data(num_runs=5, seed=0, **kwargs)
+        mask = data["eps"] >= np.median(data["eps"])
+        for runs in (mask, np.flatnonzero(mask)):
+            picked = select_kinetic_runs(data, runs)
+            for name in ("f", "f_next", "f0", "eps", "dt", "is_sod"):
+                np.testing.assert_array_equal(picked[name], data[name][mask])
+            for name in ("times", "v", "x"):
+                np.testing.assert_array_equal(picked[name], data[name])
+            self.assertEqual(picked["path"], data["path"])
+        self.assertTrue((picked["eps"] >= np.median(data["eps"])).all())
+        np.testing.assert_array_equal(select_kinetic_runs(data, [4, 0])["eps"],
+                                      data["eps"][[4, 0]])
+        with self.assertRaisesRegex(ValueError, r"shape \(5,\); received shape \(4,\)"):
+            select_kinetic_runs(data, mask[:4])
+        with self.assertRaisesRegex(ValueError, "from 0 to 5"):
+            select_kinetic_runs(data, [0, 5])
+        with self.assertRaisesRegex(ValueError, "must not repeat"):
+            select_kinetic_runs(data, [1, 1])
+        with self.assertRaisesRegex(ValueError, "selects no run of the 5"):
+            select_kinetic_runs(data, data["eps"] > 100.0)
+        with self.assertRaisesRegex(ValueError, "dtype float64"):
+            select_kinetic_runs(data, [0.5])
+        with self.assertRaisesRegex(ValueError, "has no f_next"):
+            select_kinetic_runs({k: v for k, v in data.items() if k != "f_next"}, mask)
 
     def test_parse_cases(self):
         self.assertEqual(parse_cases("smooth:1000,sod:1002"), [("smooth", 1000), ("sod", 1002)])

@@ -533,6 +533,16 @@ class DifferentiableSolveTest(TestCase):
                                delta=1e-15)
         with self.assertRaisesRegex(ValueError, "rollback_factor=1"):
             finetune_closure(model, data, steps=2, rollback_factor=1)
+        # A rate ramp over 2 steps halves the first step of every fresh optimizer, the one
+        # after a rollback included: at twice the rate it is the fit above, check for check.
+        ramped = fit(steps=2, learning_rate=2 * rate, rollback_factor=1.5, lr_ramp_steps=2)
+        np.testing.assert_allclose(ramped["loss_history"], rolled["loss_history"], rtol=1e-9)
+        self.assertEqual((ramped["rollbacks"], ramped["lr_ramp_steps"]), (rolled["rollbacks"], 2))
+        unramped = fit(steps=1, learning_rate=2 * rate)
+        self.assertGreater(abs(unramped["loss_history"][1][1] / rolled["loss_history"][1][1] - 1),
+                           1e-3)
+        with self.assertRaisesRegex(ValueError, "lr_ramp_steps"):
+            finetune_closure(model, data, steps=2, lr_ramp_steps=-1)
         # Restarts in the same call (sharing the samples and the compiled solve) are the
         # separate calls they replace: same checks, same weights kept.
         chained = fit(steps=2, learning_rate=rate, rollback_factor=1.5,

@@ -149,3 +149,45 @@ def merge_kinetic_data(datasets):
     paths = [d.get("path") for d in datasets]
     out["path"] = [p for p in paths if p is not None]
     return out
+
+
+def select_kinetic_runs(data, runs):
+    """The kinetic data of some of the runs of `data` (`generate_kinetic_data`), in order.
+
+    `runs` is a boolean mask over the runs (for example `data["eps"] >= 0.1`) or their
+    indices; the per-run arrays are indexed, the grids and snapshot times shared. A fit to
+    the selection sees only those runs (a posteriori fits of the runs a goal misses,
+    benchmarks/README.md).
+
+    Raises:
+        ValueError: for data that are not kinetic data, a mask of the wrong length, an index
+            out of range or repeated, or a selection with no run.
+    """
+    missing = [name for name in _PER_RUN + _SHARED if name not in data]
+    if missing:
+        raise ValueError(f"`data` is not kinetic data (generate_kinetic_data): it has no "
+                         f"{', '.join(missing)}")
+    num_runs = len(data["eps"])
+    runs = np.asarray(runs)
+    if runs.dtype == bool:
+        if runs.shape != (num_runs,):
+            raise ValueError(f"`runs`, a boolean mask, must have one entry per run, shape "
+                             f"({num_runs},); received shape {runs.shape}")
+        runs = np.flatnonzero(runs)
+    elif runs.ndim != 1 or (runs.size and not np.issubdtype(runs.dtype, np.integer)):
+        raise ValueError(f"`runs` must be a boolean mask over the runs or a 1-D array of run "
+                         f"indices; received dtype {runs.dtype}, shape {runs.shape}")
+    runs = runs.astype(int)
+    if runs.size and (runs.min() < -num_runs or runs.max() >= num_runs):
+        raise ValueError(f"`runs` must index the {num_runs} runs of `data`; received indices "
+                         f"from {runs.min()} to {runs.max()}")
+    if len(np.unique(runs % max(num_runs, 1))) != len(runs):
+        raise ValueError("`runs` must not repeat a run (a repeated run would weigh double in a "
+                         "fit)")
+    if not runs.size:
+        raise ValueError(f"`runs` selects no run of the {num_runs} of `data`")
+    out = {name: np.asarray(data[name])[runs] for name in _PER_RUN}
+    out.update({name: np.asarray(data[name]) for name in _SHARED})
+    if "path" in data:
+        out["path"] = data["path"]
+    return out
