@@ -907,8 +907,10 @@ def training_report(info):
     def stage(ft, text, loss):
         rolled = ft.get("rollbacks")
         rolled = f", rolled back at steps {', '.join(map(str, rolled))}" if rolled else ""
-        lines.append(f"{text}, {loss} loss {ft['loss_before']:.4g} -> {ft['loss_after']:.4g} "
-                     f"in {ft['fit_s']:.0f} s{rolled}")
+        ramp = ft.get("lr_ramp_steps")
+        ramp = f" (rate ramped over {ramp} steps)" if ramp and ramp > 1 else ""  # 1: none
+        lines.append(f"{text}{ramp}, {loss} loss {ft['loss_before']:.4g} -> "
+                     f"{ft['loss_after']:.4g} in {ft['fit_s']:.0f} s{rolled}")
 
     if "finetune_warmup" in info:
         ft = info["finetune_warmup"]

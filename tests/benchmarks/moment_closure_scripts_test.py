@@ -60,6 +60,8 @@ def test_training_benchmark_then_oracle_and_compiled_on_its_saved_model(tmp_path
     assert r["training"]["finetune"]["samples"] == 4  # whole runs: one sample per run kept
     assert r["training"]["finetune"]["lr_ramp_steps"] == 2
     assert "fine-tuned on 4 runs" in result.stdout
+    assert "a posteriori fit: 1 steps through" in result.stdout
+    assert "(rate ramped over 2 steps)" in result.stdout
     assert [s["steps"] for s in r["training"]["finetune_restarts"]] == [1]
     assert r["settings"]["flux"] == "kinetic"  # the saved model's flux
     assert len(r["rows"]) == 5 and os.path.isdir(tmp_path / "model2")

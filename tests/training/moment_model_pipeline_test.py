@@ -457,7 +457,7 @@ class DifferentiableSolveTest(TestCase):
                                          closure_epochs=2, max_autoencoder_samples=128,
                                          finetune_steps=3, finetune_window=1,
                                          finetune_check_every=2, finetune_data=more,
-                                         finetune_warmup_steps=2,
+                                         finetune_warmup_steps=2, finetune_lr_ramp_steps=1,
                                          finetune_restarts=[(2, 3e-4), (1, 1e-4)])
         # The warm-up: one-interval windows of `more`, checked at its start and end; the
         # main fit starts from where it ended.
@@ -469,6 +469,10 @@ class DifferentiableSolveTest(TestCase):
         # The restarts: each a fresh schedule at its rate from the weights the stage before
         # it kept, checked on the same samples.
         stages = [info["finetune"], *info["finetune_restarts"]]
+        # A ramp over one step scales nothing (and the report does not mention it); it reaches
+        # every stage of the fine-tuning.
+        self.assertEqual([ft["lr_ramp_steps"] for ft in [warmup, *stages]], [1, 1, 1, 1])
+        self.assertNotIn("ramped", "\n".join(training_report(info)))
         self.assertEqual([(ft["steps"], ft["learning_rate"]) for ft in stages],
                          [(3, 1e-3), (2, 3e-4), (1, 1e-4)])
         for before, after in zip(stages[:-1], stages[1:], strict=True):
@@ -685,6 +689,10 @@ class DifferentiableSolveTest(TestCase):
             train_moment_model(data, finetune_warmup_steps=2)
         with self.assertRaisesRegex(ValueError, "finetune_restarts.*need finetune_steps > 0"):
             train_moment_model(data, finetune_restarts=[(2, 1e-3)])
+        with self.assertRaisesRegex(ValueError, "finetune_lr_ramp_steps.*need finetune_steps"):
+            train_moment_model(data, finetune_lr_ramp_steps=5)
+        with self.assertRaisesRegex(ValueError, "finetune_lr_ramp_steps=-1"):
+            train_moment_model(data, finetune_steps=2, finetune_lr_ramp_steps=-1)
         with self.assertRaisesRegex(ValueError, r"finetune_restarts\[1\] steps=0"):
             train_moment_model(data, finetune_steps=2, finetune_restarts=[(2, 1e-3), (0, 1e-3)])
         with self.assertRaisesRegex(TypeError, r"finetune_restarts\[0\] learning_rate='x'"):
