@@ -355,10 +355,10 @@ def _score_apart(model, args):
     settings = {k: getattr(args, k) for k in ("num_x", "num_v", "t_end", "test_cases",
                                               "repeats")}
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model_dir
-        if model_dir is None:
-            model_dir = os.path.join(tmp, "model")
-            model.save(model_dir)
+        # The model as it is here, not `--model_dir`'s: it may have been fine-tuned further
+        # (`--continue_finetune`) or given another `--flux` since it was loaded.
+        model_dir = os.path.join(tmp, "model")
+        model.save(model_dir)
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
             return pool.submit(_score_cases, model_dir, model.closure_dtype, settings).result()

@@ -66,6 +66,22 @@ def test_training_benchmark_then_oracle_and_compiled_on_its_saved_model(tmp_path
     assert r["settings"]["flux"] == "kinetic"  # the saved model's flux
     assert len(r["rows"]) == 5 and os.path.isdir(tmp_path / "model2")
     assert "a posteriori fit: 1 steps" in result.stdout
+    # The scored model is the one in memory, not --model_dir's as saved: the saved model
+    # (kinetic flux) scored through the Lax-Friedrichs flux does not give the errors above.
+    result = run_script(
+        "moment_closure.py", "--model_dir", str(model), "--flux", "lax_friedrichs",
+        "--num_x", "16", "--t_end", "0.02", "--test_cases", "sod:1002", "--repeats", "1",
+        "--fit_check_runs", "0", "--closure_dtype", "float32", "--output",
+        str(out / "other_flux"), cache=cache)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(out / "train.json") as f:
+        trained = json.load(f)
+    with open(out / "other_flux.json") as f:
+        other = json.load(f)
+    assert other["settings"]["flux"] == "lax_friedrichs"
+    for a, b in zip(trained["rows"], other["rows"], strict=True):
+        assert a["eps"] == b["eps"]
+        assert abs(b["errors"]["learned"]["u"] / a["errors"]["learned"]["u"] - 1) > 1e-6
     result = run_script("moment_closure.py", "--continue_finetune", "--finetune_seeds", "0,1",
                         "--finetune_runs", "2", cache=cache)
     assert result.returncode == 2 and "--finetune_seeds must not hold 1" in result.stderr
