@@ -306,6 +306,9 @@ def _finetune_seeds(parser, args):
                      f"runs; received {args.finetune_seeds!r}")
     if seeds != [0] and not args.finetune_runs:
         parser.error("--finetune_seeds needs --finetune_runs (the runs per seed)")
+    if args.finetune_lr_ramp < 0:
+        parser.error(f"--finetune_lr_ramp must be a non-negative int (steps); received "
+                     f"{args.finetune_lr_ramp}")
     if args.finetune_min_eps is not None and not (args.finetune_runs
                                                   and args.finetune_min_eps > 0):
         parser.error(f"--finetune_min_eps needs --finetune_runs and a positive value (the "

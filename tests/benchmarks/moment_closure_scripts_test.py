@@ -94,6 +94,8 @@ def test_training_benchmark_then_oracle_and_compiled_on_its_saved_model(tmp_path
     assert result.returncode == 2 and "does not take --finetune_warmup_steps" in result.stderr
     result = run_script("moment_closure.py", "--finetune_min_eps", "0.1", cache=cache)
     assert result.returncode == 2 and "--finetune_min_eps needs --finetune_runs" in result.stderr
+    result = run_script("moment_closure.py", "--finetune_lr_ramp", "-1", cache=cache)
+    assert result.returncode == 2 and "--finetune_lr_ramp must be a non-negative" in result.stderr
 
     result = run_script(
         "moment_closure_oracle.py", "--model_dir", str(model), "--eps", "1", "--num_x", "16",

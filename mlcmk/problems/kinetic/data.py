@@ -152,10 +152,11 @@ def merge_kinetic_data(datasets):
 
 
 def select_kinetic_runs(data, runs):
-    """The kinetic data of some of the runs of `data` (`generate_kinetic_data`), in order.
+    """The kinetic data of some of the runs of `data` (`generate_kinetic_data`).
 
-    `runs` is a boolean mask over the runs (for example `data["eps"] >= 0.1`) or their
-    indices; the per-run arrays are indexed, the grids and snapshot times shared. A fit to
+    `runs` is a boolean mask over the runs (for example `data["eps"] >= 0.1`; the runs keep
+    their order) or their indices (in the order given); the per-run arrays are indexed, the
+    grids and snapshot times shared. A fit to
     the selection sees only those runs (a posteriori fits of the runs a goal misses,
     benchmarks/README.md).
 
