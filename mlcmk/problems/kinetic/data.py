@@ -118,6 +118,14 @@ _PER_RUN = ("f", "f_next", "f0", "eps", "dt", "is_sod")
 _SHARED = ("times", "v", "x")
 
 
+def _check_kinetic_arrays(name, data):
+    """ValueError unless `data` holds every array of `generate_kinetic_data`'s result."""
+    missing = [key for key in _PER_RUN + _SHARED if key not in data]
+    if missing:
+        raise ValueError(f"`{name}` is not kinetic data (generate_kinetic_data): it has no "
+                         f"{', '.join(missing)}")
+
+
 def merge_kinetic_data(datasets):
     """One data set of the runs of several `generate_kinetic_data` results, in order.
 
@@ -134,10 +142,7 @@ def merge_kinetic_data(datasets):
     if not datasets:
         raise ValueError("`datasets` must hold at least one kinetic data set; received none")
     for k, data in enumerate(datasets):
-        missing = [name for name in _PER_RUN + _SHARED if name not in data]
-        if missing:
-            raise ValueError(f"`datasets[{k}]` is not kinetic data (generate_kinetic_data): "
-                             f"it has no {', '.join(missing)}")
+        _check_kinetic_arrays(f"datasets[{k}]", data)
         for name in _SHARED:
             first, here = np.asarray(datasets[0][name]), np.asarray(data[name])
             if first.shape != here.shape or not np.array_equal(first, here):
@@ -164,10 +169,7 @@ def select_kinetic_runs(data, runs):
         ValueError: for data that are not kinetic data, a mask of the wrong length, an index
             out of range or repeated, or a selection with no run.
     """
-    missing = [name for name in _PER_RUN + _SHARED if name not in data]
-    if missing:
-        raise ValueError(f"`data` is not kinetic data (generate_kinetic_data): it has no "
-                         f"{', '.join(missing)}")
+    _check_kinetic_arrays("data", data)
     num_runs = len(data["eps"])
     runs = np.asarray(runs)
     if runs.dtype == bool:
