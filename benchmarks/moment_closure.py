@@ -54,13 +54,15 @@ cores, ~15 min on 2 busy ones.
         --save_model runs/moment_192runs
     python benchmarks/moment_closure.py --model_dir runs/moment_192runs --sod_fraction 0.5 \
         --finetune_runs 192 --finetune_steps 300 --output benchmarks/results/rescored
-    # The best recipe so far (~55 min on 2 busy cores; benchmarks/README.md):
+    # The recipe the committed models start from (stop 41, ~35-55 min on 2 cores; with
+    # --closure_units 128,128 ~70 min idle and ~12 GB; benchmarks/README.md):
     python benchmarks/moment_closure.py --num_moments 3 --heat_flux_moment 1 \
         --frozen_speed_factor 5 --sod_fraction 0.5 --finetune_runs 192 \
         --finetune_warmup_steps 100 --finetune_steps 200 --finetune_batch 16 \
         --finetune_lr 3e-3 --finetune_restarts 200:1e-3 --finetune_rollback_factor 2 \
-        --finetune_check_every 25 --fit_check_runs 24 \
-        --output benchmarks/results/moment_closure_k3_rollback
+        --finetune_check_every 25 --fit_check_runs 24 --flux kinetic \
+        --finetune_every_snapshot --closure_dtype float32 \
+        --output benchmarks/results/moment_closure_k3_kinetic_flux_every_snapshot
     # Fine-tuning the committed model further on 384 runs of each of seeds 0 and 2:
     python benchmarks/moment_closure.py --continue_finetune \
         --model_dir benchmarks/results/models/moment_closure_k3_kinetic_every_snapshot \
