@@ -199,7 +199,7 @@ def main():
         restarts = parse_restarts("--finetune_restarts", args.finetune_restarts)
     except (TypeError, ValueError) as err:
         parser.error(str(err))
-    seeds = _finetune_seeds(parser, args)
+    seeds = _check_finetune_options(parser, args)
     config.set_precision("float64")
     start, load_start = time.perf_counter(), machine_load()
     data = generate_kinetic_data(num_runs=args.train_runs, seed=0, num_x=args.num_x,
@@ -294,8 +294,9 @@ def main():
     print(f"written {', '.join(written)}")
 
 
-def _finetune_seeds(parser, args):
-    """The data seeds of `--finetune_seeds`, checked against the other options."""
+def _check_finetune_options(parser, args):
+    """Checks the fine-tuning options against each other (`parser.error` on a conflict) and
+    returns the data seeds of `--finetune_seeds`."""
     try:
         seeds = [int(s) for s in args.finetune_seeds.split(",")]
     except ValueError:
