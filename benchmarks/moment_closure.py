@@ -65,7 +65,7 @@ cores, ~15 min on 2 busy ones.
         --output benchmarks/results/moment_closure_k3_kinetic_flux_every_snapshot
     # The same recipe with --num_moments 4 (a second odd moment; ~47 min idle) and then
     # --continue_finetune on the runs with eps >= 0.1 (below, with --num_moments 4
-    # --finetune_min_eps 0.1 --finetune_steps 200 --finetune_lr_ramp 25, run twice) gave
+    # --finetune_min_eps 0.1 --finetune_steps 200 --finetune_lr_ramp 25, run three times) gave
     # the best committed model, results/models/moment_closure_k4_kinetic_every_snapshot_eps01
     # (stop 47, benchmarks/README.md).
     # Fine-tuning the committed model further on 384 runs of each of seeds 0 and 2:
