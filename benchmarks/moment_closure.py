@@ -63,11 +63,12 @@ cores, ~15 min on 2 busy ones.
         --finetune_check_every 25 --fit_check_runs 24 --flux kinetic \
         --finetune_every_snapshot --closure_dtype float32 \
         --output benchmarks/results/moment_closure_k3_kinetic_flux_every_snapshot
-    # The same recipe with --num_moments 4 (a second odd moment; ~47 min idle) and then
-    # --continue_finetune on the runs with eps >= 0.1 (below, with --num_moments 4
-    # --finetune_min_eps 0.1 --finetune_steps 200 --finetune_lr_ramp 25, run three times) gave
-    # the best committed model, results/models/moment_closure_k4_kinetic_every_snapshot_eps01
-    # (stop 47, benchmarks/README.md).
+    # The same recipe with --num_moments 6 (three even and three odd moments; ~40 min idle)
+    # and then --continue_finetune on the runs with eps >= 0.1 (below, with --num_moments 6
+    # --finetune_min_eps 0.1 --finetune_steps 200 --finetune_lr_ramp 25, run three times, ~25
+    # min each) gave the best committed model,
+    # results/models/moment_closure_k6_kinetic_every_snapshot_eps01 (stop 48; with
+    # --num_moments 4, the stop-47 model _k4_..., benchmarks/README.md).
     # Fine-tuning the committed model further on 384 runs of each of seeds 0 and 2:
     python benchmarks/moment_closure.py --continue_finetune \
         --model_dir benchmarks/results/models/moment_closure_k3_kinetic_every_snapshot \
