@@ -68,7 +68,8 @@ cores, ~15 min on 2 busy ones.
     # --finetune_min_eps 0.1 --finetune_steps 200 --finetune_lr_ramp 25, run three times, ~25
     # min each) gave the best committed model,
     # results/models/moment_closure_k6_kinetic_every_snapshot_eps01 (stop 48; with
-    # --num_moments 4, the stop-47 model _k4_..., benchmarks/README.md).
+    # --num_moments 4, the stop-47 model _k4_..., benchmarks/README.md). With --num_moments 8
+    # its 3e-3 whole-run stage blows up, and at 1e-3 it ends worse than K = 6 (stop 49).
     # Fine-tuning the committed model further on 384 runs of each of seeds 0 and 2:
     python benchmarks/moment_closure.py --continue_finetune \
         --model_dir benchmarks/results/models/moment_closure_k3_kinetic_every_snapshot \
