@@ -47,8 +47,9 @@ def test_training_benchmark_then_oracle_and_compiled_on_its_saved_model(tmp_path
         "moment_closure.py", "--model_dir", str(model), "--continue_finetune",
         "--finetune_runs", "3", "--finetune_seeds", "0,2", "--finetune_steps", "1",
         "--finetune_min_eps", repr(min_eps), "--finetune_lr_ramp", "2",
-        "--finetune_restarts", "1:1e-4", "--finetune_check_every", "1", "--finetune_batch",
-        "2", "--finetune_every_snapshot", "--num_x", "16", "--t_end", "0.02",
+        "--finetune_loss_power", "2", "--finetune_restarts", "1:1e-4",
+        "--finetune_check_every", "1", "--finetune_batch", "2", "--finetune_every_snapshot",
+        "--num_x", "16", "--t_end", "0.02",
         "--test_cases", "sod:1002", "--repeats", "1", "--fit_check_runs", "1",
         "--save_model", str(tmp_path / "model2"), "--output", str(out / "continued"),
         cache=cache)
@@ -62,7 +63,10 @@ def test_training_benchmark_then_oracle_and_compiled_on_its_saved_model(tmp_path
     assert "fine-tuned on 4 runs" in result.stdout
     assert "a posteriori fit: 1 steps through" in result.stdout
     assert "(rate ramped over 2 steps)" in result.stdout
+    assert "every-snapshot trajectory loss (power mean, q = 2) " in result.stdout
     assert [s["steps"] for s in r["training"]["finetune_restarts"]] == [1]
+    assert [s["loss_power"] for s in [r["training"]["finetune"],
+                                      *r["training"]["finetune_restarts"]]] == [2, 2]
     assert r["settings"]["flux"] == "kinetic"  # the saved model's flux
     assert len(r["rows"]) == 5 and os.path.isdir(tmp_path / "model2")
     assert "a posteriori fit: 1 steps" in result.stdout
@@ -96,6 +100,8 @@ def test_training_benchmark_then_oracle_and_compiled_on_its_saved_model(tmp_path
     assert result.returncode == 2 and "--finetune_min_eps needs --finetune_runs" in result.stderr
     result = run_script("moment_closure.py", "--finetune_lr_ramp", "-1", cache=cache)
     assert result.returncode == 2 and "--finetune_lr_ramp must be a non-negative" in result.stderr
+    result = run_script("moment_closure.py", "--finetune_loss_power", "0.5", cache=cache)
+    assert result.returncode == 2 and "--finetune_loss_power must be a number >= 1" in result.stderr
 
     result = run_script(
         "moment_closure_oracle.py", "--model_dir", str(model), "--eps", "1", "--num_x", "16",

@@ -424,14 +424,32 @@ class DifferentiableSolveTest(TestCase):
             self.assertGreater(errors[0], 0)
             reference.append(np.mean(errors))
         self.assertAlmostEqual(loss / np.mean(reference), 1.0, delta=1e-9)
-        # `finetune_closure` fits that loss (its first check is the loss over all samples).
+        # `power`: the mean of the samples' errors to that power.
+        cubed = float(trajectory_loss(model, whole, power=3)(
+            *(tf.constant(a) for a in sample_arrays(whole))))
+        self.assertAlmostEqual(cubed / np.mean(np.power(reference, 3)), 1.0, delta=1e-9)
+        self.assertGreater(cubed ** (1 / 3), loss)  # the samples' errors differ
+        # `finetune_closure` fits that loss (its first check is the loss over all samples),
+        # with `loss_power` its power mean.
         start = [w.numpy() for w in model.closure.trainable_variables]
         info = finetune_closure(model, data, steps=1, window=2, every_snapshot=True, verbose=0)
+        for w, value in zip(model.closure.trainable_variables, start, strict=True):
+            w.assign(value)
+        powered = finetune_closure(model, data, steps=1, window=2, every_snapshot=True,
+                                   verbose=0, loss_power=3, jit_compile=False)
         for w, value in zip(model.closure.trainable_variables, start, strict=True):
             w.assign(value)
         model.refresh_closure()
         self.assertTrue(info["every_snapshot"])
         self.assertAlmostEqual(info["loss_before"] / loss, 1.0, delta=1e-9)
+        self.assertEqual((info["loss_power"], powered["loss_power"]), (1.0, 3.0))
+        self.assertAlmostEqual(powered["loss_before"] / cubed ** (1 / 3), 1.0, delta=1e-9)
+        with self.assertRaisesRegex(ValueError, "loss_power.*>= 1.*received loss_power=0.5"):
+            finetune_closure(model, data, steps=1, loss_power=0.5)
+        with self.assertRaisesRegex(TypeError, "loss_power.*number.*received loss_power='2'"):
+            finetune_closure(model, data, steps=1, loss_power="2")
+        with self.assertRaisesRegex(ValueError, "finetune_loss_power.*finetune_steps > 0"):
+            train_moment_model(data, finetune_loss_power=2)
         report = training_report({"autoencoder_fit_s": 1.0, "closure_fit_s": 1.0,
                                   "autoencoder_loss": 0.1, "closure_loss": 0.1,
                                   "finetune": info})
