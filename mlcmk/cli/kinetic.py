@@ -45,6 +45,10 @@ _ROLLBACK = flags.DEFINE_float("finetune_rollback_factor", None, "A fine-tuning 
 _EVERY_SNAPSHOT = flags.DEFINE_bool("finetune_every_snapshot", False, "Fit the training runs' "
                                     "rho, u, T at every stored snapshot of the whole-run "
                                     "fine-tuning (and its restarts), not only at the last.")
+_LOSS_POWER = flags.DEFINE_float("finetune_loss_power", 1.0, "Power q >= 1 of the power mean "
+                                 "(mean e^q)^(1/q) of the training runs' errors that the "
+                                 "fine-tuning fits (1: their mean; larger q weighs the worst runs "
+                                 "more).")
 _HYPERBOLICITY = flags.DEFINE_float("hyperbolicity_weight", 0.0, "Weight of the penalty on "
                                     "complex characteristic speeds (and speeds beyond "
                                     "--frozen_speed_factor) of the learned system, in a "
@@ -119,6 +123,7 @@ def main(argv):
                 finetune_warmup_steps=_WARMUP_STEPS.value,
                 finetune_restarts=restarts, finetune_rollback_factor=_ROLLBACK.value,
                 finetune_every_snapshot=_EVERY_SNAPSHOT.value,
+                finetune_loss_power=_LOSS_POWER.value,
                 hyperbolicity_weight=_HYPERBOLICITY.value,
                 flux=_FLUX.value or "lax_friedrichs")
             print("\n".join(training_report(info)))

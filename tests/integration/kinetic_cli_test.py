@@ -15,6 +15,7 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
                      "--autoencoder_epochs", "1", "--closure_epochs", "1",
                      "--finetune_steps", "2", "--finetune_warmup_steps", "1",
                      "--finetune_restarts", "1:3e-4", "--finetune_every_snapshot",
+                     "--finetune_loss_power", "2",
                      "--frozen_speed_factor", "5", "--flux", "kinetic",
                      "--hyperbolicity_weight", "0.5", timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -31,7 +32,8 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
     assert "characteristic speeds" in result.stdout
     solver_steps = r["training"]["finetune"]["solver_steps"]
     assert (f"a posteriori fit: 2 steps through {solver_steps} solver steps, every-snapshot "
-            "trajectory loss" in result.stdout)
+            "trajectory loss (power mean, q = 2)" in result.stdout)
+    assert r["training"]["finetune"]["loss_power"] == 2
     assert "trained in" in result.stdout and "closure loss" in result.stdout
     assert r["training"]["finetune_warmup"]["steps"] == 1
     assert r["training"]["finetune_warmup"]["window"] == 1
@@ -39,6 +41,7 @@ def test_kinetic_command_writes_result_and_plot_and_reuses_the_model(tmp_path):
     (restart,) = r["training"]["finetune_restarts"]
     assert (restart["steps"], restart["learning_rate"]) == (1, 3e-4)
     assert restart["every_snapshot"] and r["training"]["finetune"]["every_snapshot"]
+    assert restart["loss_power"] == 2  # every stage fits the same power mean
     assert not r["training"]["finetune_warmup"]["every_snapshot"]  # one-interval windows
     assert restart["loss_before"] == r["training"]["finetune"]["loss_after"]
     assert "a posteriori restart 1: 1 steps at rate 0.0003" in result.stdout
@@ -91,6 +94,11 @@ def test_kinetic_command_rejects_bad_input(tmp_path):
                      f"--cache_dir={tmp_path}", "--train_runs", "1", "--num_x", "8")
     assert result.returncode == 2
     assert "hyperbolicity_weight=-1" in result.stderr
+    result = run_cli("kinetic", "--finetune_loss_power", "0.5", "--finetune_steps", "1",
+                     f"--output_dir={tmp_path}", f"--cache_dir={tmp_path}", "--train_runs", "1",
+                     "--num_x", "8")
+    assert result.returncode == 2
+    assert "finetune_loss_power" in result.stderr and "0.5" in result.stderr
     result = run_cli("kinetic", "--finetune_restarts", "200", f"--output_dir={tmp_path}")
     assert result.returncode == 2
     assert "steps:learning_rate items such as 200:1e-3; received '200'" in result.stderr
