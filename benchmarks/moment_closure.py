@@ -72,9 +72,10 @@ cores, ~15 min on 2 busy ones.
     # --num_moments 4, the stop-47 model _k4_..., benchmarks/README.md). With --num_moments 8
     # its 3e-3 whole-run stage blows up, and at 1e-3 it ends worse than K = 6 (stop 49);
     # K = 6 with --closure_units 128,128 fits better and scores worse (stop 50, ~105 min).
-    # Five more continuations of the stop-48 model with --finetune_runs 768 --finetune_min_eps 1
+    # Nine more continuations of the stop-48 model with --finetune_runs 768 --finetune_min_eps 1
     # (otherwise as below) gave results/models/moment_closure_k6_kinetic_every_snapshot_eps1,
-    # the best now (stops 51, 52; --finetune_loss_power 3 instead did not help).
+    # the best now, all test cases under 2% (stops 51-53; --finetune_loss_power 3 instead did
+    # not help).
     # Fine-tuning the committed model further on 384 runs of each of seeds 0 and 2:
     python benchmarks/moment_closure.py --continue_finetune \
         --model_dir benchmarks/results/models/moment_closure_k3_kinetic_every_snapshot \
