@@ -134,10 +134,12 @@ def main():
     for eps, s in summary.items():
         print(f"  eps={eps:<6s} {s['numpy']:.2f}x | {s['xla']:.2f}x")
     write_json(args.output, {
-        "settings": {k: v for k, v in vars(args).items() if k != "output"},
+        # --num_moments and --closure_units shape a closure fitted here, not a loaded one.
+        "settings": {k: v for k, v in vars(args).items() if k != "output" and not (
+            args.model_dir and k in ("num_moments", "closure_units"))},
         "closure": {"num_moments": model.closure.num_moments,
                     "units": list(model.closure.units),
-                    "closure_dtype": model.closure_dtype,
+                    "closure_dtype": model.closure_dtype, "flux": model.flux,
                     "trained_here": args.model_dir is None},
         "rows": rows, "median_speedup": summary})
     print(f"wrote {args.output}")

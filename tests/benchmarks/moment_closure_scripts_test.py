@@ -129,7 +129,10 @@ def test_training_benchmark_then_oracle_and_compiled_on_its_saved_model(tmp_path
         "--output", str(out / "compiled.json"), cache=cache)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with open(out / "compiled.json") as f:
-        rows = json.load(f)["rows"]
+        compiled = json.load(f)
+    rows = compiled["rows"]
+    assert "num_moments" not in compiled["settings"]  # the loaded model's, not a flag's
+    assert compiled["closure"]["num_moments"] == 2 and compiled["closure"]["flux"]
     assert len(rows) == 5
     for row in rows:  # the XLA programs solve what the NumPy loops solve
         assert row["kinetic_max_difference"] < 1e-12
